@@ -1,0 +1,1 @@
+"""Prefect flows: compositions of `tasks/`, read like the pipeline's diagram."""

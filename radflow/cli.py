@@ -1,0 +1,216 @@
+"""The `radflow` command.
+
+Prefect is imported only inside the commands that run flows, after the environment
+(PREFECT_HOME, privacy settings) is set: the core stays importable without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlparse
+
+import typer
+
+from radflow.errors import NotFoundError, RadflowError
+
+app = typer.Typer(
+    help="radflow: medical-imaging AI pipeline on Prefect 3.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+T = TypeVar("T")
+
+# Privacy and a closed network: no telemetry, and time for a first temporary server start.
+_PREFECT_DEFAULTS = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_SERVER_LOGGING_LEVEL": "ERROR",
+}
+
+
+def _prefect_env(home: Path | None = None) -> None:
+    for name, value in _PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    if home is not None:
+        os.environ.setdefault("PREFECT_HOME", str(home.resolve()))
+
+
+def _fail(err: RadflowError) -> None:
+    typer.secho(f"error: {err}", fg="red", err=True)
+    if err.hint:
+        typer.echo(f"hint: {err.hint}", err=True)
+    raise typer.Exit(2)
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Run a command body; user mistakes print one line and a hint, never a traceback."""
+    try:
+        return fn()
+    except RadflowError as err:
+        _fail(err)
+        raise AssertionError("unreachable") from err
+
+
+def _source(source: str) -> tuple[str, str]:
+    """A folder or s3://bucket/prefix -> (store URL, listing prefix)."""
+    if source.startswith("s3://"):
+        parsed = urlparse(source)
+        if not parsed.netloc:
+            raise RadflowError(f"bad source {source!r}: no bucket", hint="use s3://bucket/prefix")
+        prefix = parsed.path.strip("/")
+        return f"s3://{parsed.netloc}", f"{prefix}/" if prefix else ""
+    if "://" in source:
+        raise RadflowError(f"bad source {source!r}", hint="give a folder or an s3://bucket/prefix URI")
+    folder = Path(source)
+    if not folder.is_dir():
+        raise NotFoundError(f"no folder at {source}", hint="give a folder of DICOM files")
+    return folder.resolve().as_uri(), ""
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=1, sort_keys=True, default=str))
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Folder for the inbox, lake, cache and secret.")] = Path(
+        "radflow-demo"
+    ),
+    studies: Annotated[int, typer.Option(min=10, help="Synthetic studies (a fifth are 'new').")] = 40,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic studies.")] = 0,
+) -> None:
+    """Run the whole pipeline on synthetic studies: no server, bucket, GPU or network needed."""
+    from radflow.demo import DemoLayout, ensure_secret
+
+    layout = DemoLayout(workdir.resolve())
+    layout.workdir.mkdir(parents=True, exist_ok=True)
+    if ensure_secret(layout.secret_file):
+        typer.echo(f"created a demo pseudonymisation secret at {layout.secret_file} (mode 600)")
+    os.environ["RADFLOW_STORE_URL"] = layout.lake.as_uri()
+    os.environ["RADFLOW_CACHE_DIR"] = str(layout.cache)
+    os.environ["RADFLOW_SECRET_FILE"] = str(layout.secret_file)
+    os.environ.pop("RADFLOW_SECRET", None)
+    _prefect_env(layout.workdir / ".prefect")
+    started = time.perf_counter()
+
+    def body() -> dict[str, Any]:
+        from flows.demo import demo as demo_flow
+
+        result: dict[str, Any] = demo_flow(str(layout.workdir), studies, seed)
+        return result
+
+    result = _run(body)
+    elapsed = time.perf_counter() - started
+    decision = result["decision"]
+    typer.echo("")
+    typer.echo(f"radflow demo finished in {elapsed:.1f} s (workdir {layout.workdir})")
+    typer.echo(f"model {decision['model_id']}: test AUC {decision['auc']:.3f}; {decision['reason']}")
+    typer.echo(f"model report:   {layout.lake / result['report']}")
+    typer.echo(f"study reports:  {len(result['study_reports'])} under {layout.lake / 'reports'}")
+    for key in result["study_reports"][:3]:
+        typer.echo(f"  {layout.lake / key}")
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the DICOM studies into.")],
+    studies: Annotated[int, typer.Option(min=1)] = 10,
+    seed: Annotated[int, typer.Option()] = 0,
+    size: Annotated[str, typer.Option(help="ROWSxCOLUMNSxSLICES, e.g. 512x512x100.")] = "64x64x48",
+) -> None:
+    """Write synthetic CT studies (with fake PHI) as DICOM, and OUT/labels.csv."""
+    from radflow.synth import SynthSpec, synthesize
+
+    def body() -> None:
+        try:
+            rows, cols, slices = (int(n) for n in size.lower().split("x"))
+        except ValueError:
+            raise RadflowError(f"bad --size {size!r}", hint="use ROWSxCOLUMNSxSLICES") from None
+        spec = SynthSpec(studies=studies, rows=rows, columns=cols, slices=slices, seed=seed)
+        written = synthesize(out, out / "labels.csv", spec)
+        typer.echo(f"wrote {len(written)} studies to {out} and labels to {out / 'labels.csv'}")
+
+    _run(body)
+
+
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="A folder, or s3://bucket/prefix.")],
+    labels: Annotated[Path | None, typer.Option(help="CSV: study_uid,label (original UIDs).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Fetch, de-identify, register, preprocess and extract features of a delivery."""
+    _prefect_env()
+
+    def body() -> list[str]:
+        url, prefix = _source(source)
+        if labels is not None and not labels.is_file():
+            raise NotFoundError(f"no labels file at {labels}")
+        from flows.ingest import ingest as ingest_flow
+
+        keys: list[str] = ingest_flow(url, prefix, str(labels.resolve()) if labels else None)
+        return keys
+
+    keys = _run(body)
+    _print_json(keys) if as_json else typer.echo(f"ingested {len(keys)} studies")
+
+
+@app.command()
+def train(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Train on every labelled study in the lake; promote the model only if it is better."""
+    _prefect_env()
+
+    def body() -> dict[str, Any]:
+        from flows.train import train_flow
+
+        result: dict[str, Any] = train_flow()
+        return result
+
+    result = _run(body)
+    if as_json:
+        _print_json(result)
+    else:
+        d = result["decision"]
+        typer.echo(f"model {d['model_id']}: test AUC {d['auc']:.3f}; {d['reason']}")
+        typer.echo(f"report: {result['report']}")
+
+
+@app.command()
+def score(
+    source: Annotated[str, typer.Argument(help="A folder, or s3://bucket/prefix.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Score the studies of a delivery with the champion model and write their reports."""
+    _prefect_env()
+
+    def body() -> list[str]:
+        url, prefix = _source(source)
+        from flows.score import score_flow
+
+        reports: list[str] = score_flow(url, prefix)
+        return reports
+
+    reports = _run(body)
+    if as_json:
+        _print_json(reports)
+    else:
+        typer.echo(f"scored {len(reports)} studies")
+        for key in reports:
+            typer.echo(f"  {key}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Settings: `RADFLOW_*` environment variables, then an optional TOML file, then defaults.
+
+With no settings at all radflow runs embedded: the lake is a folder under
+`./radflow-data`, the raw-file cache a folder beside it, and Prefect needs no server.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from radflow.errors import ConfigError
+
+CONFIG_ENV = "RADFLOW_CONFIG"
+DEFAULT_CONFIG_FILE = "radflow.toml"
+
+
+class PreprocessParams(BaseModel, frozen=True):
+    """Parameters of the preprocess stage; hashed into its content address."""
+
+    spacing_mm: tuple[float, float, float] = (1.5, 1.5, 1.5)
+    window_level: float = 40.0
+    window_width: float = 400.0
+    shape: tuple[int, int, int] = (40, 40, 40)
+    roi_threshold_hu: float = 80.0
+
+    @field_validator("spacing_mm")
+    @classmethod
+    def _positive_spacing(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(v) <= 0:
+            raise ValueError("every spacing must be > 0 mm")
+        return v
+
+    @field_validator("shape")
+    @classmethod
+    def _positive_shape(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        if min(v) < 4:
+            raise ValueError("every dimension must be >= 4 voxels")
+        return v
+
+
+class FeatureParams(BaseModel, frozen=True):
+    bin_width: float = Field(25.0, gt=0)
+
+
+class TrainSettings(BaseModel, frozen=True):
+    seed: int = 0
+    test_fraction: float = Field(0.25, gt=0.05, lt=0.5)
+    n_estimators: int = Field(200, ge=10)
+
+
+class Settings(BaseSettings):
+    """Everything radflow can be told. Secrets are never part of a task's parameters."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RADFLOW_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    store_url: str = "file://./radflow-data"
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+    cache_dir: Path = Path("./radflow-cache")
+    preprocess: PreprocessParams = PreprocessParams()
+    features: FeatureParams = FeatureParams()
+    train: TrainSettings = TrainSettings()
+
+    @field_validator("store_url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if not v.startswith(("file://", "s3://")):
+            raise ValueError("must start with file:// or s3://")
+        if v.startswith("s3://") and not v[5:].split("/", 1)[0]:
+            raise ValueError("an s3:// URL needs a bucket: s3://bucket/prefix")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_FILE)
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file))
+
+    def pseudonym_secret(self) -> bytes:
+        """The key of every pseudonym; anonymize refuses to run without one."""
+        if self.secret is not None and self.secret.get_secret_value():
+            return self.secret.get_secret_value().encode()
+        if self.secret_file is not None:
+            return read_secret_file(self.secret_file)
+        raise ConfigError(
+            "RADFLOW_SECRET",
+            "no pseudonymisation secret is set",
+            hint="set RADFLOW_SECRET_FILE to a file (mode 600) holding a long random string",
+        )
+
+
+def read_secret_file(path: Path) -> bytes:
+    """Read a secret, refusing one that other users can read."""
+    if not path.is_file():
+        raise ConfigError("RADFLOW_SECRET_FILE", "the file does not exist")
+    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            "RADFLOW_SECRET_FILE", "the file is readable by others", hint=f"chmod 600 {path}"
+        )
+    secret = path.read_bytes().strip()
+    if len(secret) < 16:
+        raise ConfigError("RADFLOW_SECRET_FILE", "the secret is shorter than 16 bytes")
+    return secret
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and the TOML file, or one ConfigError naming the setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        name = "RADFLOW_" + loc.upper().replace(".", "__") if loc else "settings"
+        raise ConfigError(name, first["msg"].removeprefix("Value error, ")) from None

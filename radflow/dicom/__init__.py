@@ -1,0 +1,1 @@
+"""DICOM: index raw files into studies and series, and de-identify them."""

@@ -1,0 +1,39 @@
+"""The errors radflow raises on purpose.
+
+Messages name what was wrong and where, in one line, and never carry PHI: they end up
+in Prefect's database, in logs and on a terminal.
+"""
+
+from __future__ import annotations
+
+
+class RadflowError(Exception):
+    """Base of every error radflow raises on purpose; `hint` says what to do about it."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class ConfigError(RadflowError):
+    """A setting is missing or wrong."""
+
+    def __init__(self, setting: str, problem: str, hint: str = "") -> None:
+        self.setting = setting
+        self.problem = problem
+        super().__init__(f"setting {setting}: {problem}", hint)
+
+
+class QuarantineError(RadflowError):
+    """An input cannot be processed; it is set aside with a record, and the run goes on."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class NotFoundError(RadflowError):
+    """Something the user named (a folder, a key, a champion model) does not exist."""

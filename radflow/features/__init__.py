@@ -1,0 +1,1 @@
+"""Radiomic features computed from an image and a lesion mask."""

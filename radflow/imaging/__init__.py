@@ -1,0 +1,1 @@
+"""Image processing on SimpleITK volumes: regions of interest."""

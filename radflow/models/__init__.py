@@ -1,0 +1,1 @@
+"""Model training, patient-level splitting and evaluation."""

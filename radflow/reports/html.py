@@ -1,0 +1,125 @@
+"""Self-contained, deterministic HTML reports for one study and for one model.
+
+Everything is inline (CSS, images as data: URIs) so that a report can be mailed or archived as a
+single file and opened offline; no timestamps, so the same inputs give the same bytes. Every
+value is escaped: feature names, QC values and reasons may come from outside the code.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping
+from html import escape
+
+from radflow.models.metrics import Evaluation
+
+NOTICE = "Research use only. Not for diagnosis."
+KEY_FEATURES = (
+    "original_shape_VoxelVolume",
+    "original_shape_MajorAxisLength",
+    "original_shape_Sphericity",
+    "original_firstorder_Mean",
+    "original_firstorder_Median",
+    "original_firstorder_Entropy",
+    "original_firstorder_Skewness",
+    "original_firstorder_Kurtosis",
+)
+TOP_IMPORTANCES = 10
+_CSS = (
+    "body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;margin:0.5em 0 1.5em}"
+    "th,td{border:1px solid #ccc;padding:0.25em 0.6em;text-align:left}"
+    "td.num{text-align:right;font-family:monospace}"
+    ".notice{border:2px solid #b00;color:#b00;padding:0.5em;font-weight:bold}"
+    "img{max-width:100%}"
+)
+
+
+def _fmt(value: object) -> str:
+    """A value for a table cell: floats to 4 significant digits, anything else as str."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _table(rows: Iterable[tuple[str, object]], header: tuple[str, str]) -> str:
+    cells = "".join(
+        f"<tr><th>{escape(str(k))}</th><td class=num>{escape(_fmt(v))}</td></tr>" for k, v in rows
+    )
+    return (
+        f"<table><tr><th>{escape(header[0])}</th><th>{escape(header[1])}</th></tr>{cells}</table>"
+    )
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head>"
+        f'<body><h1>{escape(title)}</h1><p class="notice">{escape(NOTICE)}</p>'
+        f"{body}</body></html>\n"
+    )
+
+
+def study_report(
+    *,
+    study_id: str,
+    score: float,
+    threshold: float,
+    model_id: str,
+    features: Mapping[str, float],
+    qc: Mapping[str, object],
+    key_image_png: bytes,
+) -> str:
+    """The report for one scored study; `study_id` must already be the pseudonym, never PHI."""
+    call = "positive" if score >= threshold else "negative"
+    shown = [name for name in KEY_FEATURES if name in features] or sorted(features)[:8]
+    summary = [
+        ("Study", study_id),
+        ("Score (probability)", f"{score:.3f}"),
+        ("Threshold", f"{threshold:.3f}"),
+        ("Call", call),
+        ("Model", model_id),
+    ]
+    body = (
+        _table(summary, ("Item", "Value"))
+        + "<h2>Key image</h2>"
+        + _img(key_image_png, "Lesion outline on axial, coronal and sagittal slices")
+        + "<h2>Quality control</h2>"
+        + _table(sorted(qc.items()), ("Check", "Value"))
+        + "<h2>Key features</h2>"
+        + _table(((name, features[name]) for name in shown), ("Feature", "Value"))
+    )
+    return _page("radflow study report", body)
+
+
+def model_report(
+    *,
+    model_id: str,
+    evaluation: Evaluation,
+    promoted: bool,
+    reason: str,
+    feature_importances: Mapping[str, float],
+    roc_png: bytes,
+) -> str:
+    """The report for one trained model: held-out metrics, the promotion decision and why."""
+    metrics = [
+        ("Model", model_id),
+        ("AUC", f"{evaluation.auc:.3f}"),
+        (f"Accuracy at {evaluation.threshold:.3f}", f"{evaluation.accuracy:.3f}"),
+        ("Training rows", evaluation.n_train),
+        ("Test rows", evaluation.n_test),
+    ]
+    decision = "promoted to champion" if promoted else "not promoted"
+    top = sorted(feature_importances.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_IMPORTANCES]
+    body = (
+        _table(metrics, ("Metric", "Value"))
+        + f"<h2>Decision</h2><p><b>{escape(decision)}</b>: {escape(reason)}</p>"
+        + "<h2>ROC curve (test set)</h2>"
+        + _img(roc_png, "ROC curve on the test set")
+        + "<h2>Top feature importances</h2>"
+        + _table(top, ("Feature", "Importance"))
+    )
+    return _page("radflow model report", body)

@@ -1,0 +1,63 @@
+"""What every task shares: settings, the lake, cache keys and run names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from prefect.context import TaskRunContext
+from prefect.runtime import task_run
+
+from radflow.config import Settings, load_settings
+from radflow.keys import sha256_bytes, short_id
+from radflow.store import ObjectStore, open_store
+
+
+@cache
+def settings() -> Settings:
+    """Read once per worker process from RADFLOW_* and radflow.toml: never a task parameter,
+    so the secret never reaches Prefect."""
+    return load_settings()
+
+
+@cache
+def lake() -> ObjectStore:
+    return open_store(settings().store_url, settings())
+
+
+def cache_key(stage: str, output_address: Callable[..., str]) -> Callable[[TaskRunContext, dict[str, Any]], str]:
+    """Prefect's cache key is the output's content address (within this lake): a re-run of the
+    same inputs and parameters is Cached, a change to either is not."""
+
+    def key(_: TaskRunContext, parameters: dict[str, Any]) -> str:
+        addr = output_address(**parameters)
+        return f"radflow-{stage}-{sha256_bytes(f'{lake().url}|{addr}'.encode())}"
+
+    return key
+
+
+def run_name(stage: str) -> Callable[[], str]:
+    """`<stage>-<short hash of the first input key>`: pseudonymous, never a raw key or a UID."""
+
+    def name() -> str:
+        params = task_run.parameters
+        first = next(iter(params.values()), "") if params else ""
+        return f"{stage}-{short_id(str(first))}" if first else stage
+
+    return name
+
+
+def quarantine_on_error(stage: str, input_key: str, fn: Callable[[], str]) -> str | None:
+    """Run a stage; bad input becomes a quarantine record and None, and the flow goes on."""
+    from prefect.logging import get_run_logger
+
+    from radflow.errors import QuarantineError
+    from radflow.stages.quarantine import record_error
+
+    try:
+        return fn()
+    except QuarantineError as err:
+        where = record_error(lake(), stage, input_key, err)
+        get_run_logger().warning("quarantined %s: %s (%s)", short_id(input_key), err.reason, where)
+        return None

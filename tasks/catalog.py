@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from prefect import task
+
+from radflow.stages.catalog import update_catalog
+from tasks._common import lake
+
+
+@task(task_run_name="catalog")
+def catalog(feature_keys: list[str]) -> int:
+    """Not cached: it must always point studies at this run's rows, and it writes only changes."""
+    return update_catalog(lake(), feature_keys)

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from prefect import task
+
+from radflow.stages.fetch import delivery_fingerprint, fetch_delivery
+from radflow.stages.quarantine import record
+from radflow.store import open_store
+from tasks._common import cache_key, lake, run_name, settings
+
+
+def _fetch_key(source: str, prefix: str = "") -> str:
+    return delivery_fingerprint(open_store(source, settings()), prefix, settings().cache_dir)
+
+
+@task(cache_key_fn=cache_key("fetch", _fetch_key), task_run_name=run_name("fetch"))
+def fetch(source: str, prefix: str = "") -> list[str]:
+    """Study references of a delivery; unreadable files are quarantined."""
+    result = fetch_delivery(open_store(source, settings()), prefix, settings().cache_dir)
+    for rec in result.quarantined:
+        record(lake(), rec)
+    return result.studies

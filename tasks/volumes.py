@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from prefect import task
+
+from radflow.stages.volumes import build_volume, volume_address
+from tasks._common import cache_key, lake, quarantine_on_error, run_name, settings
+
+
+def _volume_key(deid: str | None) -> str:
+    return volume_address(str(deid), settings().preprocess)
+
+
+@task(cache_key_fn=cache_key("volumes", _volume_key), task_run_name=run_name("preprocess"))
+def preprocess(deid: str | None) -> str | None:
+    """Register the study's series and preprocess its primary; None passes a quarantined study on."""
+    if deid is None:
+        return None
+    return quarantine_on_error("preprocess", deid, lambda: build_volume(lake(), deid, settings().preprocess))

@@ -1,0 +1,110 @@
+"""Shared pytest fixtures.
+
+Object storage
+--------------
+`moto_server` runs moto's standalone S3 server over real HTTP for the whole session;
+`s3_bucket` gives each test a fresh bucket on it; `s3_store` and `local_store` are the two
+`ObjectStore` kinds; `store` is parametrised over both so one contract suite covers each.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from radflow.store import LocalStore, ObjectStore, S3Store
+
+# --------------------------------------------------------------------------- object storage
+
+S3_REGION = "us-east-1"
+S3_STORE_PREFIX = "lake"
+
+_FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": S3_REGION,
+}
+# Anything on the developer's machine that could send boto3 elsewhere or break it.
+_STRAY_AWS_ENV = (
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_CA_BUNDLE",
+)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Endpoint URL of moto's S3 server on localhost, with fake AWS credentials in the env."""
+    from moto.server import ThreadedMotoServer
+
+    aws_home = tmp_path_factory.mktemp("aws-home")
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in _FAKE_AWS_ENV.items():
+            mp.setenv(name, value)
+        for name in _STRAY_AWS_ENV:
+            mp.delenv(name, raising=False)
+        # No ~/.aws config or credentials file may leak in.
+        mp.setenv("AWS_CONFIG_FILE", str(aws_home / "config"))
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(aws_home / "credentials"))
+        # Never route the local server through a proxy.
+        for name in ("NO_PROXY", "no_proxy"):
+            mp.setenv(name, "127.0.0.1,localhost")
+
+        port = _free_port()
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_client(moto_server: str) -> Any:
+    """A raw boto3 S3 client on the moto server, for setup and checks that bypass `S3Store`."""
+    return boto3.session.Session().client("s3", endpoint_url=moto_server, region_name=S3_REGION)
+
+
+@pytest.fixture
+def s3_bucket(moto_server: str, s3_client: Any) -> Iterator[str]:
+    """A fresh, uniquely named, empty bucket on the moto server."""
+    name = f"radflow-test-{uuid.uuid4().hex[:16]}"
+    s3_client.create_bucket(Bucket=name)
+    yield name
+
+
+@pytest.fixture
+def s3_store(moto_server: str, s3_bucket: str) -> S3Store:
+    """An `S3Store` on a fresh bucket, under the prefix `lake/`."""
+    return S3Store(s3_bucket, S3_STORE_PREFIX, endpoint_url=moto_server, region=S3_REGION)
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> LocalStore:
+    """A `LocalStore` rooted at `tmp_path / "lake"`."""
+    return LocalStore(tmp_path / "lake")
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest) -> ObjectStore:
+    """Each kind of `ObjectStore` in turn: the contract suite runs once per kind."""
+    fixture = {"local": "local_store", "s3": "s3_store"}[request.param]
+    result: ObjectStore = request.getfixturevalue(fixture)
+    return result
