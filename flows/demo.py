@@ -1,5 +1,7 @@
-"""Demo: synthesize -> ingest (labelled) -> train -> score new studies -> reports, in one
-process, so Prefect's temporary server starts once."""
+"""Demo: synthesize -> ingest (labelled) -> train -> score new studies -> reports.
+
+One flow run composing the other flows' steps (not subflows): one process, one start of
+Prefect's temporary server, and no subflow bookkeeping on a busy SQLite database."""
 
 from __future__ import annotations
 
@@ -8,9 +10,9 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.ingest import ingest
-from flows.score import score_flow
-from flows.train import train_flow
+from flows.ingest import ingest_steps
+from flows.score import score_steps
+from flows.train import train_steps
 from radflow.demo import NEW_DELIVERY, TRAIN_DELIVERY, DemoLayout, ensure_inbox
 
 
@@ -26,7 +28,7 @@ def synthesize(workdir: str, studies: int, seed: int) -> str:
 def demo(workdir: str, studies: int = 40, seed: int = 0) -> dict[str, Any]:
     layout = DemoLayout(Path(workdir))
     inbox = synthesize(workdir, studies, seed)
-    keys = ingest(inbox, TRAIN_DELIVERY, labels=str(layout.train_labels))
-    trained = train_flow(keys)
-    reports = score_flow(inbox, NEW_DELIVERY)
+    keys = ingest_steps(inbox, TRAIN_DELIVERY, labels=str(layout.train_labels))
+    trained = train_steps(keys)
+    reports = score_steps(inbox, NEW_DELIVERY)
     return {**trained, "study_reports": reports}

@@ -28,18 +28,24 @@ def prepare_studies(source: str, prefix: str = "") -> list[str]:
     return keys
 
 
-def _name() -> str:
+def delivery_run_name(kind: str) -> str:
+    """`<kind>-<hash of the delivery's location>`: delivery names may hold PHI."""
     from prefect.runtime import flow_run
 
     params = flow_run.parameters
-    return f"ingest-{short_id(params['source'] + '/' + params.get('prefix', ''))}"
+    return f"{kind}-{short_id(params['source'] + '/' + params.get('prefix', ''))}"
 
 
-@flow(name="ingest", flow_run_name=_name, log_prints=False)
-def ingest(source: str, prefix: str = "", labels: str | None = None) -> list[str]:
-    """Labels (a local CSV of original StudyInstanceUID,label) are stored under pseudonyms."""
+def ingest_steps(source: str, prefix: str = "", labels: str | None = None) -> list[str]:
+    """labels -> prepare -> catalog; the feature keys of the delivery's studies."""
     if labels:
         record_labels(labels)
     keys = prepare_studies(source, prefix)
     catalog(keys)
     return keys
+
+
+@flow(name="ingest", flow_run_name=lambda: delivery_run_name("ingest"))
+def ingest(source: str, prefix: str = "", labels: str | None = None) -> list[str]:
+    """Labels (a local CSV of original StudyInstanceUID,label) are stored under pseudonyms."""
+    return ingest_steps(source, prefix, labels)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from prefect import flow, unmapped
 
-from flows.ingest import _name, prepare_studies
+from flows.ingest import delivery_run_name, prepare_studies
 from tasks.report import study_report
 from tasks.score import current_champion, score
 
 
-@flow(name="score", flow_run_name=lambda: "score-" + _name().removeprefix("ingest-"))
-def score_flow(source: str, prefix: str = "") -> list[str]:
-    """Report keys, one per scored study. Fails with "no champion model" when there is none."""
+def score_steps(source: str, prefix: str = "") -> list[str]:
+    """champion -> prepare -> score -> report; report keys, one per scored study."""
     model = current_champion()
     keys = prepare_studies(source, prefix)
-    scores = score.map(keys, unmapped(model))
-    reports = study_report.map(scores)
+    reports = study_report.map(score.map(keys, unmapped(model)))
     return [r for r in reports.result() if r]
+
+
+@flow(name="score", flow_run_name=lambda: delivery_run_name("score"))
+def score_flow(source: str, prefix: str = "") -> list[str]:
+    """Fails with "no champion model" when the registry has none yet."""
+    return score_steps(source, prefix)

@@ -12,11 +12,8 @@ from tasks.report import model_report
 from tasks.train import dataset, promote, train
 
 
-@flow(name="train", flow_run_name="train")
-def train_flow(feature_keys: list[str] | None = None) -> dict[str, Any]:
-    """On `feature_keys`, or on every study's current row in the catalog."""
-    if feature_keys is None:
-        feature_keys = current_features(lake())
+def train_steps(feature_keys: list[str]) -> dict[str, Any]:
+    """dataset -> train -> promote -> model report (a step list the demo flow reuses)."""
     model = train(dataset(feature_keys))
     decision = promote(model)
     report = model_report(model, decision)
@@ -24,3 +21,9 @@ def train_flow(feature_keys: list[str] | None = None) -> dict[str, Any]:
         "model %s: test AUC %.3f, %s", decision["model_id"], decision["auc"], decision["reason"]
     )
     return {"model": model, "decision": decision, "report": report}
+
+
+@flow(name="train", flow_run_name="train")
+def train_flow(feature_keys: list[str] | None = None) -> dict[str, Any]:
+    """On `feature_keys`, or on every study's current row in the catalog."""
+    return train_steps(current_features(lake()) if feature_keys is None else feature_keys)

@@ -33,7 +33,8 @@ _PREFECT_DEFAULTS = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "PREFECT_SERVER_LOGGING_LEVEL": "ERROR",
+    # The temporary server logs a traceback when it stops while flushing its last event.
+    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
 }
 
 
@@ -103,8 +104,12 @@ def demo(
     started = time.perf_counter()
 
     def body() -> dict[str, Any]:
+        from flows import _server
+
+        server = _server.start_in_background()
         from flows.demo import demo as demo_flow
 
+        _server.wait(server)
         result: dict[str, Any] = demo_flow(str(layout.workdir), studies, seed)
         return result
 

@@ -9,6 +9,7 @@ Object storage
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,17 @@ import boto3
 import pytest
 
 from radflow.store import LocalStore, ObjectStore, S3Store
+
+# Prefect must never touch the developer's ~/.prefect, phone home, or time out on a first
+# start of its temporary server: set before any test module imports prefect.
+_PREFECT_TEST_HOME = Path(os.environ.get("RADFLOW_TEST_PREFECT_HOME", "/tmp")) / (
+    f"radflow-test-prefect-{os.getpid()}"
+)
+os.environ["PREFECT_HOME"] = str(_PREFECT_TEST_HOME)
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
 
 # --------------------------------------------------------------------------- object storage
 
@@ -108,3 +120,33 @@ def store(request: pytest.FixtureRequest) -> ObjectStore:
     fixture = {"local": "local_store", "s3": "s3_store"}[request.param]
     result: ObjectStore = request.getfixturevalue(fixture)
     return result
+
+
+# --------------------------------------------------------------------------- Prefect and the pipeline
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """One real (temporary) Prefect server for the whole session: it takes 20-25 s to start."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def pipeline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """RADFLOW_* settings for one test: a local lake, a cache and a secret under tmp_path."""
+    from tasks import _common
+
+    secret = tmp_path / "secret.key"
+    secret.write_text("test-secret-" + "0123456789abcdef" * 2)
+    secret.chmod(0o600)
+    monkeypatch.setenv("RADFLOW_STORE_URL", (tmp_path / "lake").as_uri())
+    monkeypatch.setenv("RADFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RADFLOW_SECRET_FILE", str(secret))
+    _common.settings.cache_clear()
+    _common.lake.cache_clear()
+    yield tmp_path
+    _common.settings.cache_clear()
+    _common.lake.cache_clear()

@@ -1,0 +1,47 @@
+# The README's commands. `make demo` and `make test` work on a fresh clone: they create
+# .venv when it is missing and install what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch, installed before the project so pip never pulls a multi-GB CUDA
+# build. A GPU user sets TORCH to a CUDA build, e.g. TORCH="torch --index-url <CUDA index>".
+TORCH  ?= torch==2.13.0
+
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: demo test lint typecheck pytest bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/radflow demo
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy radflow
+
+# pytest exits 5 when it collected nothing: a broken suite, so it fails loudly here.
+pytest: $(VENV)/.installed-dev
+	$(BIN)/pytest; rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests" >&2; exit $$rc
+
+test: lint typecheck pytest
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/demo_bench.py
+
+clean:
+	rm -rf radflow-demo radflow-data radflow-cache .pytest_cache .mypy_cache .ruff_cache

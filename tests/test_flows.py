@@ -1,0 +1,186 @@
+"""Real Prefect runs of the ingest, train and score flows on synthetic DICOM studies."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import SimpleITK as sitk
+
+from radflow.config import PreprocessParams
+from radflow.synth import SynthSpec, SynthStudy, synthesize
+
+pytestmark = pytest.mark.slow
+
+SPEC = SynthSpec(studies=3, rows=48, columns=48, slices=24, seed=7)
+
+
+def _task_states(flow_run_id: UUID, expected: int) -> dict[str, str]:
+    """Task run name -> state name, read back through the API (states arrive as events)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flt = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    states: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        for _ in range(100):
+            runs = client.read_task_runs(flow_run_filter=flt)
+            states = {r.name: r.state.name for r in runs if r.state and r.state.is_final()}
+            if len(states) >= expected:
+                break
+            time.sleep(0.2)
+    return states
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _phi_strings(studies: list[SynthStudy]) -> set[str]:
+    import pydicom
+
+    phi: set[str] = set()
+    for study in studies:
+        ds = pydicom.dcmread(study.files[0], stop_before_pixels=True)
+        phi |= {str(ds.PatientID), str(ds.AccessionNumber), study.study_uid}
+        phi |= {part for part in str(ds.PatientName).split("^") if len(part) > 3}
+        phi |= {str(ds.InstitutionName), str(ds.ReferringPhysicianName).split("^")[0]}
+    return phi
+
+
+@pytest.fixture
+def inbox(pipeline_env: Path) -> tuple[Path, Path, list[SynthStudy]]:
+    studies = synthesize(pipeline_env / "inbox", pipeline_env / "labels.csv", SPEC)
+    return pipeline_env / "inbox", pipeline_env / "labels.csv", studies
+
+
+def test_ingest_outputs_then_cached_rerun(prefect_server: None, inbox: Any) -> None:
+    from flows.ingest import ingest
+
+    folder, labels, studies = inbox
+    lake = folder.parent / "lake"
+    state = ingest(folder.as_uri(), "", str(labels), return_state=True)
+    keys = state.result()
+    assert len(keys) == len(studies) == 3
+
+    params = PreprocessParams()
+    for key in keys:
+        row = json.loads((lake / key).read_text())
+        assert len(row["study_id"]) == 12 and row["patient_id"].startswith("RF-")
+        assert row["features"]["original_firstorder_Mean"] > 80  # the lesion, in HU
+        image = sitk.ReadImage(str(lake / row["volume"] / "image.nii.gz"))
+        assert image.GetSize() == params.shape
+        assert image.GetSpacing() == pytest.approx(params.spacing_mm)
+        mask = sitk.ReadImage(str(lake / row["volume"] / "mask.nii.gz"))
+        assert sitk.GetArrayViewFromImage(mask).sum() > 0
+    deid_files = list((lake / "deid").rglob("*.dcm"))
+    assert len(deid_files) == sum(len(s.files) for s in studies)
+    assert len(list((lake / "labels").iterdir())) == 3
+    assert len(list((lake / "catalog").iterdir())) == 3
+
+    # No PHI anywhere in the lake, in any object's bytes.
+    phi = _phi_strings(studies)
+    for path in lake.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            leaked = [s for s in phi if s.encode() in data]
+            assert not leaked, f"{path.relative_to(lake)} holds PHI"
+
+    before = _snapshot(lake)
+    rerun = ingest(folder.as_uri(), "", str(labels), return_state=True)
+    assert rerun.result() == keys
+    states = _task_states(rerun.state_details.flow_run_id, expected=12)
+    cached = {name for name, s in states.items() if s == "Cached"}
+    assert {n.split("-")[0] for n in cached} == {"labels", "fetch", "anonymize", "preprocess", "features"}
+    assert len(cached) == 1 + 1 + 3 * 3
+    assert states["catalog"] == "Completed"
+    assert _snapshot(lake) == before  # nothing rewritten, not even touched
+
+
+def test_changed_parameter_recomputes_only_downstream(
+    prefect_server: None, inbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.ingest import ingest
+    from tasks import _common
+
+    folder, labels, _ = inbox
+    first = ingest(folder.as_uri(), "", str(labels))
+    monkeypatch.setenv("RADFLOW_FEATURES__BIN_WIDTH", "10")
+    _common.settings.cache_clear()
+    state = ingest(folder.as_uri(), "", str(labels), return_state=True)
+    second = state.result()
+    assert set(first).isdisjoint(second)  # new feature addresses
+    states = _task_states(state.state_details.flow_run_id, expected=12)
+    assert {s for n, s in states.items() if n.startswith("preprocess")} == {"Cached"}
+    assert {s for n, s in states.items() if n.startswith("features")} == {"Completed"}
+
+
+def test_bad_file_is_quarantined_and_flow_goes_on(prefect_server: None, inbox: Any) -> None:
+    from flows.ingest import ingest
+
+    folder, labels, _ = inbox
+    junk = folder / "MRN0000000" / "junk.dcm"
+    junk.parent.mkdir()
+    junk.write_bytes(b"not a dicom file at all")
+    truncated = folder / "MRN0000000" / "truncated.dcm"
+    first_file = next(folder.rglob("IM0001.dcm"))
+    truncated.write_bytes(first_file.read_bytes()[:100])
+    keys = ingest(folder.as_uri(), "", str(labels))
+    assert len(keys) == 3
+    records = list((folder.parent / "lake" / "quarantine" / "fetch").iterdir())
+    assert len(records) == 2
+    for rec in records:
+        body = json.loads(rec.read_text())
+        assert body["reason"] in {"not a DICOM instance", "unreadable file"}
+        assert "MRN" not in rec.read_text()
+    assert junk.read_bytes() == b"not a dicom file at all"  # the raw input is untouched
+
+
+def test_train_and_score_from_s3(
+    prefect_server: None,
+    pipeline_env: Path,
+    moto_server: str,
+    s3_client: Any,
+    s3_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole path with the inbox and the lake in S3, over HTTP to the moto server."""
+    from flows.ingest import ingest
+    from flows.score import score_flow
+    from flows.train import train_flow
+    from tasks import _common
+
+    spec = SynthSpec(studies=12, rows=40, columns=40, slices=16, seed=3)
+    train_studies = synthesize(pipeline_env / "train", pipeline_env / "labels.csv", spec)
+    synthesize(pipeline_env / "new", pipeline_env / "new.csv", SynthSpec(**{**spec.__dict__, "studies": 2, "seed": 99}))
+    for sub in ("train", "new"):
+        for path in (pipeline_env / sub).rglob("*.dcm"):
+            key = f"inbox/{sub}/{path.relative_to(pipeline_env / sub)}"
+            s3_client.upload_file(str(path), s3_bucket, key)
+    monkeypatch.setenv("RADFLOW_STORE_URL", f"s3://{s3_bucket}/lake")
+    monkeypatch.setenv("RADFLOW_S3_ENDPOINT_URL", moto_server)
+    _common.settings.cache_clear()
+    _common.lake.cache_clear()
+
+    keys = ingest(f"s3://{s3_bucket}", "inbox/train/", str(pipeline_env / "labels.csv"))
+    assert len(keys) == len(train_studies)
+    trained = train_flow()
+    assert trained["decision"]["promoted"] is True
+    reports = score_flow(f"s3://{s3_bucket}", "inbox/new/")
+    assert len(reports) == 2
+    lake_keys = {
+        o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="lake/")["Contents"]
+    }
+    assert "lake/models/champion.json" in lake_keys
+    for key in reports:
+        html = s3_client.get_object(Bucket=s3_bucket, Key=f"lake/{key}")["Body"].read().decode()
+        assert trained["decision"]["model_id"] in html
+        assert "Research use only" in html
