@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -12,9 +13,9 @@ from tasks.report import model_report
 from tasks.train import dataset, promote, train
 
 
-def train_steps(feature_keys: list[str]) -> dict[str, Any]:
+def train_steps(feature_keys: Sequence[str | None]) -> dict[str, Any]:
     """dataset -> train -> promote -> model report (a step list the demo flow reuses)."""
-    model = train(dataset(feature_keys))
+    model = train(dataset(list(feature_keys)))
     decision = promote(model)
     report = model_report(model, decision)
     get_run_logger().info(

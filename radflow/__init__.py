@@ -1,4 +1,4 @@
-"""radflow: scans in object storage -> de-identified, registered volumes, features, models, scores, reports.
+"""radflow: scans in object storage -> de-identified volumes, features, models, scores, reports.
 
 The core library. It never imports Prefect: `tasks/` and `flows/` wrap it.
 """

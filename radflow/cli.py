@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,7 +69,9 @@ def _source(source: str) -> tuple[str, str]:
         prefix = parsed.path.strip("/")
         return f"s3://{parsed.netloc}", f"{prefix}/" if prefix else ""
     if "://" in source:
-        raise RadflowError(f"bad source {source!r}", hint="give a folder or an s3://bucket/prefix URI")
+        raise RadflowError(
+            f"bad source {source!r}", hint="give a folder or an s3://bucket/prefix URI"
+        )
     folder = Path(source)
     if not folder.is_dir():
         raise NotFoundError(f"no folder at {source}", hint="give a folder of DICOM files")
@@ -83,10 +84,12 @@ def _print_json(value: Any) -> None:
 
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Folder for the inbox, lake, cache and secret.")] = Path(
-        "radflow-demo"
-    ),
-    studies: Annotated[int, typer.Option(min=10, help="Synthetic studies (a fifth are 'new').")] = 40,
+    workdir: Annotated[
+        Path, typer.Option(help="Folder for the inbox, lake, cache and secret.")
+    ] = Path("radflow-demo"),
+    studies: Annotated[
+        int, typer.Option(min=10, help="Synthetic studies (a fifth are 'new').")
+    ] = 40,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic studies.")] = 0,
 ) -> None:
     """Run the whole pipeline on synthetic studies: no server, bucket, GPU or network needed."""
@@ -118,7 +121,9 @@ def demo(
     decision = result["decision"]
     typer.echo("")
     typer.echo(f"radflow demo finished in {elapsed:.1f} s (workdir {layout.workdir})")
-    typer.echo(f"model {decision['model_id']}: test AUC {decision['auc']:.3f}; {decision['reason']}")
+    typer.echo(
+        f"model {decision['model_id']}: test AUC {decision['auc']:.3f}; {decision['reason']}"
+    )
     typer.echo(f"model report:   {layout.lake / result['report']}")
     typer.echo(f"study reports:  {len(result['study_reports'])} under {layout.lake / 'reports'}")
     for key in result["study_reports"][:3]:
@@ -150,7 +155,9 @@ def synth(
 @app.command()
 def ingest(
     source: Annotated[str, typer.Argument(help="A folder, or s3://bucket/prefix.")],
-    labels: Annotated[Path | None, typer.Option(help="CSV: study_uid,label (original UIDs).")] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="CSV: study_uid,label (original UIDs).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Fetch, de-identify, register, preprocess and extract features of a delivery."""
@@ -199,6 +206,12 @@ def score(
 
     def body() -> list[str]:
         url, prefix = _source(source)
+        from radflow.config import load_settings
+        from radflow.stages.train import champion
+        from radflow.store import open_store
+
+        settings = load_settings()
+        champion(open_store(settings.store_url, settings))  # before any flow: a clear error
         from flows.score import score_flow
 
         reports: list[str] = score_flow(url, prefix)
@@ -213,9 +226,5 @@ def score(
             typer.echo(f"  {key}")
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    app()

@@ -55,7 +55,9 @@ def ensure_secret(path: Path) -> bool:
     return True
 
 
-def ensure_inbox(layout: DemoLayout, studies: int, seed: int, spec: SynthSpec | None = None) -> bool:
+def ensure_inbox(
+    layout: DemoLayout, studies: int, seed: int, spec: SynthSpec | None = None
+) -> bool:
     """Synthesize the two deliveries unless the same ones are there; True when written."""
     base = spec or SynthSpec(studies=studies, seed=seed)
     n_new = max(2, studies // 5)

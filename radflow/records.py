@@ -16,8 +16,15 @@ class QuarantineRecord(BaseModel, frozen=True):
     error_class: str = ""
 
     @classmethod
-    def for_key(cls, source: str, key: str, stage: str, reason: str, error: str = "") -> QuarantineRecord:
-        return cls(source_hash=sha256_bytes(f"{source}/{key}".encode()), stage=stage, reason=reason, error_class=error)
+    def for_key(
+        cls, source: str, key: str, stage: str, reason: str, error: str = ""
+    ) -> QuarantineRecord:
+        return cls(
+            source_hash=sha256_bytes(f"{source}/{key}".encode()),
+            stage=stage,
+            reason=reason,
+            error_class=error,
+        )
 
     @property
     def store_key(self) -> str:

@@ -303,5 +303,3 @@ def open_store(url: str, settings: Settings | None = None) -> ObjectStore:
     if parsed.scheme == "":
         return LocalStore(Path(url))
     raise ValueError(f"unsupported store URL scheme {parsed.scheme!r}; use file:// or s3://")
-
-

@@ -26,7 +26,9 @@ def lake() -> ObjectStore:
     return open_store(settings().store_url, settings())
 
 
-def cache_key(stage: str, output_address: Callable[..., str]) -> Callable[[TaskRunContext, dict[str, Any]], str]:
+def cache_key(
+    stage: str, output_address: Callable[..., str]
+) -> Callable[[TaskRunContext, dict[str, Any]], str]:
     """Prefect's cache key is the output's content address (within this lake): a re-run of the
     same inputs and parameters is Cached, a change to either is not."""
 

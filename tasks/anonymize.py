@@ -4,8 +4,8 @@ from pathlib import Path
 
 from prefect import task
 
-from radflow.stages.anonymize import anonymize_study, deid_address, store_labels
 from radflow.keys import keyed_hash
+from radflow.stages.anonymize import anonymize_study, deid_address, store_labels
 from tasks._common import cache_key, lake, quarantine_on_error, run_name, settings
 
 

@@ -11,7 +11,9 @@ from tasks._common import cache_key, lake, run_name
 
 
 @task(
-    cache_key_fn=cache_key("reports", lambda score: f"{address('reports', [str(score)])}/study.html"),
+    cache_key_fn=cache_key(
+        "reports", lambda score: f"{address('reports', [str(score)])}/study.html"
+    ),
     task_run_name=run_name("report"),
 )
 def study_report(score: str | None) -> str | None:

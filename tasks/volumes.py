@@ -12,7 +12,9 @@ def _volume_key(deid: str | None) -> str:
 
 @task(cache_key_fn=cache_key("volumes", _volume_key), task_run_name=run_name("preprocess"))
 def preprocess(deid: str | None) -> str | None:
-    """Register the study's series and preprocess its primary; None passes a quarantined study on."""
+    """Register the study's series and preprocess its primary; None passes quarantine on."""
     if deid is None:
         return None
-    return quarantine_on_error("preprocess", deid, lambda: build_volume(lake(), deid, settings().preprocess))
+    return quarantine_on_error(
+        "preprocess", deid, lambda: build_volume(lake(), deid, settings().preprocess)
+    )

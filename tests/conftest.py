@@ -122,7 +122,7 @@ def store(request: pytest.FixtureRequest) -> ObjectStore:
     return result
 
 
-# --------------------------------------------------------------------------- Prefect and the pipeline
+# ------------------------------------------------------------------- Prefect and the pipeline
 
 
 @pytest.fixture(scope="session")

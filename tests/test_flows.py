@@ -99,7 +99,13 @@ def test_ingest_outputs_then_cached_rerun(prefect_server: None, inbox: Any) -> N
     assert rerun.result() == keys
     states = _task_states(rerun.state_details.flow_run_id, expected=12)
     cached = {name for name, s in states.items() if s == "Cached"}
-    assert {n.split("-")[0] for n in cached} == {"labels", "fetch", "anonymize", "preprocess", "features"}
+    assert {n.split("-")[0] for n in cached} == {
+        "labels",
+        "fetch",
+        "anonymize",
+        "preprocess",
+        "features",
+    }
     assert len(cached) == 1 + 1 + 3 * 3
     assert states["catalog"] == "Completed"
     assert _snapshot(lake) == before  # nothing rewritten, not even touched
@@ -160,7 +166,11 @@ def test_train_and_score_from_s3(
 
     spec = SynthSpec(studies=12, rows=40, columns=40, slices=16, seed=3)
     train_studies = synthesize(pipeline_env / "train", pipeline_env / "labels.csv", spec)
-    synthesize(pipeline_env / "new", pipeline_env / "new.csv", SynthSpec(**{**spec.__dict__, "studies": 2, "seed": 99}))
+    synthesize(
+        pipeline_env / "new",
+        pipeline_env / "new.csv",
+        SynthSpec(**{**spec.__dict__, "studies": 2, "seed": 99}),
+    )
     for sub in ("train", "new"):
         for path in (pipeline_env / sub).rglob("*.dcm"):
             key = f"inbox/{sub}/{path.relative_to(pipeline_env / sub)}"

@@ -55,7 +55,9 @@ def test_short_id_of_an_address_is_its_hash_prefix() -> None:
 
 @given(st.text(min_size=1), st.text(min_size=1))
 def test_keyed_hash_depends_on_the_secret(value: str, other: str) -> None:
-    assert keyed_hash(b"secret-one-0123456789", value) != keyed_hash(b"secret-two-0123456789", value)
+    assert keyed_hash(b"secret-one-0123456789", value) != keyed_hash(
+        b"secret-two-0123456789", value
+    )
     if value != other:
         assert keyed_hash(b"k" * 32, value) != keyed_hash(b"k" * 32, other)
 

@@ -40,7 +40,7 @@ class Resample:
     def __call__(self, image: sitk.Image, mask: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
         spacing = np.array(image.GetSpacing())
         size = np.array(image.GetSize())
-        new_size = [max(1, int(round(n))) for n in size * spacing / np.array(self.spacing_mm)]
+        new_size = [max(1, round(n)) for n in size * spacing / np.array(self.spacing_mm)]
         ref = sitk.Image(new_size, sitk.sitkUInt8)
         ref.SetSpacing(self.spacing_mm)
         ref.SetOrigin(image.GetOrigin())
@@ -66,14 +66,16 @@ class CropPad:
             centre = image.TransformPhysicalPointToContinuousIndex(stats.GetCentroid(1))
         else:
             centre = tuple((n - 1) / 2 for n in image.GetSize())
-        start = [int(round(c - s / 2)) for c, s in zip(centre, self.shape, strict=True)]
+        start = [round(c - (s - 1) / 2) for c, s in zip(centre, self.shape, strict=True)]
         ref = sitk.Image(list(self.shape), sitk.sitkUInt8)
         ref.SetSpacing(image.GetSpacing())
         ref.SetDirection(image.GetDirection())
         ref.SetOrigin(image.TransformIndexToPhysicalPoint(start))
         ident = sitk.Transform()
         return (
-            sitk.Resample(image, ref, ident, sitk.sitkNearestNeighbor, self.fill_hu, image.GetPixelID()),
+            sitk.Resample(
+                image, ref, ident, sitk.sitkNearestNeighbor, self.fill_hu, image.GetPixelID()
+            ),
             sitk.Resample(mask, ref, ident, sitk.sitkNearestNeighbor, 0, mask.GetPixelID()),
         )
 

@@ -19,7 +19,10 @@ def slice_order(files: Sequence[Path]) -> list[Path]:
         ds = pydicom.dcmread(f, stop_before_pixels=True)
         if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
             raise QuarantineError("missing geometry", "a slice lacks ImagePositionPatient")
-        row, col = np.array(ds.ImageOrientationPatient[:3]), np.array(ds.ImageOrientationPatient[3:])
+        row, col = (
+            np.array(ds.ImageOrientationPatient[:3]),
+            np.array(ds.ImageOrientationPatient[3:]),
+        )
         normal = np.cross(row, col)
         positions.append((float(np.dot(normal, np.array(ds.ImagePositionPatient, float))), f))
     positions.sort(key=lambda p: p[0])

@@ -52,7 +52,10 @@ def anonymize_study(store: ObjectStore, cache_dir: Path, ref: str, secret: bytes
         study_id=study_pseudonym(secret, original_uid),
         study_uid=str(ds.StudyInstanceUID),
         patient_id=patients.pop(),
-        series=[SeriesEntry(series_uid=s, modality=m, instances=n) for (s, m), n in sorted(series.items())],
+        series=[
+            SeriesEntry(series_uid=s, modality=m, instances=n)
+            for (s, m), n in sorted(series.items())
+        ],
     )
     store.put_text(f"{out}/{MANIFEST}", manifest.model_dump_json(indent=1))
     return out

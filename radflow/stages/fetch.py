@@ -50,7 +50,9 @@ def _cached_copy(source: ObjectStore, info: ObjectInfo, cache_dir: Path) -> Path
 def delivery_fingerprint(source: ObjectStore, prefix: str, cache_dir: Path) -> str:
     """Changes when any file of the delivery changes, appears or goes (sizes and ETags)."""
     listing = [f"{o.key}\0{o.size}\0{o.etag}" for o in source.list(prefix)]
-    return sha256_bytes("\n".join([source.url, prefix, str(cache_dir.resolve()), *listing]).encode())
+    return sha256_bytes(
+        "\n".join([source.url, prefix, str(cache_dir.resolve()), *listing]).encode()
+    )
 
 
 def group_index_path(cache_dir: Path, ref: str) -> Path:

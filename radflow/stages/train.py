@@ -57,7 +57,9 @@ def train_model(store: ObjectStore, dataset: str, settings: TrainSettings) -> st
         raise RadflowError("no labelled studies to train on", hint="ingest with --labels CSV")
     names = sorted(rows[0]["features"])
     y = np.array([int(r["label"]) for r in rows])
-    train, test = patient_split([str(r["patient_id"]) for r in rows], list(y), params.test_fraction, params.seed)
+    train, test = patient_split(
+        [str(r["patient_id"]) for r in rows], list(y), params.test_fraction, params.seed
+    )
     model = build_model(params).fit(_matrix([rows[i] for i in train], names), y[train])
     proba = model.predict_proba(_matrix([rows[i] for i in test], names))[:, 1]
     evaluation = evaluate(list(y[test]), list(proba), n_train=len(train))
@@ -68,7 +70,9 @@ def train_model(store: ObjectStore, dataset: str, settings: TrainSettings) -> st
         "dataset": dataset,
         "params": asdict(params),
         "feature_names": names,
-        "feature_importances": dict(zip(names, map(float, forest.feature_importances_), strict=True)),
+        "feature_importances": dict(
+            zip(names, map(float, forest.feature_importances_), strict=True)
+        ),
         "test_rows": [int(i) for i in test],
         "evaluation": asdict(evaluation),
     }
@@ -91,7 +95,9 @@ def load_model(store: ObjectStore, model: str) -> Any:
 
 def champion(store: ObjectStore) -> str:
     if not store.exists(CHAMPION):
-        raise NotFoundError("no champion model", hint="run `radflow train` on labelled studies first")
+        raise NotFoundError(
+            "no champion model", hint="run `radflow train` on labelled studies first"
+        )
     return str(json.loads(store.get_text(CHAMPION))["model"])
 
 
@@ -115,8 +121,11 @@ def promote_if_better(store: ObjectStore, model: str) -> dict[str, Any]:
     except NotFoundError:
         current = None
     if current == model:
-        return _decided(store, model, {**decision, "promoted": True, "previous": None,
-                                       "reason": "already the champion"})
+        return _decided(
+            store,
+            model,
+            {**decision, "promoted": True, "previous": None, "reason": "already the champion"},
+        )
     if current is not None:
         current_card = read_card(store, current)
         rows = json.loads(store.get_text(card["dataset"]))["rows"]
@@ -127,9 +136,14 @@ def promote_if_better(store: ObjectStore, model: str) -> dict[str, Any]:
         decision["previous"] = current
         decision["previous_auc"] = current_auc
         if not candidate_auc > current_auc:
-            reason = f"test AUC {candidate_auc:.3f} does not beat the champion's {current_auc:.3f} on the same rows"
+            reason = (
+                f"test AUC {candidate_auc:.3f} does not beat the champion's "
+                f"{current_auc:.3f} on the same rows"
+            )
             return _decided(store, model, {**decision, "promoted": False, "reason": reason})
-        reason = f"test AUC {candidate_auc:.3f} beats the champion's {current_auc:.3f} on the same rows"
+        reason = (
+            f"test AUC {candidate_auc:.3f} beats the champion's {current_auc:.3f} on the same rows"
+        )
     else:
         decision["previous"] = None
         reason = "no champion yet"

@@ -38,8 +38,10 @@ def volume_address(deid: str, params: PreprocessParams) -> str:
     return address(
         "volumes",
         [deid],
-        {"steps": [*hu.describe(), {"step": "Window", **window.__dict__}],
-         "roi_threshold_hu": params.roi_threshold_hu},
+        {
+            "steps": [*hu.describe(), {"step": "Window", **window.__dict__}],
+            "roi_threshold_hu": params.roi_threshold_hu,
+        },
     )
 
 
@@ -78,8 +80,10 @@ def build_volume(store: ObjectStore, deid: str, params: PreprocessParams) -> str
             "study_id": manifest.study_id,
             "series": len(images),
             "native": _geometry(primary),
-            "intensity_hu": [float(np.min(sitk.GetArrayViewFromImage(primary))),
-                             float(np.max(sitk.GetArrayViewFromImage(primary)))],
+            "intensity_hu": [
+                float(np.min(sitk.GetArrayViewFromImage(primary))),
+                float(np.max(sitk.GetArrayViewFromImage(primary))),
+            ],
             "registration": [],
             "warnings": [],
         }
@@ -90,12 +94,18 @@ def build_volume(store: ObjectStore, deid: str, params: PreprocessParams) -> str
         for n, i in enumerate(order[1:], start=1):
             reg = rigid_register(primary, images[i])
             qc["registration"].append(
-                {"series": n, "metric": round(reg.metric, 6), "iterations": reg.iterations,
-                 "parameters": [round(p, 4) for p in reg.transform.GetParameters()]}
+                {
+                    "series": n,
+                    "metric": round(reg.metric, 6),
+                    "iterations": reg.iterations,
+                    "parameters": [round(p, 4) for p in reg.transform.GetParameters()],
+                }
             )
             # The secondary on the primary's preprocessed grid: for review and later stages.
             registered = resample_onto(images[i], image_hu, reg.transform)
-            _write_image(store, f"{out}/secondary_{n}.nii.gz", sitk.Cast(registered, sitk.sitkInt16), tmp)
+            _write_image(
+                store, f"{out}/secondary_{n}.nii.gz", sitk.Cast(registered, sitk.sitkInt16), tmp
+            )
         qc["preprocessed"] = _geometry(image_hu)
         qc["roi_voxels"] = int(np.count_nonzero(sitk.GetArrayViewFromImage(roi)))
         if qc["roi_voxels"] == 0:
