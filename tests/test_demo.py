@@ -1,0 +1,74 @@
+"""`radflow demo` as a user runs it: a fresh process, no server, no bucket, no network.
+
+Cold, then warm on the same workdir (Cached, nothing rewritten), then cold again in another
+workdir with the same seed and secret: the lake must be byte-identical.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+STUDIES = "10"
+
+
+def _demo(workdir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    return subprocess.run(
+        [sys.executable, "-m", "radflow.cli", "demo", "--workdir", str(workdir), "--studies", STUDIES],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def _lake(workdir: Path) -> dict[str, tuple[int, bytes]]:
+    root = workdir / "lake"
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_demo_cold_warm_and_reproducible(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    cold = _demo(first)
+    assert cold.returncode == 0, cold.stdout[-3000:] + cold.stderr[-3000:]
+    assert "created a demo pseudonymisation secret" in cold.stdout
+    assert "radflow demo finished" in cold.stdout
+    assert "Traceback" not in cold.stdout + cold.stderr
+    lake = _lake(first)
+    reports = [k for k in lake if k.endswith("study.html")]
+    assert len(reports) == 2  # a fifth of 10 studies are the "new" delivery
+    assert sum(k.endswith("model.html") for k in lake) == 1
+    assert "models/champion.json" in lake
+    assert (first / "secret.key").stat().st_mode & 0o077 == 0
+
+    warm = _demo(first)
+    assert warm.returncode == 0, warm.stdout[-3000:] + warm.stderr[-3000:]
+    log = warm.stdout + warm.stderr
+    assert log.count("Cached(type=COMPLETED)") >= 4 * int(STUDIES)
+    assert "Finished in state Completed()" in log  # only uncached bookkeeping tasks
+    assert _lake(first) == lake  # nothing rewritten or touched
+
+    second = tmp_path / "second"
+    second.mkdir()
+    shutil.copy2(first / "secret.key", second / "secret.key")
+    again = _demo(second)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    first_bytes = {k: v[1] for k, v in lake.items()}
+    second_bytes = {k: v[1] for k, v in _lake(second).items()}
+    assert first_bytes.keys() == second_bytes.keys()
+    differing = [k for k in first_bytes if first_bytes[k] != second_bytes[k]]
+    assert not differing, differing[:5]
