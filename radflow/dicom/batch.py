@@ -1,0 +1,159 @@
+"""De-identify a folder tree of DICOM files into `<study>/<series>/<sop>.dcm`, in parallel.
+
+Worker processes each read, de-identify and write whole files; only small records come
+back. Bad input becomes a quarantine record (hashed path, error class, radflow's own
+reason: no PHI), never an exception, and the source file is never touched.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from radflow.dicom.deid import DeidConfig, Deidentifier, study_pseudonym
+from radflow.errors import QuarantineError
+from radflow.records import QuarantineRecord
+
+STAGE = "anonymize"
+
+
+@dataclass
+class FileOutcome:
+    source: str
+    output: str | None = None
+    bytes_in: int = 0
+    mapping: tuple[str, str, str, str] | None = None  # patient id, pseudonym, study uid, pseudo uid
+    quarantine: QuarantineRecord | None = None
+
+
+@dataclass
+class BatchSummary:
+    files: int = 0
+    written: int = 0
+    bytes_in: int = 0
+    quarantined: list[QuarantineRecord] = field(default_factory=list)
+    mapping: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+
+    def line(self) -> str:
+        return (
+            f"{self.files} files: {self.written} de-identified, "
+            f"{len(self.quarantined)} quarantined, {len(self.mapping)} studies"
+        )
+
+
+def read_dicom(path: Path) -> pydicom.Dataset:
+    """A DICOM Part 10 file, or a QuarantineError saying why it is not one."""
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError:
+        raise QuarantineError("not a DICOM file", "no DICM preamble or file meta") from None
+    except (EOFError, ValueError, OSError, KeyError, TypeError, AttributeError) as err:
+        raise QuarantineError("unreadable DICOM file", type(err).__name__) from None
+    if "SOPInstanceUID" not in ds or "StudyInstanceUID" not in ds:
+        raise QuarantineError("incomplete DICOM file", "no SOPInstanceUID or StudyInstanceUID")
+    if "PixelData" in ds:
+        # Touch the length only: a truncated pixel element fails here, not downstream.
+        if ds["PixelData"].is_undefined_length is False and ds["PixelData"].value is None:
+            raise QuarantineError("unreadable DICOM file", "pixel data missing")
+    return ds
+
+
+def deidentify_bytes(ds: pydicom.Dataset, deid: Deidentifier) -> tuple[bytes, tuple[str, ...]]:
+    result = deid(ds)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue(), (result.study_uid, result.series_uid, result.sop_uid,
+                            result.original_patient_id, result.patient_id, result.original_study_uid)
+
+
+_WORKER: Deidentifier | None = None
+
+
+def _init(config: DeidConfig) -> None:
+    global _WORKER
+    _WORKER = Deidentifier(config)
+
+
+def _one(args: tuple[str, str, str]) -> FileOutcome:
+    source, dst, rel = args
+    assert _WORKER is not None
+    outcome = FileOutcome(source=rel)
+    try:
+        path = Path(source)
+        outcome.bytes_in = path.stat().st_size
+        data, (study, series, sop, pid, pseudo, orig_study) = deidentify_bytes(
+            read_dicom(path), _WORKER
+        )
+    except QuarantineError as err:
+        outcome.quarantine = QuarantineRecord.for_key("", rel, STAGE, err.reason, type(err).__name__)
+        return outcome
+    out = Path(dst) / study / series / f"{sop}.dcm"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(f".{out.name}.part")
+    part.write_bytes(data)
+    os.replace(part, out)
+    outcome.output = str(out.relative_to(dst))
+    outcome.mapping = (pid, pseudo, orig_study, study)
+    return outcome
+
+
+def walk_files(src: Path) -> Iterator[Path]:
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        for name in sorted(files):
+            yield Path(root) / name
+
+
+def anonymize_tree(
+    src: Path, dst: Path, config: DeidConfig, processes: int | None = None
+) -> BatchSummary:
+    """Every file under `src` into `dst`; in `processes` worker processes (default: cores)."""
+    files: Sequence[Path] = list(walk_files(src))
+    jobs = [(str(f), str(dst), str(f.relative_to(src))) for f in files]
+    summary = BatchSummary(files=len(jobs))
+    workers = processes or os.cpu_count() or 1
+    if workers == 1 or len(jobs) < 8:
+        _init(config)
+        outcomes: Iterator[FileOutcome] = map(_one, jobs)
+    else:
+        pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(config,))
+        outcomes = pool.map(_one, jobs, chunksize=max(1, min(64, len(jobs) // (workers * 4))))
+    for outcome in outcomes:
+        summary.bytes_in += outcome.bytes_in
+        if outcome.quarantine is not None:
+            summary.quarantined.append(outcome.quarantine)
+        else:
+            summary.written += 1
+            pid, pseudo, orig_study, study = outcome.mapping  # type: ignore[misc]
+            summary.mapping[(pid, orig_study)] = (pseudo, study)
+    return summary
+
+
+def write_quarantine(summary: BatchSummary, path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for rec in summary.quarantined:
+            f.write(rec.model_dump_json() + "\n")
+
+
+def write_reid_map(summary: BatchSummary, path: Path, secret: bytes) -> None:
+    """Original -> pseudonym, for the people allowed to re-identify: mode 600, never in DST."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for (pid, orig_study), (pseudo, study) in sorted(summary.mapping.items()):
+            entry = {
+                "patient_id": pid,
+                "patient_pseudonym": pseudo,
+                "study_uid": orig_study,
+                "study_pseudonym_uid": study,
+                "study_id": study_pseudonym(secret, orig_study),
+            }
+            f.write(json.dumps(entry, sort_keys=True) + "\n")

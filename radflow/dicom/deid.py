@@ -1,0 +1,401 @@
+"""De-identify one DICOM dataset by the PS3.15 Annex E profile, with keyed pseudonyms.
+
+The table decides each attribute's action; this module carries the actions out. Every UID
+(not only those the table lists: every UI value anywhere, sequences and file meta included)
+goes through one keyed function, so references stay consistent across files, studies and
+runs. Pixel data are never decoded: the element's bytes are written back as read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
+from pydicom.uid import UID_dictionary
+
+from radflow import __version__
+from radflow.dicom.profile import Option, Profile, method_codes
+from radflow.errors import QuarantineError
+from radflow.keys import keyed_hash
+
+# SOP classes whose images commonly carry text burned into the pixels (PS3.15 E.1.1 says
+# such instances need the Clean Pixel Data option, which radflow does not offer).
+BURNED_IN_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
+        "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit SC
+        "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte SC
+        "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
+        "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color SC
+        "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound
+        "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame
+        "1.2.840.10008.5.1.4.1.1.77.1.1.1",  # Video Endoscopic
+        "1.2.840.10008.5.1.4.1.1.77.1.4.1",  # Video Photographic
+    }
+)
+
+# Dummy values (action D) by VR: valid for the VR, and say nothing about anyone.
+_DUMMY: dict[str, object] = {
+    "AE": "ANONYMOUS",
+    "AS": "000D",
+    "CS": "ANONYMIZED",
+    "DA": "19000101",
+    "DS": "0",
+    "DT": "19000101000000",
+    "IS": "0",
+    "LO": "ANONYMIZED",
+    "LT": "ANONYMIZED",
+    "PN": "ANONYMOUS",
+    "SH": "ANONYMIZED",
+    "ST": "ANONYMIZED",
+    "TM": "000000",
+    "UC": "ANONYMIZED",
+    "UT": "ANONYMIZED",
+    "FL": 0.0,
+    "FD": 0.0,
+    "SL": 0,
+    "SS": 0,
+    "UL": 0,
+    "US": 0,
+}
+# File meta elements that can name a sender or a site.
+_META_IDENTIFYING = (
+    "SourceApplicationEntityTitle",
+    "SendingApplicationEntityTitle",
+    "ReceivingApplicationEntityTitle",
+    "PrivateInformationCreatorUID",
+    "PrivateInformation",
+)
+_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+_MAX_SHIFT_DAYS = 3650
+_PRIVATE_CREATOR_MAX_ELEMENT = 0x00FF
+
+
+def pseudo_uid(secret: bytes, uid: str) -> str:
+    """A UID under the 2.25 root (ISO/IEC 9834-8) from a keyed hash: same input, same UID."""
+    return "2.25." + str(int(keyed_hash(secret, "uid:" + uid)[:32], 16))
+
+
+def patient_pseudonym(secret: bytes, patient_id: str) -> str:
+    return "RF-" + keyed_hash(secret, "patient:" + patient_id)[:16].upper()
+
+
+def study_pseudonym(secret: bytes, study_uid: str) -> str:
+    """The study id the orchestrator sees: run names, report titles, labels."""
+    return keyed_hash(secret, "study:" + study_uid)[:12]
+
+
+def date_shift_days(secret: bytes, patient_id: str) -> int:
+    """Per patient, deterministic, 1 to 3650 days into the past: intervals are kept."""
+    return -(int(keyed_hash(secret, "date-shift:" + patient_id)[:8], 16) % _MAX_SHIFT_DAYS + 1)
+
+
+def shift_date(value: str, days: int) -> str:
+    """Shift a DA (or a DA range 'A-B'); an unparseable value becomes empty, never kept."""
+    parts = []
+    for part in value.split("-"):
+        part = part.strip()
+        if not part:
+            parts.append("")
+            continue
+        try:
+            day = dt.datetime.strptime(part[:8], "%Y%m%d").date()
+        except ValueError:
+            return ""
+        parts.append((day + dt.timedelta(days=days)).strftime("%Y%m%d"))
+    return "-".join(parts)
+
+
+def shift_datetime(value: str, days: int) -> str:
+    """Shift the date part of a DT; time of day and UTC offset are kept (whole-day shifts)."""
+    out = []
+    for part in value.split("-") if value.count("-") == 1 and len(value) > 14 else [value]:
+        if len(part) < 8:
+            return ""
+        shifted = shift_date(part[:8], days)
+        if not shifted:
+            return ""
+        out.append(shifted + part[8:])
+    return "-".join(out)
+
+
+@dataclass(frozen=True)
+class DeidConfig:
+    """Everything that decides the output besides the input: hashed into content addresses."""
+
+    secret: bytes
+    options: frozenset[str] = frozenset()
+    safe_private: frozenset[tuple[str, int]] = frozenset()  # (private creator, element byte)
+    allow_burned_in: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = set(self.options) - {o.value for o in Option}
+        if unknown:
+            raise ValueError(f"unknown de-identification options: {', '.join(sorted(unknown))}")
+        both = {Option.RETAIN_LONGITUDINAL_FULL_DATES, Option.RETAIN_LONGITUDINAL_MODIFIED_DATES}
+        if both <= self.options:
+            raise ValueError("choose one of the two longitudinal temporal options, not both")
+
+    def describe(self) -> dict[str, object]:
+        """The parameters without the secret (addresses carry its fingerprint separately)."""
+        return {
+            "options": sorted(self.options),
+            "safe_private": sorted(f"{c}:{e:02X}" for c, e in self.safe_private),
+            "allow_burned_in": self.allow_burned_in,
+            "profile": Profile.standard().edition,
+            "method": method_text(self.options),
+        }
+
+
+def method_text(options: Iterable[str]) -> str:
+    text = f"radflow {__version__} PS3.15 E.1-1" + ("+" + "+".join(sorted(options)) if options else "")
+    return text[:64]
+
+
+@dataclass
+class DeidResult:
+    """What the caller may keep: original identifiers only for the re-identification map."""
+
+    original_patient_id: str
+    original_study_uid: str
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    scrub_tokens: list[str] = field(default_factory=list, repr=False)
+
+
+class Deidentifier:
+    """Applies the profile to datasets; holds per-configuration caches, no per-patient state."""
+
+    def __init__(self, config: DeidConfig, profile: Profile | None = None) -> None:
+        self.config = config
+        self.profile = profile or Profile.standard()
+        self._actions: dict[int, str | None] = {}
+        self._uids: dict[str, str] = {}
+
+    def action(self, tag: int) -> str | None:
+        try:
+            return self._actions[tag]
+        except KeyError:
+            found = self._actions[tag] = self.profile.action(tag, self.config.options)
+            return found
+
+    def uid(self, value: str) -> str:
+        if value in UID_dictionary or Option.RETAIN_UIDS in self.config.options:
+            return value  # a standard UID (SOP class, transfer syntax) identifies nobody
+        mapped = self._uids.get(value)
+        if mapped is None:
+            mapped = self._uids[value] = pseudo_uid(self.config.secret, value)
+        return mapped
+
+    def check_burned_in(self, ds: Dataset) -> None:
+        if self.config.allow_burned_in:
+            return
+        flag = str(ds.get("BurnedInAnnotation", "")).upper()
+        if flag == "YES":
+            raise QuarantineError("burned-in annotation", "BurnedInAnnotation is YES")
+        if not flag and str(ds.get("SOPClassUID", "")) in BURNED_IN_SOP_CLASSES:
+            raise QuarantineError(
+                "possible burned-in annotation",
+                "SOP class often carries burned-in text and BurnedInAnnotation is absent",
+            )
+
+    def __call__(self, ds: Dataset) -> DeidResult:
+        """De-identify `ds` in place and say what it was and what it became."""
+        self.check_burned_in(ds)
+        patient_id = str(ds.get("PatientID", ""))
+        study_uid = str(ds.get("StudyInstanceUID", ""))
+        context = _Context(
+            self,
+            tokens=_phi_tokens(ds),
+            shift=date_shift_days(self.config.secret, patient_id),
+        )
+        context.walk(ds)
+        pseudonym = patient_pseudonym(self.config.secret, patient_id)
+        ds.PatientID = pseudonym
+        ds.PatientName = pseudonym
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = method_text(self.config.options)
+        ds.DeidentificationMethodCodeSequence = _method_code_sequence(self.config.options)
+        if Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in self.config.options:
+            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        elif Option.RETAIN_LONGITUDINAL_FULL_DATES in self.config.options:
+            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        else:
+            ds.LongitudinalTemporalInformationModified = "REMOVED"
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None and "SOPInstanceUID" in ds:
+            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            for keyword in _META_IDENTIFYING:
+                if keyword in meta:
+                    delattr(meta, keyword)
+        return DeidResult(
+            original_patient_id=patient_id,
+            original_study_uid=study_uid,
+            patient_id=pseudonym,
+            study_uid=str(ds.get("StudyInstanceUID", "")),
+            series_uid=str(ds.get("SeriesInstanceUID", "")),
+            sop_uid=str(ds.get("SOPInstanceUID", "")),
+        )
+
+
+def _method_code_sequence(options: Iterable[str]) -> Sequence:
+    codes = method_codes()
+    items = []
+    for name in ["basic", *sorted(options)]:
+        item = Dataset()
+        item.CodeValue = codes[name].value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = codes[name].meaning
+        items.append(item)
+    return Sequence(items)
+
+
+_PHI_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "AccessionNumber",
+    "PatientBirthDate",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "OperatorsName",
+    "NameOfPhysiciansReadingStudy",
+    "InstitutionName",
+    "PatientAddress",
+)
+
+
+def _phi_tokens(ds: Dataset) -> list[str]:
+    """The patient's own identifying words, for scrubbing free text (Clean Descriptors)."""
+    tokens: set[str] = set()
+    for keyword in _PHI_KEYWORDS:
+        value = ds.get(keyword)
+        if value is None:
+            continue
+        for v in value if isinstance(value, MultiValue) else [value]:
+            for word in re.split(r"[\^\s,]+", str(v)):
+                if len(word) >= 3:
+                    tokens.add(word)
+    return sorted(tokens, key=len, reverse=True)
+
+
+class _Context:
+    """One dataset's walk: the patient's scrub tokens and date shift."""
+
+    def __init__(self, deid: Deidentifier, tokens: list[str], shift: int) -> None:
+        self.deid = deid
+        self.options = deid.config.options
+        self.shift = shift
+        self.pattern = (
+            re.compile("|".join(re.escape(t) for t in tokens), re.IGNORECASE) if tokens else None
+        )
+
+    def walk(self, ds: Dataset) -> None:
+        kept_creators: set[tuple[int, int]] = set()
+        for elem in list(ds):
+            if elem.tag.is_private:
+                self._private(ds, elem, kept_creators)
+            else:
+                self._public(ds, elem)
+        # Private creators that no longer reserve any kept element go too.
+        for elem in list(ds):
+            tag = elem.tag
+            if (
+                tag.is_private
+                and tag.element <= _PRIVATE_CREATOR_MAX_ELEMENT
+                and tag.element >= 0x10
+                and (tag.group, tag.element) not in kept_creators
+            ):
+                del ds[tag]
+
+    def _private(self, ds: Dataset, elem: DataElement, kept: set[tuple[int, int]]) -> None:
+        tag: BaseTag = elem.tag
+        if tag.element <= _PRIVATE_CREATOR_MAX_ELEMENT:
+            return  # creators are decided after their elements
+        if Option.RETAIN_SAFE_PRIVATE in self.options:
+            block = tag.element >> 8
+            creator_tag = (tag.group << 16) | block
+            creator = ds.get(creator_tag)
+            allowed = self.deid.config.safe_private
+            if creator is not None and (str(creator.value), tag.element & 0xFF) in allowed:
+                kept.add((tag.group, block))
+                if elem.VR == "SQ":
+                    for item in elem.value:
+                        self.walk(item)
+                return
+        del ds[tag]
+
+    def _public(self, ds: Dataset, elem: DataElement) -> None:
+        tag = elem.tag
+        action = self.deid.action(int(tag))
+        vr = elem.VR
+        if action == "X":
+            del ds[tag]
+            return
+        if vr == "SQ":
+            if action == "Z":
+                elem.value = Sequence([])
+            else:
+                for item in elem.value:
+                    self.walk(item)
+            return
+        if vr == "UI":
+            if action == "Z":
+                elem.value = ""
+            elif elem.value:
+                elem.value = self._uids(elem)
+            return
+        if action is None or action == "K":
+            return
+        if action == "Z":
+            elem.value = None  # zero length, whatever the VR
+        elif action == "D":
+            elem.value = _DUMMY.get(vr, "")
+        elif action == "U":
+            elem.value = self._uids(elem) if elem.value else ""
+        elif action == "C":
+            self._clean(ds, elem)
+
+    def _uids(self, elem: DataElement) -> object:
+        if elem.VM > 1:
+            return [self.deid.uid(str(v)) for v in elem.value]
+        return self.deid.uid(str(elem.value))
+
+    def _clean(self, ds: Dataset, elem: DataElement) -> None:
+        vr = elem.VR
+        if vr in ("DA", "DT", "TM"):
+            if Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in self.options:
+                if vr == "DA":
+                    elem.value = _each(elem.value, lambda v: shift_date(v, self.shift))
+                elif vr == "DT":
+                    elem.value = _each(elem.value, lambda v: shift_datetime(v, self.shift))
+                # TM: a whole-day shift leaves the time of day as it was.
+            else:
+                elem.value = ""
+        elif vr in _TEXT_VRS and Option.CLEAN_DESCRIPTORS in self.options:
+            elem.value = _each(elem.value, self._scrub)
+        else:
+            # Structured content and graphics are not cleaned item by item here: remove.
+            del ds[elem.tag]
+
+    def _scrub(self, text: str) -> str:
+        return self.pattern.sub("*", text) if self.pattern else text
+
+
+def _each(value: object, fn: Callable[[str], str]) -> object:
+    """Apply `fn` to a value or to each value of a multi-valued element."""
+    if isinstance(value, MultiValue):
+        return [fn(str(v)) for v in value]
+    return fn(str(value or ""))
