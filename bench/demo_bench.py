@@ -25,7 +25,16 @@ def demo_runs(studies: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="radflow-bench-") as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
         env["PYTHONPATH"] = str(ROOT)
-        cmd = [sys.executable, "-m", "radflow.cli", "demo", "--workdir", tmp, "--studies", str(studies)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "radflow.cli",
+            "demo",
+            "--workdir",
+            tmp,
+            "--studies",
+            str(studies),
+        ]
         times = []
         for _ in range(2):
             t0 = time.perf_counter()
@@ -66,8 +75,12 @@ def stage_times(studies: int, size: str) -> dict[str, float]:
         source, lake = LocalStore(tmp / "inbox"), LocalStore(tmp / "lake")
         refs = timed("fetch", fetch_delivery, source, "", settings.cache_dir).studies
         store_labels(lake, (tmp / "labels.csv").read_text(), secret)
-        deids = [timed("anonymize", anonymize_study, lake, settings.cache_dir, r, secret) for r in refs]
-        vols = [timed("register+preprocess", build_volume, lake, d, settings.preprocess) for d in deids]
+        deids = [
+            timed("anonymize", anonymize_study, lake, settings.cache_dir, r, secret) for r in refs
+        ]
+        vols = [
+            timed("register+preprocess", build_volume, lake, d, settings.preprocess) for d in deids
+        ]
         feats = [
             timed("features", extract_features, lake, d, v, settings.features)
             for d, v in zip(deids, vols, strict=True)

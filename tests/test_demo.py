@@ -23,7 +23,16 @@ def _demo(workdir: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     return subprocess.run(
-        [sys.executable, "-m", "radflow.cli", "demo", "--workdir", str(workdir), "--studies", STUDIES],
+        [
+            sys.executable,
+            "-m",
+            "radflow.cli",
+            "demo",
+            "--workdir",
+            str(workdir),
+            "--studies",
+            STUDIES,
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -59,10 +59,6 @@ def read_dicom(path: Path) -> pydicom.Dataset:
         raise QuarantineError("unreadable DICOM file", type(err).__name__) from None
     if "SOPInstanceUID" not in ds or "StudyInstanceUID" not in ds:
         raise QuarantineError("incomplete DICOM file", "no SOPInstanceUID or StudyInstanceUID")
-    if "PixelData" in ds:
-        # Touch the length only: a truncated pixel element fails here, not downstream.
-        if ds["PixelData"].is_undefined_length is False and ds["PixelData"].value is None:
-            raise QuarantineError("unreadable DICOM file", "pixel data missing")
     return ds
 
 
@@ -70,8 +66,14 @@ def deidentify_bytes(ds: pydicom.Dataset, deid: Deidentifier) -> tuple[bytes, tu
     result = deid(ds)
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue(), (result.study_uid, result.series_uid, result.sop_uid,
-                            result.original_patient_id, result.patient_id, result.original_study_uid)
+    return buf.getvalue(), (
+        result.study_uid,
+        result.series_uid,
+        result.sop_uid,
+        result.original_patient_id,
+        result.patient_id,
+        result.original_study_uid,
+    )
 
 
 _WORKER: Deidentifier | None = None
@@ -93,7 +95,9 @@ def _one(args: tuple[str, str, str]) -> FileOutcome:
             read_dicom(path), _WORKER
         )
     except QuarantineError as err:
-        outcome.quarantine = QuarantineRecord.for_key("", rel, STAGE, err.reason, type(err).__name__)
+        outcome.quarantine = QuarantineRecord.for_key(
+            "", rel, STAGE, err.reason, type(err).__name__
+        )
         return outcome
     out = Path(dst) / study / series / f"{sop}.dcm"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -155,7 +155,9 @@ class DeidConfig:
 
 
 def method_text(options: Iterable[str]) -> str:
-    text = f"radflow {__version__} PS3.15 E.1-1" + ("+" + "+".join(sorted(options)) if options else "")
+    text = f"radflow {__version__} PS3.15 E.1-1" + (
+        "+" + "+".join(sorted(options)) if options else ""
+    )
     return text[:64]
 
 
