@@ -63,6 +63,7 @@ def stage_times(studies: int, size: str) -> dict[str, float]:
         ensure_secret(tmp / "secret.key")
         settings = load_settings(secret_file=tmp / "secret.key", cache_dir=tmp / "cache")
         secret = settings.pseudonym_secret()
+        config = settings.deid_config()
         spec = SynthSpec(studies=studies, rows=rows, columns=cols, slices=slices)
 
         def timed(name: str, fn, *args):  # type: ignore[no-untyped-def]
@@ -76,7 +77,8 @@ def stage_times(studies: int, size: str) -> dict[str, float]:
         refs = timed("fetch", fetch_delivery, source, "", settings.cache_dir).studies
         store_labels(lake, (tmp / "labels.csv").read_text(), secret)
         deids = [
-            timed("anonymize", anonymize_study, lake, settings.cache_dir, r, secret) for r in refs
+            timed("anonymize", anonymize_study, lake, settings.cache_dir, r, config, tmp / "reid")
+            for r in refs
         ]
         vols = [
             timed("register+preprocess", build_volume, lake, d, settings.preprocess) for d in deids

@@ -102,6 +102,7 @@ def demo(
     os.environ["RADFLOW_STORE_URL"] = layout.lake.as_uri()
     os.environ["RADFLOW_CACHE_DIR"] = str(layout.cache)
     os.environ["RADFLOW_SECRET_FILE"] = str(layout.secret_file)
+    os.environ["RADFLOW_DEID__REID_DIR"] = str(layout.reid)
     os.environ.pop("RADFLOW_SECRET", None)
     _prefect_env(layout.workdir / ".prefect")
     started = time.perf_counter()
@@ -150,6 +151,54 @@ def synth(
         typer.echo(f"wrote {len(written)} studies to {out} and labels to {out / 'labels.csv'}")
 
     _run(body)
+
+
+@app.command()
+def anonymize(
+    src: Annotated[Path, typer.Argument(help="Folder of DICOM files (searched recursively).")],
+    dst: Annotated[Path, typer.Argument(help="Output folder: <study>/<series>/<sop>.dcm.")],
+    secret_file: Annotated[
+        Path | None, typer.Option(help="Pseudonymisation secret (mode 600).")
+    ] = None,
+    map_file: Annotated[
+        Path | None, typer.Option(help="Re-identification map (JSONL, mode 600), outside DST.")
+    ] = None,
+    option: Annotated[
+        list[str] | None, typer.Option(help="PS3.15 Annex E option, e.g. clean_descriptors.")
+    ] = None,
+    processes: Annotated[int, typer.Option(min=1, help="Worker processes.")] = os.cpu_count() or 1,
+) -> None:
+    """De-identify every file under SRC into DST by the DICOM PS3.15 Annex E profile."""
+
+    def body() -> str:
+        from radflow.config import load_settings
+        from radflow.dicom.batch import anonymize_tree, write_quarantine, write_reid_map
+        from radflow.keys import sha256_bytes
+
+        if not src.is_dir():
+            raise NotFoundError(f"no folder at {src}", hint="give a folder of DICOM files")
+        out = dst.resolve()
+        if out == src.resolve() or src.resolve() in out.parents:
+            raise RadflowError("DST must not be inside SRC", hint="choose another output folder")
+        overrides: dict[str, Any] = {}
+        if secret_file is not None:
+            overrides["secret_file"] = secret_file
+        if option:
+            overrides["deid"] = {"options": tuple(option)}
+        settings = load_settings(**overrides)
+        config = settings.deid_config()
+        reid = (
+            map_file or settings.deid.reid_dir / f"map-{sha256_bytes(str(out).encode())[:12]}.jsonl"
+        )
+        if out in reid.resolve().parents:
+            raise RadflowError("the re-identification map must not be inside DST")
+        out.mkdir(parents=True, exist_ok=True)
+        summary = anonymize_tree(src, out, config, processes)
+        write_quarantine(summary, out / "_quarantine.jsonl")
+        write_reid_map(summary, reid, config.secret)
+        return summary.line() + f"; map: {reid}"
+
+    typer.echo(_run(body))
 
 
 @app.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -20,6 +20,9 @@ from pydantic_settings import (
 )
 
 from radflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from radflow.dicom.deid import DeidConfig
 
 CONFIG_ENV = "RADFLOW_CONFIG"
 DEFAULT_CONFIG_FILE = "radflow.toml"
@@ -49,6 +52,46 @@ class PreprocessParams(BaseModel, frozen=True):
         return v
 
 
+class DeidSettings(BaseModel, frozen=True):
+    """De-identification: PS3.15 Annex E options (names of `radflow.dicom.profile.Option`),
+    the Retain Safe Private allow-list as `"Private Creator:EE"` (EE: the element byte, hex),
+    whether instances that may carry burned-in text pass, and where the re-identification map
+    goes (a local folder, mode 700, never inside the lake)."""
+
+    options: tuple[str, ...] = ()
+    safe_private: tuple[str, ...] = ()
+    allow_burned_in: bool = False
+    reid_dir: Path = Path("./radflow-reid")
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from radflow.dicom.profile import Option
+
+        unknown = set(v) - {o.value for o in Option}
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}")
+        return tuple(sorted(set(v)))
+
+    @field_validator("safe_private")
+    @classmethod
+    def _creator_element(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in v:
+            creator, _, element = entry.rpartition(":")
+            if (
+                not creator
+                or len(element) != 2
+                or not all(c in "0123456789abcdefABCDEF" for c in element)
+            ):
+                raise ValueError(f"{entry!r} is not 'Private Creator:EE'")
+        return v
+
+    def allow_list(self) -> frozenset[tuple[str, int]]:
+        return frozenset(
+            (e.rpartition(":")[0], int(e.rpartition(":")[2], 16)) for e in self.safe_private
+        )
+
+
 class FeatureParams(BaseModel, frozen=True):
     bin_width: float = Field(25.0, gt=0)
 
@@ -75,6 +118,7 @@ class Settings(BaseSettings):
     secret: SecretStr | None = None
     secret_file: Path | None = None
     cache_dir: Path = Path("./radflow-cache")
+    deid: DeidSettings = DeidSettings()
     preprocess: PreprocessParams = PreprocessParams()
     features: FeatureParams = FeatureParams()
     train: TrainSettings = TrainSettings()
@@ -99,6 +143,17 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_file = os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_FILE)
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file))
+
+    def deid_config(self) -> DeidConfig:
+        """The de-identification configuration, secret included: never a task parameter."""
+        from radflow.dicom.deid import DeidConfig
+
+        return DeidConfig(
+            secret=self.pseudonym_secret(),
+            options=frozenset(self.deid.options),
+            safe_private=self.deid.allow_list(),
+            allow_burned_in=self.deid.allow_burned_in,
+        )
 
     def pseudonym_secret(self) -> bytes:
         """The key of every pseudonym; anonymize refuses to run without one."""

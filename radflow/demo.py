@@ -32,6 +32,11 @@ class DemoLayout:
         return self.workdir / "cache"
 
     @property
+    def reid(self) -> Path:
+        """The re-identification map: beside the lake, never in it."""
+        return self.workdir / "reid"
+
+    @property
     def secret_file(self) -> Path:
         return self.workdir / "secret.key"
 

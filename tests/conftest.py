@@ -145,6 +145,7 @@ def pipeline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("RADFLOW_STORE_URL", (tmp_path / "lake").as_uri())
     monkeypatch.setenv("RADFLOW_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("RADFLOW_SECRET_FILE", str(secret))
+    monkeypatch.setenv("RADFLOW_DEID__REID_DIR", str(tmp_path / "reid"))
     _common.settings.cache_clear()
     _common.lake.cache_clear()
     yield tmp_path

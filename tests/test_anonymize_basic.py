@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.uid import UID_dictionary
 
-from radflow.dicom.anonymize import anonymize_dataset, patient_pseudonym, pseudo_uid
+from radflow.dicom.deid import DeidConfig, Deidentifier, patient_pseudonym, pseudo_uid
 from radflow.synth import CT_IMAGE_STORAGE, SynthSpec, SynthStudy, synthesize
 
 SECRET = b"test-secret-0123456789abcdef0123456789abcdef"
@@ -26,6 +26,11 @@ OTHER_SECRET = b"another-secret-fedcba9876543210fedcba9876543210"
 SPEC = SynthSpec(studies=2, rows=16, columns=16, slices=8)
 UID_RE = re.compile(r"^2\.25\.(0|[1-9]\d*)$")
 UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
+
+
+def anonymize_dataset(ds: pydicom.Dataset, secret: bytes) -> pydicom.Dataset:
+    Deidentifier(DeidConfig(secret=secret))(ds)
+    return ds
 
 
 @pytest.fixture(scope="module")

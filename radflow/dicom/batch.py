@@ -149,7 +149,7 @@ def write_quarantine(summary: BatchSummary, path: Path) -> None:
 
 def write_reid_map(summary: BatchSummary, path: Path, secret: bytes) -> None:
     """Original -> pseudonym, for the people allowed to re-identify: mode 600, never in DST."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         for (pid, orig_study), (pseudo, study) in sorted(summary.mapping.items()):

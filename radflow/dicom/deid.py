@@ -190,6 +190,25 @@ class Deidentifier:
             found = self._actions[tag] = self.profile.action(tag, self.config.options)
             return found
 
+    def fallback(self, vr: str) -> str | None:
+        """The action for a public attribute the table's edition does not list.
+
+        Newer editions keep adding dates, times and person names; an unlisted one is treated
+        like the listed ones of its kind instead of being kept by default."""
+        if vr in ("DA", "DT"):
+            if Option.RETAIN_LONGITUDINAL_FULL_DATES in self.config.options:
+                return "K"
+            return "C" if Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in self.config.options else "X"
+        if vr == "TM":
+            longitudinal = {
+                Option.RETAIN_LONGITUDINAL_FULL_DATES,
+                Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
+            }
+            return "K" if longitudinal & self.config.options else "X"
+        if vr == "PN":
+            return "D"
+        return None
+
     def uid(self, value: str) -> str:
         if value in UID_dictionary or Option.RETAIN_UIDS in self.config.options:
             return value  # a standard UID (SOP class, transfer syntax) identifies nobody
@@ -341,8 +360,8 @@ class _Context:
 
     def _public(self, ds: Dataset, elem: DataElement) -> None:
         tag = elem.tag
-        action = self.deid.action(int(tag))
         vr = elem.VR
+        action = self.deid.action(int(tag)) or self.deid.fallback(vr)
         if action == "X":
             del ds[tag]
             return

@@ -1,57 +1,97 @@
-"""Anonymize: a study's raw files -> its de-identified copy in the lake, `deid/<v>/<hash>/`."""
+"""Anonymize: a study's raw files -> its de-identified copy in the lake, `deid/<v>/<hash>/`.
+
+The re-identification map (original patient id and study UID -> pseudonyms) goes to its own
+local folder (mode 700, files 600), never beside the de-identified data.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
-import pydicom
-
-from radflow.dicom.anonymize import METHOD, anonymize_dataset, study_pseudonym
+from radflow.dicom.batch import deidentify_bytes, read_dicom
+from radflow.dicom.deid import DeidConfig, Deidentifier, study_pseudonym
 from radflow.errors import QuarantineError
-from radflow.keys import address, secret_fingerprint
-from radflow.records import SeriesEntry, StudyManifest
+from radflow.keys import address, secret_fingerprint, sha256_file
+from radflow.records import QuarantineRecord, SeriesEntry, StudyManifest
 from radflow.stages.fetch import study_files
+from radflow.stages.quarantine import record
 from radflow.store import ObjectStore
 
 MANIFEST = "study.json"
 
 
-def deid_address(ref: str, secret: bytes) -> str:
-    return address("deid", [ref], {"method": METHOD, "secret": secret_fingerprint(secret)})
+def deid_address(ref: str, config: DeidConfig) -> str:
+    return address(
+        "deid", [ref], {**config.describe(), "secret": secret_fingerprint(config.secret)}
+    )
 
 
 def read_manifest(store: ObjectStore, deid: str) -> StudyManifest:
     return StudyManifest.model_validate_json(store.get_bytes(f"{deid}/{MANIFEST}"))
 
 
-def anonymize_study(store: ObjectStore, cache_dir: Path, ref: str, secret: bytes) -> str:
-    """De-identify every instance of a study; the manifest, written last, commits the output."""
-    out = deid_address(ref, secret)
+def write_reid_entry(reid_dir: Path, study_id: str, entry: dict[str, str]) -> None:
+    reid_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = reid_dir / f"{study_id}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(entry, f, sort_keys=True)
+
+
+def anonymize_study(
+    store: ObjectStore, cache_dir: Path, ref: str, config: DeidConfig, reid_dir: Path
+) -> str:
+    """De-identify every instance of a study; the manifest, written last, commits the output.
+
+    An instance that cannot be de-identified (unreadable, possible burned-in text) is
+    quarantined alone; the study goes on without it unless nothing is left."""
+    out = deid_address(ref, config)
     if store.exists(f"{out}/{MANIFEST}"):
         return out
+    deid = Deidentifier(config)
     series: Counter[tuple[str, str]] = Counter()
-    study_uids: set[str] = set()
-    patients: set[str] = set()
+    identities: set[tuple[str, str, str, str]] = set()
     for path in study_files(cache_dir, ref):
-        ds = pydicom.dcmread(path)
-        study_uids.add(str(ds.StudyInstanceUID))
-        anonymize_dataset(ds, secret)
-        patients.add(str(ds.PatientID))
-        series[(str(ds.SeriesInstanceUID), str(ds.get("Modality", "OT")))] += 1
-        buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        store.put_bytes(f"{out}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm", buf.getvalue())
-    if len(patients) != 1:
-        raise QuarantineError("inconsistent study", f"{len(patients)} patient ids in one study")
-    (original_uid,) = study_uids
+        try:
+            ds = read_dicom(path)
+            modality = str(ds.get("Modality", "OT"))
+            data, (study, series_uid, sop, pid, pseudo, orig_study) = deidentify_bytes(ds, deid)
+        except QuarantineError as err:
+            source = "raw-sha256:" + sha256_file(path)  # the key may hold PHI; the content hash not
+            record(
+                store,
+                QuarantineRecord.for_key("", source, "anonymize", err.reason, type(err).__name__),
+            )
+            continue
+        identities.add((pid, pseudo, orig_study, study))
+        series[(series_uid, modality)] += 1
+        store.put_bytes(f"{out}/{series_uid}/{sop}.dcm", data)
+    if not identities:
+        raise QuarantineError("no usable instance", "every instance of the study was quarantined")
+    if len({i[0] for i in identities}) != 1:
+        raise QuarantineError("inconsistent study", "more than one patient id in one study")
+    ((pid, pseudo, orig_study, study),) = identities
+    study_id = study_pseudonym(config.secret, orig_study)
+    write_reid_entry(
+        reid_dir,
+        study_id,
+        {
+            "patient_id": pid,
+            "patient_pseudonym": pseudo,
+            "study_uid": orig_study,
+            "study_pseudonym_uid": study,
+            "study_id": study_id,
+        },
+    )
     manifest = StudyManifest(
-        study_id=study_pseudonym(secret, original_uid),
-        study_uid=str(ds.StudyInstanceUID),
-        patient_id=patients.pop(),
+        study_id=study_id,
+        study_uid=study,
+        patient_id=pseudo,
         series=[
             SeriesEntry(series_uid=s, modality=m, instances=n)
             for (s, m), n in sorted(series.items())
