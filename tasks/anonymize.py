@@ -10,14 +10,16 @@ from tasks._common import cache_key, lake, quarantine_on_error, run_name, settin
 
 
 def _deid_key(ref: str) -> str:
-    return deid_address(ref, settings().pseudonym_secret())
+    return deid_address(ref, settings().deid_config())
 
 
 @task(cache_key_fn=cache_key("deid", _deid_key), task_run_name=run_name("anonymize"))
 def anonymize(ref: str) -> str | None:
-    secret = settings().pseudonym_secret()
+    s = settings()
     return quarantine_on_error(
-        "anonymize", ref, lambda: anonymize_study(lake(), settings().cache_dir, ref, secret)
+        "anonymize",
+        ref,
+        lambda: anonymize_study(lake(), s.cache_dir, ref, s.deid_config(), s.deid.reid_dir),
     )
 
 
