@@ -7,6 +7,7 @@ reason: no PHI), never an exception, and the source file is never touched.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -16,19 +17,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels.utils import get_expected_length
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from radflow.dicom.deid import DeidConfig, Deidentifier, study_pseudonym
 from radflow.errors import QuarantineError
 from radflow.records import QuarantineRecord
 
 STAGE = "anonymize"
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 @dataclass
 class FileOutcome:
     source: str
     output: str | None = None
+    part: str | None = None  # the written file, until anonymize_tree moves it to `output`
     bytes_in: int = 0
     mapping: tuple[str, str, str, str] | None = None  # patient id, pseudonym, study uid, pseudo uid
     quarantine: QuarantineRecord | None = None
@@ -59,7 +70,44 @@ def read_dicom(path: Path) -> pydicom.Dataset:
         raise QuarantineError("unreadable DICOM file", type(err).__name__) from None
     if "SOPInstanceUID" not in ds or "StudyInstanceUID" not in ds:
         raise QuarantineError("incomplete DICOM file", "no SOPInstanceUID or StudyInstanceUID")
+    truncation = _truncation(ds)
+    if truncation is not None:
+        raise QuarantineError("truncated DICOM file", truncation)
     return ds
+
+
+_NATIVE = frozenset(
+    {
+        ImplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        DeflatedExplicitVRLittleEndian,
+    }
+)
+
+
+def _truncation(ds: pydicom.Dataset) -> str | None:
+    """Why `ds` looks cut short, or None. pydicom reads a file cut inside a value without an
+    error (the value just comes back shorter than its declared length), and a file rewritten
+    from such a read has native pixel data shorter than Rows x Columns x SamplesPerPixel x
+    BitsAllocated x NumberOfFrames. (A file cut inside an undefined-length value reads as an
+    empty dataset: "incomplete DICOM file".)"""
+    for elem in ds.elements():
+        if (
+            isinstance(elem, RawDataElement)
+            and elem.value is not None
+            and elem.length != _UNDEFINED_LENGTH
+            and len(elem.value) < elem.length
+        ):
+            return "the file ends inside an element"
+    if "PixelData" in ds and ds.file_meta.get("TransferSyntaxUID") in _NATIVE:
+        try:
+            expected = get_expected_length(ds, "bytes")
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return None  # an image description too broken to check; deid keeps the bytes as read
+        if isinstance(expected, int) and len(ds.PixelData) < expected:
+            return "pixel data shorter than the image"
+    return None
 
 
 def deidentify_bytes(ds: pydicom.Dataset, deid: Deidentifier) -> tuple[bytes, tuple[str, ...]]:
@@ -101,9 +149,11 @@ def _one(args: tuple[str, str, str]) -> FileOutcome:
         return outcome
     out = Path(dst) / study / series / f"{sop}.dcm"
     out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(f".{out.name}.part")
+    # Named after the source too: two sources with one SOP Instance UID must not share a
+    # part file; the parent decides which one becomes `out` (see anonymize_tree).
+    part = out.with_name(f".{out.name}.{hashlib.sha256(rel.encode()).hexdigest()[:16]}.part")
     part.write_bytes(data)
-    os.replace(part, out)
+    outcome.part = str(part)
     outcome.output = str(out.relative_to(dst))
     outcome.mapping = (pid, pseudo, orig_study, study)
     return outcome
@@ -126,19 +176,35 @@ def anonymize_tree(
     workers = processes or os.cpu_count() or 1
     if workers == 1 or len(jobs) < 8:
         _init(config)
-        outcomes: Iterator[FileOutcome] = map(_one, jobs)
+        _collect(map(_one, jobs), dst, summary)
     else:
-        pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(config,))
-        outcomes = pool.map(_one, jobs, chunksize=max(1, min(64, len(jobs) // (workers * 4))))
+        chunk = max(1, min(64, len(jobs) // (workers * 4)))
+        with ProcessPoolExecutor(workers, initializer=_init, initargs=(config,)) as pool:
+            _collect(pool.map(_one, jobs, chunksize=chunk), dst, summary)
+    return summary
+
+
+def _collect(outcomes: Iterator[FileOutcome], dst: Path, summary: BatchSummary) -> None:
+    seen: set[str] = set()
     for outcome in outcomes:
         summary.bytes_in += outcome.bytes_in
+        if outcome.output is not None and outcome.part is not None:
+            # In input order: the first source with a SOP Instance UID wins, a later one is
+            # quarantined instead of silently overwriting it.
+            if outcome.output in seen:
+                os.unlink(outcome.part)
+                outcome.quarantine = QuarantineRecord.for_key(
+                    "", outcome.source, STAGE, "duplicate SOP instance", "QuarantineError"
+                )
+            else:
+                seen.add(outcome.output)
+                os.replace(outcome.part, Path(dst) / outcome.output)
         if outcome.quarantine is not None:
             summary.quarantined.append(outcome.quarantine)
         else:
             summary.written += 1
             pid, pseudo, orig_study, study = outcome.mapping  # type: ignore[misc]
             summary.mapping[(pid, orig_study)] = (pseudo, study)
-    return summary
 
 
 def write_quarantine(summary: BatchSummary, path: Path) -> None:

@@ -106,19 +106,34 @@ def shift_date(value: str, days: int) -> str:
             parts.append("")
             continue
         try:
-            day = dt.datetime.strptime(part[:8], "%Y%m%d").date()
-        except ValueError:
+            day = dt.datetime.strptime(part[:8], "%Y%m%d").date() + dt.timedelta(days=days)
+        except (ValueError, OverflowError):  # not a date, or shifted out of years 1-9999
             return ""
-        parts.append((day + dt.timedelta(days=days)).strftime("%Y%m%d"))
+        # Not strftime: its %Y does not zero-pad years before 1000 on every platform.
+        parts.append(f"{day.year:04d}{day.month:02d}{day.day:02d}")
     return "-".join(parts)
 
 
+# One DT value from the day on (YYYYMMDD[HH[MM[SS[.F{1,6}]]]][&ZZXX]); a range joins two by "-",
+# which is also the sign of a negative UTC offset.
+_DT_ONE = r"[0-9]{8}(?:[0-9]{2}(?:[0-9]{2}(?:[0-9]{2}(?:\.[0-9]{1,6})?)?)?)?(?:[+-][0-9]{4})?"
+_DT_VALUE = re.compile(rf"({_DT_ONE})|({_DT_ONE})?-({_DT_ONE})?")
+
+
 def shift_datetime(value: str, days: int) -> str:
-    """Shift the date part of a DT; time of day and UTC offset are kept (whole-day shifts)."""
+    """Shift the date part of a DT (or a DT range 'A-B'); time of day and UTC offset are kept
+    (whole-day shifts); an unparseable value becomes empty, never kept."""
+    match = _DT_VALUE.fullmatch(value.strip())
+    if match is None:
+        return ""
+    single, start, end = match.groups()
+    if single is None and not (start or end):
+        return ""
     out = []
-    for part in value.split("-") if value.count("-") == 1 and len(value) > 14 else [value]:
-        if len(part) < 8:
-            return ""
+    for part in [single] if single is not None else [start or "", end or ""]:
+        if not part:
+            out.append("")
+            continue
         shifted = shift_date(part[:8], days)
         if not shifted:
             return ""
@@ -336,9 +351,8 @@ class _Context:
             if (
                 tag.is_private
                 and tag.element <= _PRIVATE_CREATOR_MAX_ELEMENT
-                and tag.element >= 0x10
                 and (tag.group, tag.element) not in kept_creators
-            ):
+            ):  # (gggg,0000-000F) included: not creators, but private all the same
                 del ds[tag]
 
     def _private(self, ds: Dataset, elem: DataElement, kept: set[tuple[int, int]]) -> None:
