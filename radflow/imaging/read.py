@@ -1,44 +1,587 @@
-"""Read a DICOM series into a SimpleITK image with LPS geometry."""
+"""Read DICOM series into SimpleITK images with true LPS geometry.
+
+Geometry comes from the headers alone, frame by frame: ImagePositionPatient (or the Plane
+Position functional group of an enhanced multi-frame file, or GridFrameOffsetVector),
+sorted along the slice normal, never by InstanceNumber or file name. Pixels come from
+pydicom, which decodes JPEG, JPEG-LS, JPEG 2000 and RLE through the pylibjpeg plugins, one
+frame at a time into a single float32 volume with each frame's own rescale applied.
+
+A stack that is sheared (gantry tilt) or unevenly spaced is resampled onto a regular,
+orthogonal grid, with a warning; one with a hole or with two slices at one position is
+quarantined, since interpolating across a hole would invent anatomy.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pydicom
 import SimpleITK as sitk
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.pixels import pixel_array
 
 from radflow.errors import QuarantineError
+
+Vector = npt.NDArray[np.float64]
+Plane = npt.NDArray[np.float32]
+Orientation = tuple[float, ...]  # ImageOrientationPatient's 6 direction cosines
+Point = tuple[float, float, float]
+# What must agree across a series' files: orientation, Rows x Columns, pixel spacing.
+Signature = tuple[Orientation | None, tuple[int, int], tuple[float, float] | None]
+
+TILT_DEGREES = 0.1  # slice positions further than this off the normal make a sheared stack
+UNIFORM = 0.01  # gaps within 1 % of the median gap are one regular spacing
+HOLE = 1.5  # a gap over 1.5 median gaps is a missing slice, not uneven spacing
+SAME_POSITION_MM = 1e-3  # DS strings carry about this much precision
+SAME_COSINE = 1e-4  # orientations whose direction cosines agree this well are one
+SAME_SPACING_MM = 1e-4
+ORTHOGONAL = 1e-3  # |row . column| above this is not an orientation at all
+PIXEL_DATA = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+BLOCK = 16  # slices copied into the volume at once: 16 MiB for 512 x 512
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """One 2-D frame: where it lies and how its stored values become real ones."""
+
+    path: Path
+    index: int  # frame number within its file, 0 for a single-frame file
+    position: tuple[float, float, float]  # ImagePositionPatient of the first pixel, mm
+    orientation: Orientation  # ImageOrientationPatient: row direction, then column direction
+    pixel_spacing: tuple[float, float]  # DICOM order: between rows, between columns
+    size: tuple[int, int]  # rows, columns
+    slope: float
+    intercept: float
+
+
+@dataclass(frozen=True)
+class _Step:
+    """How output slice j is made: (1 - weight) * below + weight * above, shifted in-plane."""
+
+    below: int
+    above: int
+    weight: float
+    shift: tuple[float, float]  # where the frames' first pixel lies on the output grid, mm
+
+
+@dataclass(frozen=True)
+class SeriesPlan:
+    """What reading a series gives, worked out from its headers without decoding pixels."""
+
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]  # 9 numbers, row-major; columns: row, column, normal (LPS)
+    modality: str
+    series_number: int | None
+    files: int
+    frames: int
+    warnings: tuple[str, ...]
+    slices: tuple[_Frame, ...] = field(repr=False)  # sorted along the normal
+    steps: tuple[_Step, ...] = field(repr=False)  # one per output slice
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def read_series(paths: Sequence[Path]) -> sitk.Image:
+    """One series as a float32 image in LPS with rescale applied (warnings dropped)."""
+    image, _ = read_series_with_warnings(paths)
+    return image
+
+
+def read_series_with_warnings(paths: Sequence[Path]) -> tuple[sitk.Image, list[str]]:
+    """One series as a float32 LPS image, and what was done to make its grid regular."""
+    plan = plan_series(paths)
+    return _fill(plan), list(plan.warnings)
+
+
+def plan_series(paths: Sequence[Path]) -> SeriesPlan:
+    """Geometry, sort order and resampling of one series, from its headers alone.
+
+    Raises QuarantineError when the files are not one consistent, complete image series.
+    """
+    if not paths:
+        raise QuarantineError("empty series")
+    frames: list[_Frame] = []
+    series: set[str] = set()
+    first: Dataset | None = None
+    for path in paths:
+        ds = _dataset(Path(path))
+        series.add(str(ds.get("SeriesInstanceUID", "")))
+        frames.extend(_frames(Path(path), ds))
+        if first is None:
+            first = ds  # for what the series shares: modality, number, slice thickness
+    assert first is not None
+    if len(series) > 1:
+        raise QuarantineError("several series", f"files of {len(series)} series in one read")
+    _check_consistent([(f.orientation, f.size, f.pixel_spacing) for f in frames], "frame")
+    return _plan(frames, first, len(paths))
+
+
+def split_series(paths: Iterable[Path]) -> dict[str, list[Path]]:
+    """DICOM image files by SeriesInstanceUID, each series checked for consistency.
+
+    Files that are not DICOM, or hold no image (DICOMDIR, reports, plans), belong to no
+    series and are left out. A series whose files differ in orientation, Rows x Columns or
+    pixel spacing is refused as an "inconsistent series" naming what differs.
+    """
+    grouped = _grouped(paths)
+    for members in grouped.values():
+        _check_consistent([signature for _, signature in members], "file")
+    return {uid: [path for path, _ in members] for uid, members in grouped.items()}
+
+
+def group_series(paths: Iterable[Path]) -> dict[str, list[Path]]:
+    """`split_series` without the consistency check, for tools that report series one by one."""
+    return {uid: [path for path, _ in members] for uid, members in _grouped(paths).items()}
 
 
 def slice_order(files: Sequence[Path]) -> list[Path]:
     """Files sorted along the slice normal by ImagePositionPatient (never by name or number)."""
-    positions = []
-    for f in files:
-        ds = pydicom.dcmread(f, stop_before_pixels=True)
-        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
-            raise QuarantineError("missing geometry", "a slice lacks ImagePositionPatient")
-        row, col = (
-            np.array(ds.ImageOrientationPatient[:3]),
-            np.array(ds.ImageOrientationPatient[3:]),
-        )
-        normal = np.cross(row, col)
-        positions.append((float(np.dot(normal, np.array(ds.ImagePositionPatient, float))), f))
-    positions.sort(key=lambda p: p[0])
-    gaps = np.diff([p[0] for p in positions])
-    if len(gaps) and (gaps.min() <= 1e-3 or gaps.max() - gaps.min() > 0.01 * max(gaps.max(), 1)):
+    return list(dict.fromkeys(frame.path for frame in plan_series(files).slices))
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def _dataset(path: Path, *, pixels: bool = False) -> Dataset:
+    """The file as pydicom parses it; bytes it cannot parse are quarantined, not raised.
+
+    pydicom's messages can quote element values, so only the error's type is kept.
+    """
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+    except InvalidDicomError:
+        raise QuarantineError("not DICOM", "no DICOM preamble or file meta") from None
+    except OSError:
+        raise  # a missing or unreadable file is the caller's problem, not the data's
+    except Exception as e:  # pydicom raises many types on malformed bytes
+        raise QuarantineError("unreadable DICOM", type(e).__name__) from None
+
+
+def _numbers(source: Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
+    """`count` finite numbers from `keyword`, None when absent or empty."""
+    try:
+        value = source.get(keyword)
+        if value is None or value == "":
+            return None
+        items = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+        numbers = tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        raise QuarantineError("invalid geometry", f"{keyword} is not numeric") from None
+    if len(numbers) != count:
+        raise QuarantineError("invalid geometry", f"{keyword} has {len(numbers)} values")
+    if not all(math.isfinite(v) for v in numbers):
+        raise QuarantineError("invalid geometry", f"{keyword} is not finite")
+    return numbers
+
+
+def _integer(ds: Dataset, keyword: str, default: int) -> int:
+    try:
+        value = ds.get(keyword)
+        return default if value is None or value == "" else int(value)
+    except (TypeError, ValueError):
+        raise QuarantineError("invalid header", f"{keyword} is not an integer") from None
+
+
+def _item(source: Dataset | None, sequence: str) -> Dataset | None:
+    """The first item of `sequence` in `source`, if any."""
+    if source is None or sequence not in source:
+        return None
+    items = source[sequence].value
+    return items[0] if items else None
+
+
+def _attribute(
+    ds: Dataset, frame: Dataset | None, group: str, keyword: str, count: int
+) -> tuple[float, ...] | None:
+    """`keyword` from the frame's functional group, else the shared one, else the top level."""
+    shared = _item(ds, "SharedFunctionalGroupsSequence")
+    for source in (_item(frame, group), _item(shared, group), ds):
+        if source is not None and (found := _numbers(source, keyword, count)) is not None:
+            return found
+    return None
+
+
+def _required(
+    ds: Dataset, frame: Dataset | None, group: str, keyword: str, count: int
+) -> tuple[float, ...]:
+    found = _attribute(ds, frame, group, keyword, count)
+    if found is None:
+        raise QuarantineError("missing geometry", f"no {keyword}")
+    return found
+
+
+def _check_image(ds: Dataset) -> tuple[int, int]:
+    """Rows and columns of a single-channel image; anything else is refused."""
+    rows, columns = _integer(ds, "Rows", 0), _integer(ds, "Columns", 0)
+    if rows <= 0 or columns <= 0:
+        raise QuarantineError("not an image", "no Rows and Columns")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if _integer(ds, "SamplesPerPixel", 1) != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise QuarantineError("not grayscale", f"PhotometricInterpretation {photometric}")
+    if "ModalityLUTSequence" in ds:
+        raise QuarantineError("unsupported modality LUT", "Modality LUT Sequence is not applied")
+    return rows, columns
+
+
+def _frame(
+    path: Path, index: int, ds: Dataset, item: Dataset | None, size: tuple[int, int]
+) -> _Frame:
+    """Frame `index` of the file; `item` is its PerFrameFunctionalGroupsSequence item."""
+    position = _required(ds, item, "PlanePositionSequence", "ImagePositionPatient", 3)
+    orientation = _required(ds, item, "PlaneOrientationSequence", "ImageOrientationPatient", 6)
+    spacing = _required(ds, item, "PixelMeasuresSequence", "PixelSpacing", 2)
+    if min(spacing) <= 0:
+        raise QuarantineError("invalid geometry", "PixelSpacing is not positive")
+    value = "PixelValueTransformationSequence"
+    slope = _attribute(ds, item, value, "RescaleSlope", 1)
+    intercept = _attribute(ds, item, value, "RescaleIntercept", 1)
+    if slope is None:  # RT dose stores its scale under another name
+        slope = _numbers(ds, "DoseGridScaling", 1)
+    return _Frame(
+        path,
+        index,
+        (position[0], position[1], position[2]),
+        orientation,
+        (spacing[0], spacing[1]),
+        size,
+        slope[0] if slope else 1.0,
+        intercept[0] if intercept else 0.0,
+    )
+
+
+def _frames(path: Path, ds: Dataset) -> list[_Frame]:
+    """Every frame of one file, with its geometry and rescale."""
+    size = _check_image(ds)
+    count = _integer(ds, "NumberOfFrames", 1)
+    if count < 1:
+        raise QuarantineError("invalid header", "NumberOfFrames is below 1")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame:  # enhanced multi-frame: geometry and rescale per frame, or shared
+        if len(per_frame) != count:
+            raise QuarantineError(
+                "invalid header", f"{len(per_frame)} per-frame groups, NumberOfFrames {count}"
+            )
+        return [_frame(path, i, ds, item, size) for i, item in enumerate(per_frame)]
+    if count == 1:
+        return [_frame(path, 0, ds, None, size)]
+    # Legacy multi-frame (RT dose, some NM): frames step along the normal by these offsets,
+    # relative to the first whichever convention (relative or absolute) the file follows.
+    offsets = _numbers(ds, "GridFrameOffsetVector", count)
+    if offsets is None:
+        raise QuarantineError("missing geometry", "multi-frame file without frame positions")
+    first = _frame(path, 0, ds, None, size)
+    normal = _axes(first.orientation)[2]
+    start = np.array(first.position)
+    return [
+        replace(first, index=i, position=_point(start + (o - offsets[0]) * normal))
+        for i, o in enumerate(offsets)
+    ]
+
+
+def _signature(ds: Dataset) -> Signature:
+    """What must agree across a series' files, as far as the top-level header says."""
+    frame = _item(ds, "PerFrameFunctionalGroupsSequence")
+    iop = _attribute(ds, frame, "PlaneOrientationSequence", "ImageOrientationPatient", 6)
+    spacing = _attribute(ds, frame, "PixelMeasuresSequence", "PixelSpacing", 2)
+    size = (_integer(ds, "Rows", 0), _integer(ds, "Columns", 0))
+    return iop, size, None if spacing is None else (spacing[0], spacing[1])
+
+
+def _grouped(paths: Iterable[Path]) -> dict[str, list[tuple[Path, Signature]]]:
+    """Image files by SeriesInstanceUID, in SeriesNumber order, with what must agree."""
+    groups: dict[str, list[tuple[Path, Signature]]] = {}
+    numbers: dict[str, int] = {}
+    for path in paths:
+        try:
+            ds = _dataset(Path(path))
+        except QuarantineError as e:
+            if e.reason == "not DICOM":
+                continue  # a README or .DS_Store beside the slices is in no series
+            raise
+        if "Rows" not in ds:
+            continue  # DICOMDIR, structured reports, RT plans: no image, no series
+        uid = str(ds.get("SeriesInstanceUID", ""))
+        groups.setdefault(uid, []).append((Path(path), _signature(ds)))
+        numbers.setdefault(uid, _integer(ds, "SeriesNumber", 0))
+    return {uid: groups[uid] for uid in sorted(groups, key=lambda u: (numbers[u], u))}
+
+
+def _clusters(
+    values: Sequence[tuple[float, ...]], tolerance: float
+) -> list[tuple[tuple[float, ...], int]]:
+    """Distinct values (equal within `tolerance` in every component) and how often each
+    occurs, most common first: the majority, then the odd ones out."""
+    found: list[tuple[float, ...]] = []
+    counts: list[int] = []
+    for value in values:
+        for i, seen in enumerate(found):
+            if max(abs(a - b) for a, b in zip(seen, value, strict=True)) <= tolerance:
+                counts[i] += 1
+                break
+        else:
+            found.append(value)
+            counts.append(1)
+    return sorted(zip(found, counts, strict=True), key=lambda c: (-c[1], c[0]))
+
+
+def _check_consistent(items: Sequence[Signature], unit: str) -> None:
+    """Refuse a series whose parts differ in orientation, size or pixel spacing."""
+    differ = []
+    for name, values, tolerance in (
+        ("ImageOrientationPatient", [o for o, _, _ in items if o is not None], SAME_COSINE),
+        ("Rows x Columns", [tuple(float(n) for n in s) for _, s, _ in items], 0.0),
+        ("PixelSpacing", [p for _, _, p in items if p is not None], SAME_SPACING_MM),
+    ):
+        clusters = _clusters(values, tolerance)
+        if len(clusters) > 1:
+            counts = ", ".join(
+                f"({' '.join(f'{x:.4g}' for x in v)}) in {n} {unit}{'s' * (n > 1)}"
+                for v, n in clusters[:4]
+            )
+            differ.append(f"{name} differs: {counts}")
+    if differ:
+        raise QuarantineError("inconsistent series", "; ".join(differ))
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _point(v: Vector) -> Point:
+    return (float(v[0]), float(v[1]), float(v[2]))
+
+
+def _axes(orientation: Orientation) -> tuple[Vector, Vector, Vector]:
+    """Row, column and normal unit vectors; the column is made exactly orthogonal to the row
+    (DS strings carry ~6 digits) so the direction matrix is a true rotation."""
+    row, column = np.array(orientation[:3]), np.array(orientation[3:])
+    if min(np.linalg.norm(row), np.linalg.norm(column)) < 0.5:
+        raise QuarantineError("invalid geometry", "ImageOrientationPatient has a null direction")
+    row = row / np.linalg.norm(row)
+    column = column / np.linalg.norm(column)
+    if abs(float(row @ column)) > ORTHOGONAL:
+        raise QuarantineError("invalid geometry", "row and column directions are not orthogonal")
+    if abs(float(row @ column)) > 0:
+        column = column - (row @ column) * row
+        column = column / np.linalg.norm(column)
+    return row, column, np.cross(row, column)
+
+
+def _depth_steps(depth: Vector, spacing: float, count: int) -> list[tuple[int, int, float]]:
+    """For output slices at depth[0] + j * spacing: the frames around each, and the weight
+    of the upper one (linear interpolation along the normal)."""
+    steps = []
+    for j in range(count):
+        target = depth[0] + j * spacing
+        k = int(np.clip(np.searchsorted(depth, target, side="right") - 1, 0, len(depth) - 2))
+        w = float(np.clip((target - depth[k]) / (depth[k + 1] - depth[k]), 0.0, 1.0))
+        if w < 1e-6:
+            steps.append((k, k, 0.0))
+        elif w > 1 - 1e-6:
+            steps.append((k + 1, k + 1, 0.0))
+        else:
+            steps.append((k, k + 1, w))
+    return steps
+
+
+def _thickness(ds: Dataset) -> float:
+    """Slice spacing of a lone slice: SpacingBetweenSlices, else SliceThickness, else 1 mm."""
+    frame = _item(ds, "PerFrameFunctionalGroupsSequence")
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        found = _attribute(ds, frame, "PixelMeasuresSequence", keyword, 1)
+        if found and found[0] != 0:
+            return abs(found[0])  # some MR writes a negative spacing
+    return 1.0
+
+
+def _along_normal(depth: Vector) -> tuple[float, list[tuple[int, int, float]], list[str]]:
+    """Slice spacing and per-slice interpolation steps from the sorted depths, or quarantine.
+
+    Even gaps are kept as they are; uneven ones are resampled to the median gap; a hole
+    (a gap over 1.5 median gaps) or a repeated position is refused.
+    """
+    gaps = np.diff(depth)
+    if gaps.min() < SAME_POSITION_MM:
+        repeated = int((gaps < SAME_POSITION_MM).sum())
         raise QuarantineError(
-            "irregular slice spacing",
-            f"gaps between {gaps.min():.3f} and {gaps.max():.3f} mm",
+            "duplicate slice positions", f"{repeated} of {len(depth)} frames repeat a position"
         )
-    return [p[1] for p in positions]
+    median = float(np.median(gaps))
+    if gaps.max() > HOLE * median:
+        raise QuarantineError(
+            "missing slices", f"gap of {gaps.max():.2f} mm where {median:.2f} mm is expected"
+        )
+    extent = float(depth[-1] - depth[0])
+    if gaps.max() - gaps.min() <= UNIFORM * median:
+        return extent / (len(depth) - 1), [(k, k, 0.0) for k in range(len(depth))], []
+    count = math.floor(extent / median + 1e-6) + 1
+    warning = (
+        f"non-uniform slice spacing: gaps of {gaps.min():.3f} to {gaps.max():.3f} mm; "
+        f"resampled to {median:.3f} mm"
+    )
+    return median, _depth_steps(depth, median, count), [warning]
 
 
-def read_series(files: Sequence[Path]) -> sitk.Image:
-    """One series as an image in Hounsfield units (rescale applied), float32."""
-    if not files:
-        raise QuarantineError("empty series")
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([str(f) for f in slice_order(files)])
-    return sitk.Cast(reader.Execute(), sitk.sitkFloat32)
+def _drift(
+    positions: Vector, row: Vector, column: Vector, extent: float
+) -> tuple[Vector, list[str]]:
+    """In-plane offset (mm, along row and column) of each sorted frame from the first.
+
+    Zero unless the stack is sheared (gantry tilt): positions more than 0.1 degree off the
+    normal. Then the frames are placed where they truly are on an orthogonal grid.
+    """
+    drift: Vector = (positions - positions[0]) @ np.stack([row, column]).T
+    tilt = math.degrees(math.atan2(float(np.linalg.norm(drift[-1])), extent))
+    if tilt <= TILT_DEGREES:
+        return np.zeros_like(drift), []
+    warning = (
+        f"sheared slice stack (gantry tilt): slices lie {tilt:.2f} degrees off the slice "
+        "normal; resampled onto an orthogonal grid"
+    )
+    return drift, [warning]
+
+
+def _plan(frames: list[_Frame], first: Dataset, files: int) -> SeriesPlan:
+    """Sort the frames along the normal, check their spacing, and lay out the output grid."""
+    row, column, normal = _axes(frames[0].orientation)
+    slices = sorted(frames, key=lambda f: float(np.array(f.position) @ normal))
+    positions = np.array([f.position for f in slices])
+    depth = positions @ normal
+    rows, columns = slices[0].size
+    pixel = np.array([slices[0].pixel_spacing[1], slices[0].pixel_spacing[0]])  # x, y
+    if len(slices) == 1:  # one slice: its thickness is the best spacing there is
+        spacing, steps, offsets = _thickness(first), [(0, 0, 0.0)], np.zeros((1, 2))
+        warnings: list[str] = []
+    else:
+        offsets, warnings = _drift(positions, row, column, float(depth[-1] - depth[0]))
+        spacing, steps, uneven = _along_normal(depth)
+        warnings += uneven
+    # The output grid starts and ends on whole pixels of the first frame, wide enough to
+    # hold every frame: the first frame's pixels stay where they are.
+    lo = np.floor(offsets.min(axis=0) / pixel + 1e-6).astype(int)
+    hi = np.ceil(offsets.max(axis=0) / pixel - 1e-6).astype(int)
+    start = lo * pixel
+    origin = positions[0] + start[0] * row + start[1] * column if lo.any() else positions[0]
+    plan_steps = []
+    for k0, k1, w in steps:
+        shift = (1 - w) * offsets[k0] + w * offsets[k1] - start
+        plan_steps.append(_Step(k0, k1, w, (float(shift[0]), float(shift[1]))))
+    return SeriesPlan(
+        size=(columns + int(hi[0] - lo[0]), rows + int(hi[1] - lo[1]), len(plan_steps)),
+        spacing=(float(pixel[0]), float(pixel[1]), float(spacing)),
+        origin=_point(origin),
+        direction=tuple(float(v) for v in np.column_stack([row, column, normal]).ravel()),
+        modality=str(first.get("Modality", "")),
+        series_number=_integer(first, "SeriesNumber", 0) or None,
+        files=files,
+        frames=len(frames),
+        warnings=tuple(warnings),
+        slices=tuple(slices),
+        steps=tuple(plan_steps),
+    )
+
+
+# --------------------------------------------------------------------------- pixels
+
+
+class _Pixels:
+    """Decodes frames to float32 with rescale applied, one at a time.
+
+    The last file stays parsed, so the frames of a multi-frame file are decoded without
+    re-reading it; a single-frame series holds one slice's file at a time.
+    """
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+        self._ds: Dataset | None = None
+
+    def __call__(self, frame: _Frame) -> Plane:
+        if frame.path != self._path:
+            self._ds = None  # let the previous file go before reading the next
+            self._ds = _dataset(frame.path, pixels=True)
+            self._path = frame.path
+        ds = self._ds
+        assert ds is not None
+        if not any(keyword in ds for keyword in PIXEL_DATA):
+            raise QuarantineError("not an image", "no pixel data")
+        try:
+            stored = pixel_array(ds, index=frame.index)
+        except Exception as e:  # decoder plugins raise anything; only the type is PHI-safe
+            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+            name = syntax.name if syntax is not None else "no transfer syntax"
+            raise QuarantineError("undecodable pixel data", f"{name}: {type(e).__name__}") from None
+        if stored.shape != frame.size:
+            raise QuarantineError(
+                "undecodable pixel data", f"a frame of shape {stored.shape}, not {frame.size}"
+            )
+        # In float64 then float32, as pydicom's apply_modality_lut computes it.
+        real: Plane = (stored.astype(np.float64) * frame.slope + frame.intercept).astype(np.float32)
+        return real
+
+
+def _placed(plane: Plane, shift: tuple[float, float], plan: SeriesPlan, fill: float) -> Plane:
+    """`plane` on the output grid, its first pixel `shift` mm from the grid's origin."""
+    width, height = plan.size[0], plan.size[1]
+    if plane.shape == (height, width) and max(abs(shift[0]), abs(shift[1])) < 1e-9:
+        return plane
+    spacing = plan.spacing[:2]
+    image = sitk.GetImageFromArray(plane)
+    image.SetSpacing(spacing)
+    image.SetOrigin(shift)
+    out = sitk.Resample(
+        image, (width, height), sitk.Transform(), sitk.sitkLinear, (0.0, 0.0), spacing,
+        (1.0, 0.0, 0.0, 1.0), fill, sitk.sitkFloat32,
+    )  # fmt: skip
+    placed: Plane = sitk.GetArrayFromImage(out)
+    return placed
+
+
+def _planes(plan: SeriesPlan) -> Iterator[Plane]:
+    """The output slices in order, each from at most two neighbouring frames.
+
+    Frames are needed in increasing order, so only the two in use are held at a time.
+    """
+    fill = -1000.0 if plan.modality == "CT" else 0.0  # air, as preprocess pads; else zero
+    decode = _Pixels()
+    held: dict[int, Plane] = {}
+    for step in plan.steps:
+        for k in [k for k in held if k < step.below]:
+            del held[k]
+        for k in {step.below, step.above}:
+            if k not in held:
+                held[k] = decode(plan.slices[k])
+        plane = _placed(held[step.below], step.shift, plan, fill)
+        if step.weight:
+            upper = _placed(held[step.above], step.shift, plan, fill)
+            # plane + w (upper - plane): where both are padding it stays exactly padding.
+            plane = plane + np.float32(step.weight) * (upper - plane)
+        yield plane
+
+
+def _fill(plan: SeriesPlan) -> sitk.Image:
+    """Decode the series into one float32 volume.
+
+    Slices go in through a small block: one paste per block rather than per slice (each
+    paste has a fixed cost), and memory stays one volume plus one block.
+    """
+    width, height, depth = plan.size
+    image = sitk.Image([width, height, depth], sitk.sitkFloat32)
+    planes = _planes(plan)
+    for start in range(0, depth, BLOCK):
+        block = np.empty((min(BLOCK, depth - start), height, width), dtype=np.float32)
+        for plane in block:
+            plane[...] = next(planes)
+        image[:, :, start : start + len(block)] = sitk.GetImageFromArray(block)
+    image.SetOrigin(plan.origin)
+    image.SetSpacing(plan.spacing)
+    image.SetDirection(plan.direction)
+    return image
