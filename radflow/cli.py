@@ -202,6 +202,31 @@ def anonymize(
 
 
 @app.command()
+def inspect(
+    path: Annotated[
+        Path, typer.Argument(help="A DICOM series folder, a DICOM file or a NIfTI file.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Print size, spacing, origin, direction (LPS) and modality of an image."""
+
+    def body() -> dict[str, Any]:
+        from radflow.imaging.inspect import inspect_path
+
+        if not path.exists():
+            raise NotFoundError(f"nothing at {path}", hint="give a folder, a .dcm or a .nii(.gz)")
+        return inspect_path(path)
+
+    result = _run(body)
+    if as_json:
+        _print_json(result)
+    else:
+        from radflow.imaging.inspect import format_inspection
+
+        typer.echo(format_inspection(result))
+
+
+@app.command()
 def ingest(
     source: Annotated[str, typer.Argument(help="A folder, or s3://bucket/prefix.")],
     labels: Annotated[

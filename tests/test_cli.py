@@ -52,3 +52,24 @@ def test_score_without_a_champion_says_so(prefect_server: None, pipeline_env: Pa
     assert result.output.startswith("error: no champion model")  # before any flow starts
     assert "hint: run `radflow train`" in result.output
     assert "Traceback" not in result.output
+
+
+def test_inspect_nifti_json_matches_nibabel() -> None:
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    path = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
+    result = runner.invoke(app, ["inspect", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.output)
+    affine = nib.load(path).affine
+    lps = np.diag([-1, -1, 1]) @ affine[:3, :4]
+    assert got["origin"] == pytest.approx(list(lps[:, 3]))
+    assert got["size"] == list(nib.load(path).shape[:3])
+
+
+def test_inspect_missing_path() -> None:
+    result = runner.invoke(app, ["inspect", "/no/such.nii"])
+    assert result.exit_code == 2 and result.output.startswith("error: nothing at /no/such.nii")
