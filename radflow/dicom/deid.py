@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -251,7 +252,7 @@ class Deidentifier:
         study_uid = str(ds.get("StudyInstanceUID", ""))
         context = _Context(
             self,
-            tokens=_phi_tokens(ds),
+            tokens=_phi_tokens(ds) if Option.CLEAN_DESCRIPTORS in self.config.options else [],
             shift=date_shift_days(self.config.secret, patient_id),
         )
         context.walk(ds)
@@ -327,6 +328,17 @@ def _phi_tokens(ds: Dataset) -> list[str]:
     return sorted(tokens, key=len, reverse=True)
 
 
+def _vr(ds: Dataset, tag: BaseTag) -> str:
+    """The element's VR without decoding its value (the dictionary's for implicit VR)."""
+    vr = ds.get_item(tag).VR
+    if vr and vr != "UN":  # UN: pydicom decodes it with the dictionary's VR, so must we
+        return str(vr)
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return str(vr or "UN")
+
+
 class _Context:
     """One dataset's walk: the patient's scrub tokens and date shift."""
 
@@ -339,46 +351,49 @@ class _Context:
         )
 
     def walk(self, ds: Dataset) -> None:
+        """Act on tags and VRs first: an element is decoded only when its action needs its
+        value, so kept elements are written back as the raw bytes that were read."""
         kept_creators: set[tuple[int, int]] = set()
-        for elem in list(ds):
-            if elem.tag.is_private:
-                self._private(ds, elem, kept_creators)
+        for tag in list(ds.keys()):
+            if tag.is_private:
+                self._private(ds, tag, kept_creators)
             else:
-                self._public(ds, elem)
-        # Private creators that no longer reserve any kept element go too.
-        for elem in list(ds):
-            tag = elem.tag
+                self._public(ds, tag)
+        # Private creators that no longer reserve any kept element go too, and so does
+        # (gggg,0000-000F): not creators, but private all the same.
+        tags = list(ds.keys())  # a Dataset iterates decoded elements; its keys are bare tags
+        for tag in [t for t in tags if t.is_private]:
             if (
-                tag.is_private
-                and tag.element <= _PRIVATE_CREATOR_MAX_ELEMENT
+                tag.element <= _PRIVATE_CREATOR_MAX_ELEMENT
                 and (tag.group, tag.element) not in kept_creators
-            ):  # (gggg,0000-000F) included: not creators, but private all the same
+            ):
                 del ds[tag]
 
-    def _private(self, ds: Dataset, elem: DataElement, kept: set[tuple[int, int]]) -> None:
-        tag: BaseTag = elem.tag
+    def _private(self, ds: Dataset, tag: BaseTag, kept: set[tuple[int, int]]) -> None:
         if tag.element <= _PRIVATE_CREATOR_MAX_ELEMENT:
             return  # creators are decided after their elements
         if Option.RETAIN_SAFE_PRIVATE in self.options:
             block = tag.element >> 8
-            creator_tag = (tag.group << 16) | block
-            creator = ds.get(creator_tag)
+            creator = ds.get((tag.group << 16) | block)
             allowed = self.deid.config.safe_private
             if creator is not None and (str(creator.value), tag.element & 0xFF) in allowed:
                 kept.add((tag.group, block))
+                elem = ds[tag]
                 if elem.VR == "SQ":
                     for item in elem.value:
                         self.walk(item)
                 return
         del ds[tag]
 
-    def _public(self, ds: Dataset, elem: DataElement) -> None:
-        tag = elem.tag
-        vr = elem.VR
+    def _public(self, ds: Dataset, tag: BaseTag) -> None:
+        vr = _vr(ds, tag)
         action = self.deid.action(int(tag)) or self.deid.fallback(vr)
         if action == "X":
             del ds[tag]
             return
+        if vr not in ("SQ", "UI") and (action is None or action == "K"):
+            return  # kept as read, never decoded
+        elem = ds[tag]
         if vr == "SQ":
             if action == "Z":
                 elem.value = Sequence([])
@@ -392,12 +407,10 @@ class _Context:
             elif elem.value:
                 elem.value = self._uids(elem)
             return
-        if action is None or action == "K":
-            return
         if action == "Z":
             elem.value = None  # zero length, whatever the VR
         elif action == "D":
-            elem.value = _DUMMY.get(vr, "")
+            elem.value = _DUMMY.get(elem.VR, "")
         elif action == "U":
             elem.value = self._uids(elem) if elem.value else ""
         elif action == "C":
