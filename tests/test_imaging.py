@@ -149,7 +149,8 @@ def test_a_missing_middle_slice_is_quarantined(small: list[Path]) -> None:
     gappy = small[: len(small) // 2] + small[len(small) // 2 + 1 :]
     with pytest.raises(QuarantineError) as caught:
         read_series(gappy)
-    assert caught.value.reason == "irregular slice spacing"
+    assert caught.value.reason == "missing slices"
+    assert caught.value.detail == "gap of 4.00 mm where 2.00 mm is expected"
 
 
 def test_a_slice_without_position_is_quarantined(small: list[Path], tmp_path: Path) -> None:
@@ -368,8 +369,13 @@ def test_pipeline_describe_lists_every_parameter() -> None:
     pipeline = Pipeline(steps)
     assert pipeline.describe() == [
         {"step": "Reorient", "orientation": "LPS"},
-        {"step": "Resample", "spacing_mm": (1.5, 1.5, 1.5), "fill_hu": -1000.0},
-        {"step": "CropPad", "shape": (32, 32, 16), "fill_hu": -1000.0},
+        {
+            "step": "Resample",
+            "spacing_mm": (1.5, 1.5, 1.5),
+            "fill_hu": -1000.0,
+            "mask_interpolator": "nearest",
+        },
+        {"step": "CropPad", "shape": (32, 32, 16), "fill_hu": -1000.0, "body_threshold": None},
         {"step": "Window", "level": 40, "width": 400},
     ]
     changed = [
