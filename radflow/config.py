@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -36,6 +36,11 @@ class PreprocessParams(BaseModel, frozen=True):
     window_width: float = 400.0
     shape: tuple[int, int, int] = (40, 40, 40)
     roi_threshold_hu: float = 80.0
+    # The network input's intensity scaling: CT windowing, or for MR z-score / percentiles.
+    normalize: Literal["window", "zscore", "percentile"] = "window"
+    n4: bool = Field(False, description="N4 bias-field correction first (MR)")
+    registration: Literal["rigid", "affine"] = "rigid"
+    registration_spacing_mm: float = Field(2.0, gt=0)
 
     @field_validator("spacing_mm")
     @classmethod

@@ -73,3 +73,49 @@ def test_inspect_nifti_json_matches_nibabel() -> None:
 def test_inspect_missing_path() -> None:
     result = runner.invoke(app, ["inspect", "/no/such.nii"])
     assert result.exit_code == 2 and result.output.startswith("error: nothing at /no/such.nii")
+
+
+def test_register_writes_a_transform_that_undoes_a_known_motion(tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+    import SimpleITK as sitk
+
+    fixed_path = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
+    fixed = sitk.ReadImage(str(fixed_path), sitk.sitkFloat32)
+    centre = fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in fixed.GetSize()])
+    truth = sitk.Euler3DTransform(centre, 0.05, -0.08, 0.1, (3.0, -2.0, 4.0))
+    moving_path = tmp_path / "moving.nii.gz"
+    # moving(x) = fixed(truth^-1(x)): a fixed point p sits at truth(p) in the moving image.
+    sitk.WriteImage(
+        sitk.Resample(fixed, fixed, truth.GetInverse(), sitk.sitkLinear, 0.0), str(moving_path)
+    )
+
+    out = tmp_path / "t.tfm"
+    result = runner.invoke(
+        app,
+        [
+            "register",
+            str(fixed_path),
+            str(moving_path),
+            "--out-transform",
+            str(out),
+            "--out-image",
+            str(tmp_path / "moved.nii.gz"),
+            "--qc",
+            str(tmp_path / "qc.png"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    found = sitk.ReadTransform(str(out))
+    arr = sitk.GetArrayFromImage(fixed)
+    idx = np.argwhere(arr > arr.mean())[::50]
+    points = [fixed.TransformIndexToPhysicalPoint([int(i) for i in p[::-1]]) for p in idx]
+    tre = np.mean(
+        [
+            np.linalg.norm(np.subtract(found.TransformPoint(p), truth.TransformPoint(p)))
+            for p in points
+        ]
+    )
+    assert tre < 1.0
+    assert (tmp_path / "moved.nii.gz").exists()
+    assert (tmp_path / "qc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

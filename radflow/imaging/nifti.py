@@ -128,3 +128,17 @@ def read_nifti(path: Path) -> sitk.Image:
     d[:3, :3] = np.array(geometry.direction).reshape(3, 3)
     out.SetDirection(tuple(float(v) for v in d.ravel()))
     return out
+
+
+def read_image(path: Path) -> sitk.Image:
+    """A NIfTI file, a DICOM file, or a folder holding exactly one DICOM series, in LPS."""
+    from radflow.imaging.read import read_series, split_series
+
+    if is_nifti(path):
+        return read_nifti(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    series = split_series(files)
+    if len(series) != 1:
+        raise QuarantineError("several series", f"{len(series)} series where one is expected")
+    (paths,) = series.values()
+    return read_series(paths)

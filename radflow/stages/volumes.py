@@ -16,9 +16,20 @@ import numpy as np
 import SimpleITK as sitk
 
 from radflow.config import PreprocessParams
-from radflow.imaging.preprocess import CropPad, Pipeline, Reorient, Resample, Window
-from radflow.imaging.read import read_series
-from radflow.imaging.register import resample_onto, rigid_register
+from radflow.imaging.preprocess import (
+    N4,
+    CropPad,
+    Percentile,
+    Pipeline,
+    Reorient,
+    Resample,
+    Step,
+    Window,
+    ZScore,
+)
+from radflow.imaging.qc import checkerboard_png
+from radflow.imaging.read import read_series_with_warnings
+from radflow.imaging.register import register, resample_onto, write_transform
 from radflow.imaging.roi import lesion_mask
 from radflow.keys import address
 from radflow.stages.anonymize import read_manifest
@@ -27,20 +38,33 @@ from radflow.store import ObjectStore
 QC = "qc.json"
 
 
-def pipeline(params: PreprocessParams) -> tuple[Pipeline, Window]:
-    """The HU pipeline (reorient, resample, crop/pad) and the window that follows it."""
-    hu = Pipeline((Reorient(), Resample(params.spacing_mm), CropPad(params.shape)))
-    return hu, Window(params.window_level, params.window_width)
+def pipeline(params: PreprocessParams) -> tuple[Pipeline, Pipeline]:
+    """The geometry pipeline (optional N4, reorient, resample, crop/pad; its output keeps the
+    scanner's units, what features read) and the normalisation that makes the network input."""
+    first: tuple[Step, ...] = (N4(),) if params.n4 else ()
+    geometry = Pipeline((*first, Reorient(), Resample(params.spacing_mm), CropPad(params.shape)))
+    scale: Step
+    if params.normalize == "zscore":
+        scale = ZScore()
+    elif params.normalize == "percentile":
+        scale = Percentile()
+    else:
+        scale = Window(params.window_level, params.window_width)
+    return geometry, Pipeline((scale,))
 
 
 def volume_address(deid: str, params: PreprocessParams) -> str:
-    hu, window = pipeline(params)
+    geometry, scale = pipeline(params)
     return address(
         "volumes",
         [deid],
         {
-            "steps": [*hu.describe(), {"step": "Window", **window.__dict__}],
+            "steps": [*geometry.describe(), *scale.describe()],
             "roi_threshold_hu": params.roi_threshold_hu,
+            "registration": {
+                "kind": params.registration,
+                "working_spacing_mm": params.registration_spacing_mm,
+            },
         },
     )
 
@@ -68,14 +92,18 @@ def build_volume(store: ObjectStore, deid: str, params: PreprocessParams) -> str
     with tempfile.TemporaryDirectory(prefix="radflow-vol-") as tmp_name:
         tmp = Path(tmp_name)
         images = []
+        warnings: list[str] = []
         for entry in manifest.series:
             folder = tmp / entry.series_uid
             for obj in store.list(f"{deid}/{entry.series_uid}/"):
                 store.download(obj.key, folder / obj.key.rsplit("/", 1)[1])
-            images.append(read_series(sorted(folder.iterdir())))
+            image, read_warnings = read_series_with_warnings(sorted(folder.iterdir()))
+            images.append(image)
+            warnings.extend(read_warnings)
         # The primary series has the most slices; ties go to the first series UID.
         order = sorted(range(len(images)), key=lambda i: -images[i].GetSize()[2])
         primary = images[order[0]]
+        modality = manifest.series[order[0]].modality
         qc: dict[str, Any] = {
             "study_id": manifest.study_id,
             "series": len(images),
@@ -85,32 +113,42 @@ def build_volume(store: ObjectStore, deid: str, params: PreprocessParams) -> str
                 float(np.max(sitk.GetArrayViewFromImage(primary))),
             ],
             "registration": [],
-            "warnings": [],
+            "warnings": warnings,
         }
         mask = lesion_mask(primary, threshold_hu=params.roi_threshold_hu)
-        hu, window = pipeline(params)
-        image_hu, roi = hu(primary, mask)
-        normalised, _ = window(image_hu, roi)
+        geometry, scale = pipeline(params)
+        image_hu, roi = geometry(primary, mask)
+        assert roi is not None
+        normalised, _ = scale(image_hu, roi)
+        # CT keeps integer Hounsfield units; anything else keeps its float values.
+        stored = sitk.sitkInt16 if modality == "CT" else sitk.sitkFloat32
         for n, i in enumerate(order[1:], start=1):
-            reg = rigid_register(primary, images[i])
+            reg = register(
+                primary,
+                images[i],
+                kind=params.registration,
+                working_spacing_mm=params.registration_spacing_mm,
+            )
             qc["registration"].append(
                 {
                     "series": n,
+                    "kind": reg.kind,
                     "metric": round(reg.metric, 6),
                     "iterations": reg.iterations,
                     "parameters": [round(p, 4) for p in reg.transform.GetParameters()],
                 }
             )
-            # The secondary on the primary's preprocessed grid: for review and later stages.
+            # The secondary on the primary's preprocessed grid, its transform (fixed -> moving
+            # physical points, ITK's convention) and a checkerboard for a person to check.
             registered = resample_onto(images[i], image_hu, reg.transform)
-            _write_image(
-                store, f"{out}/secondary_{n}.nii.gz", sitk.Cast(registered, sitk.sitkInt16), tmp
-            )
+            _write_image(store, f"{out}/secondary_{n}.nii.gz", sitk.Cast(registered, stored), tmp)
+            store.put_file(f"{out}/secondary_{n}.tfm", write_transform(reg, tmp / f"s{n}.tfm"))
+            store.put_bytes(f"{out}/registration_{n}.png", checkerboard_png(image_hu, registered))
         qc["preprocessed"] = _geometry(image_hu)
         qc["roi_voxels"] = int(np.count_nonzero(sitk.GetArrayViewFromImage(roi)))
         if qc["roi_voxels"] == 0:
             qc["warnings"].append("ROI is empty after cropping")
-        _write_image(store, f"{out}/image.nii.gz", sitk.Cast(image_hu, sitk.sitkInt16), tmp)
+        _write_image(store, f"{out}/image.nii.gz", sitk.Cast(image_hu, stored), tmp)
         _write_image(store, f"{out}/input.nii.gz", normalised, tmp)
         _write_image(store, f"{out}/mask.nii.gz", roi, tmp)
         store.put_text(f"{out}/{QC}", json.dumps(qc, indent=1, sort_keys=True))
