@@ -40,8 +40,14 @@ pytest: $(VENV)/.installed-dev
 
 test: lint typecheck pytest
 
-bench: $(VENV)/.installed-dev
+$(VENV)/.installed-bench: $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet -e ".[bench]"
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/demo_bench.py
+	$(BIN)/python bench/deid_bench.py
+	$(BIN)/python bench/imaging_bench.py
 
 clean:
 	rm -rf radflow-demo radflow-data radflow-cache .pytest_cache .mypy_cache .ruff_cache
