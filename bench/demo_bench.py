@@ -106,13 +106,13 @@ def main() -> None:
 
     if not args.skip_demo:
         cold, warm = demo_runs(args.studies)
-        print(f"\n## radflow demo, {args.studies} studies (two processes, one fresh workdir)\n")
+        print(f"\n### radflow demo, {args.studies} studies (two processes, one fresh workdir)\n")
         print("| run | seconds | warm / cold |\n| --- | ---: | ---: |")
         print(f"| cold | {cold:.1f} | |\n| warm (Cached) | {warm:.1f} | {warm / cold:.1%} |")
 
     n = args.stage_studies
     times = stage_times(n, args.size)
-    print(f"\n## Stage times, {n} studies of {args.size} (core functions, no Prefect)\n")
+    print(f"\n### Stage times, {n} studies of {args.size} (core functions, no Prefect)\n")
     print("| stage | total s | per study s |\n| --- | ---: | ---: |")
     for name, t in times.items():
         per = "" if name in ("train", "model report") else f"{t / n:.3f}"
