@@ -143,7 +143,10 @@ def build_volume(store: ObjectStore, deid: str, params: PreprocessParams) -> str
             registered = resample_onto(images[i], image_hu, reg.transform)
             _write_image(store, f"{out}/secondary_{n}.nii.gz", sitk.Cast(registered, stored), tmp)
             store.put_file(f"{out}/secondary_{n}.tfm", write_transform(reg, tmp / f"s{n}.tfm"))
-            store.put_bytes(f"{out}/registration_{n}.png", checkerboard_png(image_hu, registered))
+            lo = params.window_level - params.window_width / 2
+            window = (lo, lo + params.window_width) if modality == "CT" else None
+            png = checkerboard_png(image_hu, registered, window=window)
+            store.put_bytes(f"{out}/registration_{n}.png", png)
         qc["preprocessed"] = _geometry(image_hu)
         qc["roi_voxels"] = int(np.count_nonzero(sitk.GetArrayViewFromImage(roi)))
         if qc["roi_voxels"] == 0:
