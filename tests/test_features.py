@@ -119,7 +119,10 @@ def test_extract_is_sorted_union() -> None:
     mask = _image(_sphere(4, 12))
     features = extract(image, mask)
     assert list(features) == sorted(features)
-    assert len(features) == 16 + 9
+    # first order 16, shape 9, GLCM 23, GLRLM 16, GLSZM 16, GLDM 14, NGTDM 5
+    assert len(features) == 16 + 9 + 23 + 16 + 16 + 14 + 5
+    families = {name.split("_")[1] for name in features}
+    assert families == {"firstorder", "shape", "glcm", "glrlm", "glszm", "gldm", "ngtdm"}
     assert features["original_firstorder_Mean"] == pytest.approx(100.0)
 
 

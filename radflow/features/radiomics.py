@@ -104,6 +104,15 @@ def shape(mask: sitk.Image) -> dict[str, float]:
 
 
 def extract(image: sitk.Image, mask: sitk.Image, bin_width: float = 25.0) -> dict[str, float]:
-    """All first-order and shape features, sorted by name so that tables and vectors are stable."""
-    features = first_order(image, mask, bin_width) | shape(mask)
+    """Every feature family (first order, shape, GLCM, GLRLM, GLSZM, GLDM, NGTDM), sorted by
+    name so that tables and vectors are stable."""
+    from radflow.features.texture import texture_features
+    from radflow.features.zones import zone_features
+
+    features = (
+        first_order(image, mask, bin_width)
+        | shape(mask)
+        | texture_features(image, mask, bin_width)
+        | zone_features(image, mask, bin_width)
+    )
     return dict(sorted(features.items()))
