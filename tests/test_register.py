@@ -20,6 +20,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import SimpleITK as sitk
+from transform_helpers import rotation as _rotation
+from transform_helpers import tre as _tre
 
 from radflow.imaging.qc import checkerboard_png
 from radflow.imaging.read import read_series
@@ -50,30 +52,6 @@ def _physical_points(image: sitk.Image, mask: npt.NDArray[np.bool_]) -> Points:
         np.array(image.GetOrigin()) + (ijk * np.array(image.GetSpacing())) @ direction.T
     )
     return points
-
-
-def _apply(transform: sitk.Transform, points: Points) -> Points:
-    """An affine sitk transform applied to many points (fixed by the origin and unit vectors)."""
-    b = np.array(transform.TransformPoint((0.0, 0.0, 0.0)))
-    m = np.stack([np.array(transform.TransformPoint(tuple(e))) - b for e in np.eye(3)], axis=1)
-    probe = points[len(points) // 2]
-    assert np.allclose(transform.TransformPoint(tuple(probe)), m @ probe + b, atol=1e-6)
-    mapped: Points = points @ m.T + b
-    return mapped
-
-
-def _tre(estimate: sitk.Transform, truth: sitk.Transform, points: Points) -> float:
-    return float(np.linalg.norm(_apply(estimate, points) - _apply(truth, points), axis=1).mean())
-
-
-def _rotation(axis: tuple[float, float, float], degrees: float) -> npt.NDArray[np.float64]:
-    """Rodrigues' formula: rotation by `degrees` about the unit vector along `axis`."""
-    u = np.array(axis, dtype=np.float64)
-    u /= np.linalg.norm(u)
-    k = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
-    a = np.deg2rad(degrees)
-    rot: npt.NDArray[np.float64] = np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * (k @ k)
-    return rot
 
 
 def _motion(

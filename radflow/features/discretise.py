@@ -33,6 +33,18 @@ DIRECTIONS_3D: tuple[tuple[int, int, int], ...] = (
 )
 
 
+def check_grid(image: sitk.Image, mask: sitk.Image) -> None:
+    """Refuse an image/mask pair on different grids: voxels would be silently misaligned."""
+    for what, a, b in (
+        ("size", image.GetSize(), mask.GetSize()),
+        ("spacing", image.GetSpacing(), mask.GetSpacing()),
+        ("origin", image.GetOrigin(), mask.GetOrigin()),
+        ("direction", image.GetDirection(), mask.GetDirection()),
+    ):
+        if len(a) != len(b) or not np.allclose(a, b, rtol=0.0, atol=1e-4):
+            raise ValueError(f"image and mask differ in {what}: {a} vs {b}")
+
+
 def discretise(values: npt.ArrayLike, bin_width: float) -> npt.NDArray[np.int64]:
     """Fixed-bin-width grey levels of `values`, numbered from 1 (pyradiomics' rule).
 
@@ -62,14 +74,7 @@ def roi_array(
     the highest grey level present. Any non-zero mask voxel belongs to the ROI. A 2-D image is
     treated as a single slice.
     """
-    for what, a, b in (
-        ("size", image.GetSize(), mask.GetSize()),
-        ("spacing", image.GetSpacing(), mask.GetSpacing()),
-        ("origin", image.GetOrigin(), mask.GetOrigin()),
-        ("direction", image.GetDirection(), mask.GetDirection()),
-    ):
-        if len(a) != len(b) or not np.allclose(a, b, rtol=0.0, atol=1e-4):
-            raise ValueError(f"image and mask differ in {what}: {a} vs {b}")
+    check_grid(image, mask)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError("image must be scalar (one component per voxel)")
     img = np.asarray(sitk.GetArrayViewFromImage(image), dtype=np.float64)

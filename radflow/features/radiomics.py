@@ -13,6 +13,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import stats
 
+from radflow.features.discretise import check_grid
+
 _FIRST = "original_firstorder_"
 _SHAPE = "original_shape_"
 
@@ -22,21 +24,9 @@ def _binary(mask: sitk.Image) -> sitk.Image:
     return sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8)
 
 
-def _check_grid(image: sitk.Image, mask: sitk.Image) -> None:
-    """Refuse an image/mask pair on different grids: voxels would be silently misaligned."""
-    for what, a, b in (
-        ("size", image.GetSize(), mask.GetSize()),
-        ("spacing", image.GetSpacing(), mask.GetSpacing()),
-        ("origin", image.GetOrigin(), mask.GetOrigin()),
-        ("direction", image.GetDirection(), mask.GetDirection()),
-    ):
-        if len(a) != len(b) or not np.allclose(a, b, rtol=0.0, atol=1e-4):
-            raise ValueError(f"image and mask differ in {what}: {a} vs {b}")
-
-
 def _voxels(image: sitk.Image, mask: sitk.Image) -> np.ndarray:
     """The image values inside the mask, as float64."""
-    _check_grid(image, mask)
+    check_grid(image, mask)
     inside = sitk.GetArrayViewFromImage(mask) != 0
     if not inside.any():
         raise ValueError("mask is empty: no voxel is non-zero")
