@@ -63,3 +63,22 @@ def build_model(params: TrainParams) -> Pipeline:
         n_estimators=params.n_estimators, random_state=params.seed, n_jobs=1
     )
     return Pipeline([("scale", StandardScaler()), ("forest", forest)])
+
+
+def validation_threshold(
+    params: TrainParams, x: np.ndarray, y: np.ndarray, groups: Sequence[str]
+) -> float:
+    """The operating threshold, chosen by Youden's J on out-of-fold predictions of the
+    training patients: the test set never takes part in choosing it. 0.5 when the training
+    set has fewer than two patients of a class (no patient-grouped folds possible)."""
+    from sklearn.model_selection import cross_val_predict
+
+    from radflow.models.evaluation import choose_threshold
+
+    g = np.asarray(groups, dtype=str)
+    per_class = min(len(np.unique(g[y == c])) for c in (0, 1))
+    if per_class < 2:
+        return 0.5
+    folds = StratifiedGroupKFold(n_splits=min(5, per_class), shuffle=True, random_state=params.seed)
+    oof = cross_val_predict(build_model(params), x, y, groups=g, cv=folds, method="predict_proba")
+    return choose_threshold(y, oof[:, 1])

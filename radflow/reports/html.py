@@ -8,9 +8,10 @@ value is escaped: feature names, QC values and reasons may come from outside the
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 
+from radflow.models.evaluation import Report
 from radflow.models.metrics import Evaluation
 
 NOTICE = "Research use only. Not for diagnosis."
@@ -95,6 +96,26 @@ def study_report(
     return _page("radflow study report", body)
 
 
+def _report_rows(report: Report) -> list[tuple[str, object]]:
+    (tn, fp), (fn, tp) = report.confusion
+    lo, hi = report.auc_ci
+    return [
+        ("ROC AUC (95% bootstrap CI over patients)", f"{report.auc:.3f} ({lo:.3f}-{hi:.3f})"),
+        ("PR AUC (average precision)", f"{report.pr_auc:.3f}"),
+        (
+            "Threshold (Youden, chosen on out-of-fold training predictions)",
+            f"{report.threshold:.3f}",
+        ),
+        ("Sensitivity", f"{report.recall:.3f}"),
+        ("Specificity", f"{report.specificity:.3f}"),
+        ("Precision", f"{report.precision:.3f}"),
+        ("F1", f"{report.f1:.3f}"),
+        ("Brier score", f"{report.brier:.3f}"),
+        ("Confusion (TN, FP, FN, TP)", f"{tn}, {fp}, {fn}, {tp}"),
+        ("Test studies (positive)", f"{report.n} ({report.n_positive})"),
+    ]
+
+
 def model_report(
     *,
     model_id: str,
@@ -103,6 +124,8 @@ def model_report(
     reason: str,
     feature_importances: Mapping[str, float],
     roc_png: bytes,
+    report: Report | None = None,
+    plots: Sequence[tuple[str, bytes]] = (),
 ) -> str:
     """The report for one trained model: held-out metrics, the promotion decision and why."""
     metrics = [
@@ -117,8 +140,10 @@ def model_report(
     body = (
         _table(metrics, ("Metric", "Value"))
         + f"<h2>Decision</h2><p><b>{escape(decision)}</b>: {escape(reason)}</p>"
+        + (_table(_report_rows(report), ("Held-out metric", "Value")) if report else "")
         + "<h2>ROC curve (test set)</h2>"
         + _img(roc_png, "ROC curve on the test set")
+        + "".join(f"<h2>{escape(title)}</h2>" + _img(png, title) for title, png in plots)
         + "<h2>Top feature importances</h2>"
         + _table(top, ("Feature", "Importance"))
     )

@@ -17,8 +17,9 @@ import numpy as np
 from radflow.config import TrainSettings
 from radflow.errors import NotFoundError, RadflowError
 from radflow.keys import address, short_id
+from radflow.models.evaluation import evaluate_report
 from radflow.models.metrics import Evaluation, evaluate
-from radflow.models.train import TrainParams, build_model, patient_split
+from radflow.models.train import TrainParams, build_model, patient_split, validation_threshold
 from radflow.stages.anonymize import read_label
 from radflow.stages.features import read_features
 from radflow.store import ObjectStore
@@ -57,12 +58,16 @@ def train_model(store: ObjectStore, dataset: str, settings: TrainSettings) -> st
         raise RadflowError("no labelled studies to train on", hint="ingest with --labels CSV")
     names = sorted(rows[0]["features"])
     y = np.array([int(r["label"]) for r in rows])
-    train, test = patient_split(
-        [str(r["patient_id"]) for r in rows], list(y), params.test_fraction, params.seed
-    )
-    model = build_model(params).fit(_matrix([rows[i] for i in train], names), y[train])
+    patients = [str(r["patient_id"]) for r in rows]
+    train, test = patient_split(patients, list(y), params.test_fraction, params.seed)
+    x_train = _matrix([rows[i] for i in train], names)
+    threshold = validation_threshold(params, x_train, y[train], [patients[i] for i in train])
+    model = build_model(params).fit(x_train, y[train])
     proba = model.predict_proba(_matrix([rows[i] for i in test], names))[:, 1]
-    evaluation = evaluate(list(y[test]), list(proba), n_train=len(train))
+    evaluation = evaluate(list(y[test]), list(proba), threshold=threshold, n_train=len(train))
+    report = evaluate_report(
+        y[test], proba, threshold, groups=[patients[i] for i in test], seed=params.seed
+    )
     forest = model[-1]
     card = {
         "model_id": "rf-" + short_id(out),
@@ -75,6 +80,7 @@ def train_model(store: ObjectStore, dataset: str, settings: TrainSettings) -> st
         ),
         "test_rows": [int(i) for i in test],
         "evaluation": asdict(evaluation),
+        "report": report.to_dict(),
     }
     buf = io.BytesIO()
     pickle.dump(model, buf, protocol=5)
