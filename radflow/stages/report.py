@@ -8,6 +8,7 @@ from radflow.keys import address
 from radflow.models.evaluation import Report
 from radflow.models.metrics import roc_png
 from radflow.models.plots import calibration_png, confusion_png, pr_png
+from radflow.models.plots import roc_png as report_roc_png
 from radflow.reports.html import model_report, study_report
 from radflow.reports.images import key_image_png
 from radflow.stages.features import read_features, read_qc
@@ -63,7 +64,11 @@ def write_model_report(store: ObjectStore, model: str, decision: dict[str, Any])
         promoted=bool(decision["promoted"]),
         reason=str(decision["reason"]),
         feature_importances=card["feature_importances"],
-        roc_png=roc_png(evaluation, f"ROC, model {card['model_id']}"),
+        roc_png=(
+            report_roc_png(report, f"ROC, model {card['model_id']}")
+            if report
+            else roc_png(evaluation, f"ROC, model {card['model_id']}")
+        ),
         report=report,
         plots=[
             ("Precision-recall (test set)", pr_png(report, "Precision-recall")),
