@@ -1,27 +1,97 @@
-"""Start Prefect's temporary local server while the rest of radflow is still importing.
+"""Start Prefect's temporary local server before the rest of radflow imports.
 
-With no PREFECT_API_URL, Prefect starts a temporary server in a subprocess on first use
-(about 7 s here with a database, 20+ s without). Starting it from a thread at the very
-beginning overlaps that wait with the imports of the scientific stack; `wait()` joins the
-thread before any flow runs, so only that thread ever calls `start()`.
+With no PREFECT_API_URL, Prefect starts a temporary server in a subprocess on first use,
+after the client process has imported the server's own modules (about 4 s here) and then
+waits for it to boot (about 7 s). Starting the same subprocess ourselves at the very
+beginning lets it boot while the scientific stack imports, and the client never imports the
+server. The command and environment are the ones Prefect 3.8 uses for its temporary server.
 """
 
 from __future__ import annotations
 
+import atexit
+import importlib.util
 import os
-import threading
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+_SERVER_ENV = {
+    "PREFECT_UI_ENABLED": "0",
+    "PREFECT__SERVER_EPHEMERAL": "1",
+    "PREFECT__SERVER_FINAL": "1",
+}
 
 
-def start_in_background() -> threading.Thread | None:
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_in_background() -> subprocess.Popen[bytes] | None:
+    """Spawn the server and point this process's Prefect client at it; None when an API is set."""
     if os.environ.get("PREFECT_API_URL"):
         return None
-    from prefect.server.api.server import SubprocessASGIServer
+    spec = importlib.util.find_spec("prefect")
+    if spec is None or spec.origin is None:
+        return None
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(Path(spec.origin).parent.parent),
+            "--factory",
+            "prefect.server.api.server:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "error",
+            "--lifespan",
+            "on",
+        ],
+        env={**os.environ, **_SERVER_ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    atexit.register(_stop, proc)
+    return proc
 
-    thread = threading.Thread(target=SubprocessASGIServer().start, name="prefect-server-start")
-    thread.start()
-    return thread
+
+def wait(proc: subprocess.Popen[bytes] | None, timeout_s: float = 120.0) -> None:
+    """Block until the server answers its health check (or fail with its exit code)."""
+    if proc is None:
+        return
+    url = os.environ["PREFECT_API_URL"] + "/health"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Prefect's temporary server exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"Prefect's temporary server did not start within {timeout_s:.0f} s")
 
 
-def wait(thread: threading.Thread | None) -> None:
-    if thread is not None:
-        thread.join()
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
