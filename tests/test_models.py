@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from radflow.models.metrics import Evaluation, evaluate, roc_png
+from radflow.models.metrics import Evaluation, evaluate
 from radflow.models.train import TrainParams, build_model, patient_split
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -112,11 +112,3 @@ def test_evaluate_threshold_and_json_round_trip() -> None:
     assert Evaluation.from_dict(json.loads(json.dumps(result.to_dict()))) == result
     with pytest.raises(ValueError, match="both classes"):
         evaluate([1, 1], [0.2, 0.8])
-
-
-def test_roc_png_is_deterministic_png() -> None:
-    result = evaluate([0, 0, 1, 1, 0, 1], [0.1, 0.6, 0.4, 0.9, 0.3, 0.8])
-    first = roc_png(result, "model <x>")
-    assert first.startswith(PNG_SIGNATURE)
-    assert roc_png(result, "model <x>") == first
-    assert roc_png(result, "another") != first

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 from sklearn.metrics import accuracy_score, roc_auc_score, roc_curve
 
@@ -64,22 +61,3 @@ def evaluate(
         threshold=threshold,
         roc=([float(v) for v in fpr], [float(v) for v in tpr]),
     )
-
-
-def roc_png(evaluation: Evaluation, title: str) -> bytes:
-    """The ROC curve as PNG bytes, identical for identical input (no timestamp or version)."""
-    # A bare Figure on an Agg canvas avoids pyplot's global figure registry.
-    fig = Figure(figsize=(4, 4), dpi=80)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    fpr, tpr = evaluation.roc
-    ax.plot(fpr, tpr, color="tab:blue", label=f"AUC = {evaluation.auc:.3f}")
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8)
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="False-positive rate", ylabel="True-positive rate")
-    ax.set_title(title)
-    ax.set_aspect("equal")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()

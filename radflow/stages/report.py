@@ -6,9 +6,7 @@ from typing import Any
 
 from radflow.keys import address
 from radflow.models.evaluation import Report
-from radflow.models.metrics import roc_png
-from radflow.models.plots import calibration_png, confusion_png, pr_png
-from radflow.models.plots import roc_png as report_roc_png
+from radflow.models.plots import calibration_png, confusion_png, pr_png, roc_png
 from radflow.reports.html import model_report, study_report
 from radflow.reports.images import key_image_png
 from radflow.stages.features import read_features, read_qc
@@ -57,26 +55,20 @@ def write_model_report(store: ObjectStore, model: str, decision: dict[str, Any])
         return out
     card = read_card(store, model)
     evaluation = evaluation_of(card)
-    report = Report.from_dict(card["report"]) if "report" in card else None
+    report = Report.from_dict(card["report"])  # every models/v2 card carries it
     page = model_report(
         model_id=card["model_id"],
         evaluation=evaluation,
         promoted=bool(decision["promoted"]),
         reason=str(decision["reason"]),
         feature_importances=card["feature_importances"],
-        roc_png=(
-            report_roc_png(report, f"ROC, model {card['model_id']}")
-            if report
-            else roc_png(evaluation, f"ROC, model {card['model_id']}")
-        ),
+        roc_png=roc_png(report, f"ROC, model {card['model_id']}"),
         report=report,
         plots=[
             ("Precision-recall (test set)", pr_png(report, "Precision-recall")),
             ("Calibration (test set)", calibration_png(report, "Calibration")),
             ("Confusion at the operating threshold", confusion_png(report, "Confusion")),
-        ]
-        if report
-        else [],
+        ],
     )
     store.put_text(out, page)
     return out
