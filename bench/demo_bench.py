@@ -49,10 +49,16 @@ def stage_times(studies: int, size: str) -> dict[str, float]:
     from radflow.stages.anonymize import anonymize_study, store_labels
     from radflow.stages.features import extract_features
     from radflow.stages.fetch import fetch_delivery
+    from radflow.stages.registry import promote_if_better
     from radflow.stages.report import write_model_report, write_study_report
     from radflow.stages.score import score_study
-    from radflow.stages.train import build_dataset, promote_if_better, train_model
-    from radflow.stages.volumes import build_volume
+    from radflow.stages.train import (
+        build_dataset,
+        fit_cnn_candidate,
+        fit_feature_candidates,
+        register_model,
+    )
+    from radflow.stages.volumes import build_volume, preprocessing
     from radflow.store import LocalStore
     from radflow.synth import SynthSpec, synthesize
 
@@ -87,8 +93,15 @@ def stage_times(studies: int, size: str) -> dict[str, float]:
             timed("features", extract_features, lake, d, v, settings.features)
             for d, v in zip(deids, vols, strict=True)
         ]
-        model = timed("train", train_model, lake, build_dataset(lake, feats), settings.train)
-        decision = promote_if_better(lake, model)
+        data = build_dataset(
+            lake, feats, preprocessing(settings.preprocess), settings.features.model_dump()
+        )
+        fitted = [
+            timed("train: feature models", fit_feature_candidates, lake, data, settings.train),
+            timed("train: CNN", fit_cnn_candidate, lake, data, settings.train),
+        ]
+        model = timed("train: register", register_model, lake, data, fitted, settings.train)
+        decision = promote_if_better(lake, model, settings.train)
         timed("model report", write_model_report, lake, model, decision)
         scores = [timed("score", score_study, lake, f, model) for f in feats]
         for s in scores:

@@ -1,27 +1,54 @@
-"""Train: every labelled feature row -> a model, promoted only if better, and its report."""
+"""Train: every labelled feature row -> candidates -> a registered model, promoted only if
+better, and its report."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from radflow.stages.catalog import current_features
-from tasks._common import lake
+from radflow.stages.registry import METRICS, read_card
+from radflow.stages.train import labels_summary, read_dataset
+from tasks._common import lake, settings
 from tasks.report import model_report
-from tasks.train import dataset, promote, train
+from tasks.train import cnn_candidate, dataset, feature_candidates, promote, register
 
 
 def train_steps(feature_keys: Sequence[str | None]) -> dict[str, Any]:
-    """dataset -> train -> promote -> model report (a step list the demo flow reuses)."""
-    model = train(dataset(list(feature_keys)))
+    """dataset -> candidates (feature models, CNN) -> register -> promote -> model report
+    (a step list the demo flow reuses). Returns what `radflow train --json` prints."""
+    data = dataset(list(feature_keys))
+    labels = labels_summary(read_dataset(lake(), data))
+    log = get_run_logger()
+    log.info(
+        "%(labelled_studies)d labelled studies; %(unlabelled_studies)d without a label, "
+        "%(labels_without_study)d labels without a study, %(stale_studies)d prepared with "
+        "other settings",
+        labels,
+    )
+    chosen = settings().train.candidates
+    fits = [feature_candidates.submit(data)] if set(chosen) - {"cnn"} else []
+    if "cnn" in chosen:
+        fits.append(cnn_candidate.submit(data))
+    model = register(data, [f.result() for f in fits])
     decision = promote(model)
     report = model_report(model, decision)
-    get_run_logger().info(
-        "model %s: test AUC %.3f, %s", decision["model_id"], decision["auc"], decision["reason"]
-    )
-    return {"model": model, "decision": decision, "report": report}
+    card = read_card(lake(), model)
+    log.info("model %s: test AUC %.3f, %s", card["model_id"], decision["auc"], decision["reason"])
+    return {
+        "model": model,
+        "model_id": card["model_id"],
+        "kind": card["kind"],
+        "promoted": decision["promoted"],
+        "reason": decision["reason"],
+        "previous": decision["previous"],
+        "metrics": json.loads(lake().get_text(f"{model}/{METRICS}"))["held_out"],
+        "labels": labels,
+        "report": report,
+    }
 
 
 @flow(name="train", flow_run_name="train")

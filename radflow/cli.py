@@ -119,11 +119,10 @@ def demo(
 
     result = _run(body)
     elapsed = time.perf_counter() - started
-    decision = result["decision"]
     typer.echo("")
     typer.echo(f"radflow demo finished in {elapsed:.1f} s (workdir {layout.workdir})")
     typer.echo(
-        f"model {decision['model_id']}: test AUC {decision['auc']:.3f}; {decision['reason']}"
+        f"model {result['model_id']}: test AUC {result['metrics']['auc']:.3f}; {result['reason']}"
     )
     typer.echo(f"model report:   {layout.lake / result['report']}")
     typer.echo(f"study reports:  {len(result['study_reports'])} under {layout.lake / 'reports'}")
@@ -305,10 +304,18 @@ def train(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     result = _run(body)
     if as_json:
         _print_json(result)
-    else:
-        d = result["decision"]
-        typer.echo(f"model {d['model_id']}: test AUC {d['auc']:.3f}; {d['reason']}")
-        typer.echo(f"report: {result['report']}")
+        return
+    m, lab = result["metrics"], result["labels"]
+    typer.echo(
+        f"model {result['model_id']}: test AUC {m['auc']:.3f} "
+        f"(95% CI {m['auc_ci'][0]:.3f}-{m['auc_ci'][1]:.3f}); "
+        f"{'promoted' if result['promoted'] else 'not promoted'}: {result['reason']}"
+    )
+    typer.echo(
+        f"labels: {lab['labelled_studies']} studies labelled, {lab['unlabelled_studies']} "
+        f"without a label, {lab['labels_without_study']} labels without a study"
+    )
+    typer.echo(f"report: {result['report']}")
 
 
 @app.command()
@@ -322,7 +329,7 @@ def score(
     def body() -> list[str]:
         url, prefix = _source(source)
         from radflow.config import load_settings
-        from radflow.stages.train import champion
+        from radflow.stages.registry import champion
         from radflow.store import open_store
 
         settings = load_settings()

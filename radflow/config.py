@@ -101,10 +101,54 @@ class FeatureParams(BaseModel, frozen=True):
     bin_width: float = Field(25.0, gt=0)
 
 
+class CNNSettings(BaseModel, frozen=True):
+    """The 3D CNN candidate; `device="auto"` takes CUDA (with mixed precision) when present."""
+
+    width: int = Field(8, ge=2, le=64)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(8, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    patience: int = Field(5, ge=1)
+    num_workers: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+Candidate = Literal["lr", "rf", "gb", "cnn"]
+
+
 class TrainSettings(BaseModel, frozen=True):
+    """Training: patient-level test and validation splits, candidates, and the registry's rules.
+
+    The validation split (taken from the training patients) stops the CNN early, picks the
+    best candidate and the ensemble's members, fits the calibration and the threshold; the
+    test split is touched once, to report."""
+
     seed: int = 0
     test_fraction: float = Field(0.25, gt=0.05, lt=0.5)
+    validation_fraction: float = Field(0.25, gt=0.05, lt=0.5)
+    candidates: tuple[Candidate, ...] = ("lr", "rf", "gb", "cnn")
     n_estimators: int = Field(200, ge=10)
+    select_k: int = Field(20, ge=1)
+    ensemble_size: int = Field(2, ge=0)
+    threshold_rule: Literal["youden", "sensitivity"] = "youden"
+    target_sensitivity: float = Field(0.9, gt=0, le=1)
+    promotion_margin: float = Field(0.01, ge=0, le=0.5)
+    calibration_slope: tuple[float, float] = (0.2, 5.0)
+    cnn: CNNSettings = CNNSettings()
+
+    @field_validator("candidates")
+    @classmethod
+    def _some_candidates(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("name at least one candidate (lr, rf, gb, cnn)")
+        return tuple(dict.fromkeys(v))
+
+    @field_validator("calibration_slope")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] < 1 < v[1]:
+            raise ValueError(f"need 0 < low < 1 < high, got {list(v)}")
+        return v
 
 
 class Settings(BaseSettings):

@@ -3,9 +3,9 @@ from __future__ import annotations
 from prefect import task
 
 from radflow.keys import address
+from radflow.stages.registry import champion
 from radflow.stages.score import score_study
-from radflow.stages.train import champion
-from tasks._common import cache_key, lake, run_name
+from tasks._common import cache_key, lake, quarantine_on_error, run_name
 
 
 @task(task_run_name="champion")
@@ -20,4 +20,7 @@ def _score_key(features: str | None, model: str) -> str:
 
 @task(cache_key_fn=cache_key("scores", _score_key), task_run_name=run_name("score"))
 def score(features: str | None, model: str) -> str | None:
-    return None if features is None else score_study(lake(), features, model)
+    """A study prepared with other settings than the model's is quarantined, not scored."""
+    if features is None:
+        return None
+    return quarantine_on_error("score", features, lambda: score_study(lake(), features, model))

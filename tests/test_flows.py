@@ -183,7 +183,7 @@ def test_train_and_score_from_s3(
     keys = ingest(f"s3://{s3_bucket}", "inbox/train/", str(pipeline_env / "labels.csv"))
     assert len(keys) == len(train_studies)
     trained = train_flow()
-    assert trained["decision"]["promoted"] is True
+    assert trained["promoted"] is True
     reports = score_flow(f"s3://{s3_bucket}", "inbox/new/")
     assert len(reports) == 2
     lake_keys = {
@@ -192,5 +192,5 @@ def test_train_and_score_from_s3(
     assert "lake/models/champion.json" in lake_keys
     for key in reports:
         html = s3_client.get_object(Bucket=s3_bucket, Key=f"lake/{key}")["Body"].read().decode()
-        assert trained["decision"]["model_id"] in html
+        assert trained["model_id"] in html
         assert "Research use only" in html

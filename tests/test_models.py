@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from radflow.config import TrainSettings
+from radflow.models.candidates import feature_pipeline, grouped_cv_auc
 from radflow.models.metrics import Evaluation, evaluate
-from radflow.models.train import TrainParams, build_model, patient_split
+from radflow.models.train import patient_split, three_way_split
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -73,35 +74,83 @@ def _toy(n: int, separable: bool, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     return x, y
 
 
-def test_separable_problem_scores_auc_one() -> None:
-    params = TrainParams(seed=3, n_estimators=50)
+@pytest.mark.parametrize("name", ["lr", "rf", "gb"])
+def test_candidates_separate_a_separable_problem(name: str) -> None:
+    settings = TrainSettings(seed=3, n_estimators=50)
     x, y = _toy(200, separable=True)
-    model = build_model(params).fit(x[:100], y[:100])
+    model = feature_pipeline(name, settings, x.shape[1]).fit(x[:100], y[:100])
     result = evaluate(y[100:], model.predict_proba(x[100:])[:, 1], n_train=100)
     assert result.auc == 1.0
-    assert result.accuracy == 1.0
     assert (result.n_train, result.n_test) == (100, 100)
 
 
 def test_shuffled_labels_score_about_half() -> None:
     x, y = _toy(600, separable=False)
-    model = build_model(TrainParams(n_estimators=50)).fit(x[:300], y[:300])
+    model = feature_pipeline("rf", TrainSettings(n_estimators=50), 5).fit(x[:300], y[:300])
     result = evaluate(y[300:], model.predict_proba(x[300:])[:, 1])
     assert 0.4 < result.auc < 0.6
 
 
-def test_build_model_is_reproducible_by_seed() -> None:
+@pytest.mark.parametrize("name", ["lr", "rf", "gb"])
+def test_candidates_are_reproducible_by_seed(name: str) -> None:
     x, y = _toy(100, separable=False)
-    p1 = build_model(TrainParams(seed=5, n_estimators=20)).fit(x, y).predict_proba(x)
-    p2 = build_model(TrainParams(seed=5, n_estimators=20)).fit(x, y).predict_proba(x)
+    settings = TrainSettings(seed=5, n_estimators=20)
+    p1 = feature_pipeline(name, settings, 5).fit(x, y).predict_proba(x)
+    p2 = feature_pipeline(name, settings, 5).fit(x, y).predict_proba(x)
     assert np.array_equal(p1, p2)
 
 
-def test_train_params_round_trip_json() -> None:
-    params = TrainParams(seed=7)
-    assert TrainParams(**json.loads(json.dumps(asdict(params)))) == params
+def test_feature_selection_happens_inside_the_folds() -> None:
+    """Pure noise, many features, few rows: choosing features on all rows first finds some
+    that happen to match the labels, and cross-validation then reports a good AUC; selecting
+    inside each fold, as the pipeline does, reports chance."""
+    from sklearn.feature_selection import SelectKBest, f_classif
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 2000)), np.arange(60) % 2
+    groups = [f"p{i}" for i in range(60)]
+    settings = TrainSettings(select_k=10)
+    inside = grouped_cv_auc(feature_pipeline("lr", settings, 2000), x, y, groups, seed=0)
+    assert inside is not None and inside < 0.7
+    leaked = SelectKBest(f_classif, k=10).fit_transform(x, y)
+    folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=0)
+    outside = cross_val_score(
+        feature_pipeline("lr", settings, 10), leaked, y, groups=groups, cv=folds, scoring="roc_auc"
+    ).mean()
+    assert outside > 0.85  # the leak the pipeline avoids
+
+
+def test_grouped_cv_auc_needs_two_patients_per_class() -> None:
+    x, y = _toy(6, separable=True)
+    assert grouped_cv_auc(feature_pipeline("lr", TrainSettings(), 5), x, y, ["a"] * 6, 0) is None
+
+
+def test_three_way_split_is_patient_disjoint_and_keeps_the_test_set() -> None:
+    patients = [f"P{i // 2}" for i in range(80)]
+    labels = [(i // 2) % 2 for i in range(80)]
+    split = three_way_split(patients, labels, 0.25, 0.25, seed=4)
+    parts = [{patients[i] for i in rows} for rows in (split.fit, split.validation, split.test)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert sorted(np.concatenate([split.fit, split.validation, split.test]).tolist()) == list(
+        range(80)
+    )
+    assert np.array_equal(split.test, patient_split(patients, labels, 0.25, seed=4)[1])
+    counts = split.counts(labels)
+    assert counts["test"] == {"negative": 10, "positive": 10}
+    assert counts["validation"] == {"negative": 8, "positive": 8}
+
+
+def test_train_settings_round_trip_json() -> None:
+    settings = TrainSettings(seed=7, candidates=("rf", "lr", "rf"))
+    assert settings.candidates == ("rf", "lr")
+    assert TrainSettings(**json.loads(settings.model_dump_json())) == settings
     with pytest.raises(ValueError):
-        TrainParams(test_fraction=0.0)
+        TrainSettings(test_fraction=0.0)
+    with pytest.raises(ValueError, match="at least one candidate"):
+        TrainSettings(candidates=())
+    with pytest.raises(ValueError, match="low < 1 < high"):
+        TrainSettings(calibration_slope=(1.5, 2.0))
 
 
 def test_evaluate_threshold_and_json_round_trip() -> None:

@@ -1,4 +1,4 @@
-"""Training: a patient-grouped train/test split and the classifier pipeline.
+"""Patient-level splits: test, then validation from what is left.
 
 Splitting by patient (not by row) keeps a patient's studies out of the test set when any of them
 was trained on; otherwise the test AUC would be inflated by near-duplicate scans.
@@ -10,30 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.ensemble import RandomForestClassifier
+from numpy.typing import NDArray
 from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    """Everything besides the data that decides a model; `asdict` it into the model record."""
-
-    seed: int = 0
-    test_fraction: float = 0.25
-    n_estimators: int = 200
-
-    def __post_init__(self) -> None:
-        if not 0 < self.test_fraction <= 0.5:
-            raise ValueError(f"test_fraction must be in (0, 0.5], got {self.test_fraction}")
-        if self.n_estimators < 1:
-            raise ValueError(f"n_estimators must be at least 1, got {self.n_estimators}")
 
 
 def patient_split(
     patients: Sequence[str], labels: Sequence[int], test_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """Train and test row indices, stratified by label, with every patient's rows on one side.
 
     The test set is the first fold of a StratifiedGroupKFold with round(1 / test_fraction) folds
@@ -47,7 +30,7 @@ def patient_split(
     y = np.asarray(labels, dtype=int)
     if len(np.unique(y)) < 2:
         raise ValueError("need at least 2 patients of each class; all labels are the same")
-    per_class = {int(c): len(np.unique(groups[y == c])) for c in np.unique(y)}
+    per_class = patients_per_class(groups, y)
     if min(per_class.values()) < 2:
         raise ValueError(f"need at least 2 patients of each class; patients per class: {per_class}")
     # More folds than patients in the rarest class would leave some folds without that class.
@@ -57,28 +40,45 @@ def patient_split(
     return train, test
 
 
-def build_model(params: TrainParams) -> Pipeline:
-    """Standardised features into a random forest; n_jobs=1 keeps fits reproducible and polite."""
-    forest = RandomForestClassifier(
-        n_estimators=params.n_estimators, random_state=params.seed, n_jobs=1
-    )
-    return Pipeline([("scale", StandardScaler()), ("forest", forest)])
+def patients_per_class(groups: NDArray[np.str_], y: NDArray[np.int_]) -> dict[int, int]:
+    return {int(c): len(np.unique(groups[y == c])) for c in np.unique(y)}
 
 
-def validation_threshold(
-    params: TrainParams, x: np.ndarray, y: np.ndarray, groups: Sequence[str]
-) -> float:
-    """The operating threshold, chosen by Youden's J on out-of-fold predictions of the
-    training patients: the test set never takes part in choosing it. 0.5 when the training
-    set has fewer than two patients of a class (no patient-grouped folds possible)."""
-    from sklearn.model_selection import cross_val_predict
+@dataclass(frozen=True)
+class Split:
+    """Row indices of the three patient-disjoint parts of a dataset."""
 
-    from radflow.models.evaluation import choose_threshold
+    fit: NDArray[np.intp]
+    validation: NDArray[np.intp]
+    test: NDArray[np.intp]
 
-    g = np.asarray(groups, dtype=str)
-    per_class = min(len(np.unique(g[y == c])) for c in (0, 1))
-    if per_class < 2:
-        return 0.5
-    folds = StratifiedGroupKFold(n_splits=min(5, per_class), shuffle=True, random_state=params.seed)
-    oof = cross_val_predict(build_model(params), x, y, groups=g, cv=folds, method="predict_proba")
-    return choose_threshold(y, oof[:, 1])
+    def counts(self, labels: Sequence[int]) -> dict[str, dict[str, int]]:
+        """Rows per class in each part, for the model card and the report."""
+        y = np.asarray(labels, dtype=int)
+        return {
+            part: {"negative": int(np.sum(y[rows] == 0)), "positive": int(np.sum(y[rows] == 1))}
+            for part, rows in (
+                ("fit", self.fit),
+                ("validation", self.validation),
+                ("test", self.test),
+            )
+        }
+
+
+def three_way_split(
+    patients: Sequence[str],
+    labels: Sequence[int],
+    test_fraction: float,
+    validation_fraction: float,
+    seed: int,
+) -> Split:
+    """Test patients first, then validation patients from the rest (another seed), so that
+    adding validation never changes which patients are held out for the test."""
+    train, test = patient_split(patients, labels, test_fraction, seed)
+    try:
+        fit, validation = patient_split(
+            [patients[i] for i in train], [labels[i] for i in train], validation_fraction, seed + 1
+        )
+    except ValueError as err:
+        raise ValueError(f"after the test split, too few training patients: {err}") from None
+    return Split(fit=train[fit], validation=train[validation], test=test)

@@ -41,13 +41,16 @@ def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _table(rows: Iterable[tuple[str, object]], header: tuple[str, str]) -> str:
-    cells = "".join(
-        f"<tr><th>{escape(str(k))}</th><td class=num>{escape(_fmt(v))}</td></tr>" for k, v in rows
+def _table(rows: Iterable[tuple[object, ...]], header: tuple[str, ...]) -> str:
+    """A table whose first column names the row and whose other columns are values."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join(
+        f"<tr><th>{escape(str(k))}</th>"
+        + "".join(f"<td class=num>{escape(_fmt(v))}</td>" for v in values)
+        + "</tr>"
+        for k, *values in rows
     )
-    return (
-        f"<table><tr><th>{escape(header[0])}</th><th>{escape(header[1])}</th></tr>{cells}</table>"
-    )
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -103,7 +106,7 @@ def _report_rows(report: Report) -> list[tuple[str, object]]:
         ("ROC AUC (95% bootstrap CI over patients)", f"{report.auc:.3f} ({lo:.3f}-{hi:.3f})"),
         ("PR AUC (average precision)", f"{report.pr_auc:.3f}"),
         (
-            "Threshold (Youden, chosen on out-of-fold training predictions)",
+            "Threshold (chosen on the validation patients)",
             f"{report.threshold:.3f}",
         ),
         ("Sensitivity", f"{report.recall:.3f}"),
@@ -116,6 +119,34 @@ def _report_rows(report: Report) -> list[tuple[str, object]]:
     ]
 
 
+def _candidates_table(candidates: Sequence[Mapping[str, object]]) -> str:
+    if not candidates:
+        return ""
+
+    def auc(v: object) -> str:
+        return "n/a" if v is None else f"{float(v):.3f}"  # type: ignore[arg-type]
+
+    rows = [
+        (
+            str(c["candidate"]) + (" (chosen)" if c["chosen"] else ""),
+            auc(c["validation_auc"]),
+            auc(c["cv_auc"]),
+            auc(c["test_auc"]),
+        )
+        for c in candidates
+    ]
+    return "<h2>Candidates (chosen on validation AUC)</h2>" + _table(
+        rows, ("Candidate", "Validation AUC", "Grouped CV AUC", "Test AUC")
+    )
+
+
+def _split_table(counts: Mapping[str, Mapping[str, int]] | None) -> str:
+    if not counts:
+        return ""
+    rows = [(part, c["negative"], c["positive"]) for part, c in counts.items()]
+    return "<h2>Data (studies per class)</h2>" + _table(rows, ("Split", "Negative", "Positive"))
+
+
 def model_report(
     *,
     model_id: str,
@@ -126,8 +157,11 @@ def model_report(
     roc_png: bytes,
     report: Report | None = None,
     plots: Sequence[tuple[str, bytes]] = (),
+    candidates: Sequence[Mapping[str, object]] = (),
+    split_counts: Mapping[str, Mapping[str, int]] | None = None,
 ) -> str:
-    """The report for one trained model: held-out metrics, the promotion decision and why."""
+    """The report for one trained model: held-out metrics, the promotion decision and why,
+    the candidates it was chosen from, and how many studies of each class each split held."""
     metrics = [
         ("Model", model_id),
         ("AUC", f"{evaluation.auc:.3f}"),
@@ -144,6 +178,8 @@ def model_report(
         + "<h2>ROC curve (test set)</h2>"
         + _img(roc_png, "ROC curve on the test set")
         + "".join(f"<h2>{escape(title)}</h2>" + _img(png, title) for title, png in plots)
+        + _candidates_table(candidates)
+        + _split_table(split_counts)
         + "<h2>Top feature importances</h2>"
         + _table(top, ("Feature", "Importance"))
     )

@@ -28,6 +28,7 @@ def extract_features(store: ObjectStore, deid: str, volume: str, params: Feature
         "patient_id": manifest.patient_id,
         "volume": volume,
         "features": extract(image, mask, bin_width=params.bin_width),
+        "extraction": params.model_dump(),
     }
     store.put_text(out, json.dumps(row, indent=1, sort_keys=True))
     return out

@@ -10,8 +10,8 @@ from radflow.models.plots import calibration_png, confusion_png, pr_png, roc_png
 from radflow.reports.html import model_report, study_report
 from radflow.reports.images import key_image_png
 from radflow.stages.features import read_features, read_qc
+from radflow.stages.registry import evaluation_of, read_card
 from radflow.stages.score import read_score
-from radflow.stages.train import evaluation_of, read_card
 from radflow.stages.volumes import read_image
 from radflow.store import ObjectStore
 
@@ -55,7 +55,7 @@ def write_model_report(store: ObjectStore, model: str, decision: dict[str, Any])
         return out
     card = read_card(store, model)
     evaluation = evaluation_of(card)
-    report = Report.from_dict(card["report"])  # every models/v2 card carries it
+    report = Report.from_dict(card["report"])
     page = model_report(
         model_id=card["model_id"],
         evaluation=evaluation,
@@ -69,6 +69,8 @@ def write_model_report(store: ObjectStore, model: str, decision: dict[str, Any])
             ("Calibration (test set)", calibration_png(report, "Calibration")),
             ("Confusion at the operating threshold", confusion_png(report, "Confusion")),
         ],
+        candidates=card["comparison"],
+        split_counts=card["split"]["counts"],
     )
     store.put_text(out, page)
     return out

@@ -53,20 +53,22 @@ def pipeline(params: PreprocessParams) -> tuple[Pipeline, Pipeline]:
     return geometry, Pipeline((scale,))
 
 
-def volume_address(deid: str, params: PreprocessParams) -> str:
+def preprocessing(params: PreprocessParams) -> dict[str, Any]:
+    """What decides a volume besides its study: hashed into its address, kept in its QC record
+    so a model can refuse volumes prepared another way."""
     geometry, scale = pipeline(params)
-    return address(
-        "volumes",
-        [deid],
-        {
-            "steps": [*geometry.describe(), *scale.describe()],
-            "roi_threshold_hu": params.roi_threshold_hu,
-            "registration": {
-                "kind": params.registration,
-                "working_spacing_mm": params.registration_spacing_mm,
-            },
+    return {
+        "steps": [*geometry.describe(), *scale.describe()],
+        "roi_threshold_hu": params.roi_threshold_hu,
+        "registration": {
+            "kind": params.registration,
+            "working_spacing_mm": params.registration_spacing_mm,
         },
-    )
+    }
+
+
+def volume_address(deid: str, params: PreprocessParams) -> str:
+    return address("volumes", [deid], preprocessing(params))
 
 
 def _write_image(store: ObjectStore, key: str, image: sitk.Image, tmp: Path) -> None:
@@ -114,6 +116,7 @@ def build_volume(store: ObjectStore, deid: str, params: PreprocessParams) -> str
             ],
             "registration": [],
             "warnings": warnings,
+            "preprocessing": preprocessing(params),
         }
         mask = lesion_mask(primary, threshold_hu=params.roi_threshold_hu)
         geometry, scale = pipeline(params)
