@@ -119,3 +119,35 @@ def test_register_writes_a_transform_that_undoes_a_known_motion(tmp_path: Path) 
     assert tre < 1.0
     assert (tmp_path / "moved.nii.gz").exists()
     assert (tmp_path / "qc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_train_json_is_one_object_and_reports_labels(
+    prefect_server: None, pipeline_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from radflow.synth import SynthSpec, synthesize
+
+    monkeypatch.setenv("RADFLOW_TRAIN__CANDIDATES", '["lr","rf"]')
+    inbox, labels = pipeline_env / "inbox", pipeline_env / "labels.csv"
+    synthesize(inbox, labels, SynthSpec(studies=14, rows=40, columns=40, slices=16, seed=5))
+    header, first, *rest = labels.read_text().splitlines()
+    # One study without a label, and one label whose study never arrived.
+    labels.write_text("\n".join([header, *rest, "1.2.3.4.5.6.7.8.9,1"]) + "\n")
+    assert runner.invoke(app, ["ingest", str(inbox), "--labels", str(labels)]).exit_code == 0
+
+    result = runner.invoke(app, ["train", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)  # one object, nothing else on stdout
+    assert out["promoted"] is True and out["reason"] == "no champion yet"
+    assert out["model_id"].startswith(out["kind"] + "-")
+    assert out["kind"] in {"lr", "rf", "ensemble"}
+    assert 0.0 <= out["metrics"]["auc"] <= 1.0 and len(out["metrics"]["auc_ci"]) == 2
+    assert out["labels"] == {
+        "labelled_studies": 13,
+        "unlabelled_studies": 1,
+        "labels_without_study": 1,
+        "stale_studies": 0,
+    }
+    assert first.split(",")[0] not in result.stdout  # an original UID never comes back

@@ -7,11 +7,13 @@ into the choice of features.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.feature_selection import SelectKBest, VarianceThreshold, f_classif
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
@@ -57,14 +59,19 @@ def grouped_cv_auc(
     groups: Sequence[str],
     seed: int,
 ) -> float | None:
-    """Mean ROC AUC over patient-grouped stratified folds (up to 5); None with too few patients."""
+    """Mean ROC AUC over patient-grouped stratified folds (up to 5) whose AUC is defined;
+    None with too few patients."""
     g = np.asarray(groups, dtype=str)
     per_class = min(patients_per_class(g, y).values(), default=0)
     if len(np.unique(y)) < 2 or per_class < 2:
         return None
     folds = StratifiedGroupKFold(n_splits=min(5, per_class), shuffle=True, random_state=seed)
-    scores = cross_val_score(pipeline, x, y, groups=g, cv=folds, scoring="roc_auc")
-    return float(np.mean(scores))
+    with warnings.catch_warnings():
+        # Grouping can leave a fold with one class: its AUC is undefined (NaN), not an error.
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        scores = cross_val_score(pipeline, x, y, groups=g, cv=folds, scoring="roc_auc")
+    defined = scores[np.isfinite(scores)]
+    return float(np.mean(defined)) if defined.size else None
 
 
 def selected_importances(pipeline: Pipeline, names: Sequence[str]) -> dict[str, float]:
