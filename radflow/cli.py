@@ -348,5 +348,40 @@ def score(
             typer.echo(f"  {key}")
 
 
+@app.command()
+def report(
+    study: Annotated[str, typer.Argument(help="The pseudonymous study ID (as reports show it).")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Rebuild a study's reports (HTML, PDF, DICOM SR, Encapsulated PDF) with the champion."""
+    _prefect_env()
+
+    def body() -> str | None:
+        from radflow.config import load_settings
+        from radflow.stages.catalog import study_features
+        from radflow.stages.registry import champion
+        from radflow.store import open_store
+
+        settings = load_settings()
+        lake = open_store(settings.store_url, settings)
+        study_features(lake, study)  # before any flow: clear errors
+        champion(lake)
+        from flows.report import report_flow
+
+        key: str | None = report_flow(study)
+        return key
+
+    key = _run(body)
+    if key is None:
+        _fail(RadflowError("the study was quarantined at scoring", hint="see quarantine/ records"))
+    folder = str(key).rsplit("/", 1)[0]
+    names = ("study.html", "study.pdf", "sr.dcm", "report-pdf.dcm")
+    if as_json:
+        _print_json({"study_id": study, "reports": [f"{folder}/{n}" for n in names]})
+    else:
+        for name in names:
+            typer.echo(f"{folder}/{name}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

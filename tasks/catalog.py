@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from prefect import task
 
-from radflow.stages.catalog import update_catalog
+from radflow.stages.catalog import study_features, update_catalog
 from tasks._common import lake
 
 
@@ -10,3 +10,8 @@ from tasks._common import lake
 def catalog(feature_keys: list[str]) -> int:
     """Not cached: it must always point studies at this run's rows, and it writes only changes."""
     return update_catalog(lake(), feature_keys)
+
+
+@task(task_run_name="features-of")
+def features_of(study_id: str) -> str:
+    return study_features(lake(), study_id)

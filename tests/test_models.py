@@ -161,3 +161,17 @@ def test_evaluate_threshold_and_json_round_trip() -> None:
     assert Evaluation.from_dict(json.loads(json.dumps(result.to_dict()))) == result
     with pytest.raises(ValueError, match="both classes"):
         evaluate([1, 1], [0.2, 0.8])
+
+
+def test_calibration_slope_is_one_for_calibrated_scores_and_none_when_meaningless() -> None:
+    from radflow.models.predictor import calibration_slope
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.05, 0.95, 20000)
+    y = (rng.uniform(size=p.size) < p).astype(int)
+    assert calibration_slope(list(y), p) == pytest.approx(1.0, abs=0.05)
+    overconfident = 1 / (1 + np.exp(-3 * np.log(p / (1 - p))))
+    assert calibration_slope(list(y), overconfident) == pytest.approx(1 / 3, abs=0.03)
+    assert calibration_slope([0, 0, 1, 1], np.array([0.1, 0.2, 0.8, 0.9])) is None  # too few
+    separated = np.r_[np.full(10, 0.2), np.full(10, 0.7)]
+    assert calibration_slope([0] * 10 + [1] * 10, separated) is None

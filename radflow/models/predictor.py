@@ -118,14 +118,19 @@ class Calibrated:
         return np.column_stack([1 - p, p])
 
 
-def calibration_slope(y: Sequence[int], proba: NDArray[np.float64]) -> float | None:
+def calibration_slope(
+    y: Sequence[int], proba: NDArray[np.float64], min_per_class: int = 5
+) -> float | None:
     """The slope of the logistic recalibration of `proba` against `y` (1 is ideal, below 1
-    means overconfident). None when the classes are perfectly separated: the unpenalised
-    slope then grows without bound and says nothing."""
+    means overconfident). None when it says nothing: with fewer than `min_per_class` rows of
+    a class (a slope fitted to a handful of rows is noise), or when the classes are perfectly
+    separated (the unpenalised slope then grows without bound)."""
     labels = np.asarray(y, dtype=int)
     lp = logit(np.asarray(proba, dtype=np.float64))
     negatives, positives = lp[labels == 0], lp[labels == 1]
-    if negatives.size == 0 or positives.size == 0 or negatives.max() < positives.min():
+    if min(negatives.size, positives.size) < max(min_per_class, 1):
+        return None
+    if negatives.max() < positives.min() or positives.max() < negatives.min():
         return None
     fit = LogisticRegression(C=np.inf, max_iter=1000).fit(lp[:, None], labels)
     return float(fit.coef_[0, 0])

@@ -13,8 +13,8 @@ from html import escape
 
 from radflow.models.evaluation import Report
 from radflow.models.metrics import Evaluation
+from radflow.reports.facts import NOTICE, StudyFacts
 
-NOTICE = "Research use only. Not for diagnosis."
 KEY_FEATURES = (
     "original_shape_VoxelVolume",
     "original_shape_MajorAxisLength",
@@ -67,34 +67,34 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def study_report(
-    *,
-    study_id: str,
-    score: float,
-    threshold: float,
-    model_id: str,
-    features: Mapping[str, float],
-    qc: Mapping[str, object],
-    key_image_png: bytes,
-) -> str:
-    """The report for one scored study; `study_id` must already be the pseudonym, never PHI."""
-    call = "positive" if score >= threshold else "negative"
-    shown = [name for name in KEY_FEATURES if name in features] or sorted(features)[:8]
+def study_report(facts: StudyFacts) -> str:
+    """The report for one scored study (every value in `facts` is already de-identified)."""
+    shown = [n for n in KEY_FEATURES if n in facts.features] or sorted(facts.features)[:8]
     summary = [
-        ("Study", study_id),
-        ("Score (probability)", f"{score:.3f}"),
-        ("Threshold", f"{threshold:.3f}"),
-        ("Call", call),
-        ("Model", model_id),
+        ("Study (pseudonym)", facts.study_id),
+        ("Score (calibrated probability)", f"{facts.score:.3f}"),
+        ("Operating threshold", f"{facts.threshold:.3f}"),
+        ("Call", facts.call),
+        ("Model", f"{facts.model_id} (radflow {facts.model_version})"),
+        ("Report date", facts.date_iso),
     ]
+    registration = (
+        "<h2>Registration check</h2>"
+        + _img(facts.registration_png, "Checkerboard of the primary and registered series")
+        if facts.registration_png is not None
+        else ""
+    )
     body = (
         _table(summary, ("Item", "Value"))
-        + "<h2>Key image</h2>"
-        + _img(key_image_png, "Lesion outline on axial, coronal and sagittal slices")
+        + "<h2>Acquisition</h2>"
+        + _table(facts.acquisition.items(), ("Item", "Value"))
+        + "<h2>Key images</h2>"
+        + _img(facts.key_image_png, "Lesion outline on axial, coronal and sagittal slices")
+        + registration
         + "<h2>Quality control</h2>"
-        + _table(sorted(qc.items()), ("Check", "Value"))
+        + _table(sorted(facts.qc.items()), ("Check", "Value"))
         + "<h2>Key features</h2>"
-        + _table(((name, features[name]) for name in shown), ("Feature", "Value"))
+        + _table(((name, facts.features[name]) for name in shown), ("Feature", "Value"))
     )
     return _page("radflow study report", body)
 

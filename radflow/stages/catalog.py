@@ -27,3 +27,21 @@ def update_catalog(store: ObjectStore, feature_keys: list[str]) -> int:
 
 def current_features(store: ObjectStore) -> list[str]:
     return sorted(json.loads(store.get_text(o.key))["features"] for o in store.list("catalog/"))
+
+
+def study_features(store: ObjectStore, study_id: str) -> str:
+    """The study's current feature row; `study_id` is the pseudonym reports and runs show."""
+    from radflow.errors import NotFoundError, RadflowError
+    from radflow.store import validate_key
+
+    entry = f"catalog/{study_id}.json"
+    try:
+        validate_key(entry)
+    except ValueError as err:
+        raise RadflowError(f"bad study ID: {err}", hint="give a pseudonymous study ID") from None
+    if not store.exists(entry):
+        raise NotFoundError(
+            f"no study {study_id} in the catalog",
+            hint="give the pseudonymous study ID a report shows; ingest the study first",
+        )
+    return str(json.loads(store.get_text(entry))["features"])

@@ -26,6 +26,7 @@ def extract_features(store: ObjectStore, deid: str, volume: str, params: Feature
     row = {
         "study_id": manifest.study_id,
         "patient_id": manifest.patient_id,
+        "deid": deid,
         "volume": volume,
         "features": extract(image, mask, bin_width=params.bin_width),
         "extraction": params.model_dump(),

@@ -1,0 +1,144 @@
+"""DICOM results a PACS can take back: a Comprehensive SR (TID 1500 measurement report) with
+the score, the threshold and the model, and an Encapsulated PDF of the study report. Both go
+into new series of the de-identified study (same StudyInstanceUID, same pseudonymous patient).
+
+UIDs are name-based (UUID v5 under 2.25) on the score's key, and dates come from the report,
+so the same score gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import highdicom as hd
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import ExplicitVRLittleEndian
+
+from radflow import __version__
+from radflow.reports.facts import StudyFacts
+
+# radflow's own codes (a private coding scheme, as PS3.16 allows) for what no standard code names.
+SCHEME = "99RADFLOW"
+SCORE = Code("RF0001", SCHEME, "Probability of positive finding")
+THRESHOLD = Code("RF0002", SCHEME, "Operating threshold")
+UNITLESS = Code("1", "UCUM", "no units")
+SR_SERIES_NUMBER = 9001
+PDF_SERIES_NUMBER = 9002
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+_STUDY_ATTRIBUTES = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+
+
+def name_uid(*parts: str) -> str:
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, '/'.join(('radflow', *parts))).int}"
+
+
+def _dated(ds: Dataset, date: str) -> Dataset:
+    """highdicom stamps the wall clock; the report's date replaces it."""
+    for keyword in ("ContentDate", "SeriesDate", "InstanceCreationDate"):
+        if keyword in ds:
+            setattr(ds, keyword, date)
+    for keyword in ("ContentTime", "SeriesTime", "InstanceCreationTime"):
+        if keyword in ds:
+            setattr(ds, keyword, "000000")
+    return ds
+
+
+def score_sr(facts: StudyFacts, evidence: Sequence[Dataset], key: str) -> Dataset:
+    """A Comprehensive SR: one measurement group, tracked by the study pseudonym, holding the
+    score and the threshold, with the model as the algorithm (TID 4019)."""
+    algorithm = hd.sr.AlgorithmIdentification(name=facts.model_id, version=facts.model_version)
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=name_uid(key, "tracking"), identifier=f"radflow score {facts.study_id}"
+        ),
+        algorithm_id=algorithm,
+        measurements=[
+            hd.sr.Measurement(name=SCORE, value=round(facts.score, 6), unit=UNITLESS),
+            hd.sr.Measurement(name=THRESHOLD, value=round(facts.threshold, 6), unit=UNITLESS),
+        ],
+        source_images=[
+            hd.sr.SourceImageForMeasurementGroup.from_source_image(evidence[0]),
+        ],
+    )
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=name_uid("device", facts.model_id), name="radflow", model_name=facts.model_id
+        ),
+    )
+    content = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=codes.LN.CTUnspecifiedBodyRegion,
+        imaging_measurements=[group],
+    )
+    sr = hd.sr.ComprehensiveSR(
+        evidence=list(evidence),
+        content=content[0],
+        series_instance_uid=name_uid(key, "sr-series"),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=name_uid(key, "sr"),
+        instance_number=1,
+        manufacturer="radflow",
+        is_complete=True,
+        series_description="radflow score (research use only)",
+    )
+    return _dated(sr, facts.report_date)
+
+
+def encapsulated_pdf(facts: StudyFacts, pdf: bytes, evidence: Dataset, key: str) -> Dataset:
+    """An Encapsulated PDF instance (PS3.3 A.45.1).
+
+    Built with pydicom by hand: highdicom has no Encapsulated Document class."""
+    ds = Dataset()
+    for keyword in _STUDY_ATTRIBUTES:
+        ds[keyword] = evidence[keyword] if keyword in evidence else _empty(keyword)
+    ds.SOPClassUID = ENCAPSULATED_PDF
+    ds.SOPInstanceUID = name_uid(key, "pdf")
+    ds.Modality = "DOC"
+    ds.ConversionType = "WSD"  # workstation: made by software, not scanned
+    ds.SeriesInstanceUID = name_uid(key, "pdf-series")
+    ds.SeriesNumber = PDF_SERIES_NUMBER
+    ds.SeriesDescription = "radflow study report (research use only)"
+    ds.InstanceNumber = 1
+    ds.Manufacturer = "radflow"
+    ds.SoftwareVersions = __version__
+    ds.ContentDate = facts.report_date
+    ds.ContentTime = "000000"
+    ds.AcquisitionDateTime = facts.report_date + "000000"
+    ds.BurnedInAnnotation = "YES"  # the pseudonym is printed on the pages
+    ds.DocumentTitle = f"radflow study report {facts.study_id}"
+    ds.ConceptNameCodeSequence = []
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    # The value must have even length: pad with a NUL, as PS3.3 allows for PDF.
+    ds.EncapsulatedDocument = pdf + (b"\0" if len(pdf) % 2 else b"")
+    ds.EncapsulatedDocumentLength = len(pdf)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = name_uid("implementation", __version__)
+    ds.file_meta = meta
+    return ds
+
+
+def _empty(keyword: str) -> object:
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.dataelem import DataElement
+
+    tag = tag_for_keyword(keyword)
+    assert tag is not None
+    return DataElement(tag, dictionary_VR(tag), None)
