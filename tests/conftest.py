@@ -151,3 +151,27 @@ def pipeline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     yield tmp_path
     _common.settings.cache_clear()
     _common.lake.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def tools() -> dict[str, str]:
+    """Debian's Chromium and poppler's pdftoppm, installed with apt-get when missing (CI starts
+    on a bare machine; installing both takes about two minutes)."""
+    import shutil
+    import subprocess
+
+    wanted = {"chromium": "chromium", "pdftoppm": "poppler-utils"}
+    missing = [package for command, package in wanted.items() if not shutil.which(command)]
+    if missing:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "-q", *missing],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"could not install {missing}: {done.stderr[-500:]}")
+    return {command: str(shutil.which(command)) for command in wanted}

@@ -10,6 +10,7 @@ from uuid import UUID
 
 import pytest
 import SimpleITK as sitk
+from phi import phi_strings
 
 from radflow.config import PreprocessParams
 from radflow.synth import SynthSpec, SynthStudy, synthesize
@@ -44,18 +45,6 @@ def _snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
     }
 
 
-def _phi_strings(studies: list[SynthStudy]) -> set[str]:
-    import pydicom
-
-    phi: set[str] = set()
-    for study in studies:
-        ds = pydicom.dcmread(study.files[0], stop_before_pixels=True)
-        phi |= {str(ds.PatientID), str(ds.AccessionNumber), study.study_uid}
-        phi |= {part for part in str(ds.PatientName).split("^") if len(part) > 3}
-        phi |= {str(ds.InstitutionName), str(ds.ReferringPhysicianName).split("^")[0]}
-    return phi
-
-
 @pytest.fixture
 def inbox(pipeline_env: Path) -> tuple[Path, Path, list[SynthStudy]]:
     studies = synthesize(pipeline_env / "inbox", pipeline_env / "labels.csv", SPEC)
@@ -87,7 +76,7 @@ def test_ingest_outputs_then_cached_rerun(prefect_server: None, inbox: Any) -> N
     assert len(list((lake / "catalog").iterdir())) == 3
 
     # No PHI anywhere in the lake, in any object's bytes.
-    phi = _phi_strings(studies)
+    phi = phi_strings(studies)
     for path in lake.rglob("*"):
         if path.is_file():
             data = path.read_bytes()

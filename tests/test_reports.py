@@ -9,23 +9,31 @@ import pytest
 import SimpleITK as sitk
 
 from radflow.models.metrics import evaluate
-from radflow.reports.html import NOTICE, model_report, study_report
+from radflow.reports.facts import NOTICE, StudyFacts, report_date
+from radflow.reports.html import model_report, study_report
 from radflow.reports.images import key_image_png
 
 PNG = b"\x89PNG\r\n\x1a\nfake"
 
 
-def _study(**overrides: object) -> str:
+def _facts(**overrides: object) -> StudyFacts:
     args: dict[str, object] = {
         "study_id": "S-7f3a9c",
         "score": 0.87654,
         "threshold": 0.5,
         "model_id": "model-20240101-abc123",
+        "model_version": "0.1.0",
+        "report_date": "20261123",
+        "acquisition": {"Modality": "CT", "Series (instances)": "48, 40"},
         "features": {"original_shape_VoxelVolume": 1234.5, "original_firstorder_Mean": 88.25},
         "qc": {"slices": 120, "spacing_mm": "0.8×0.8×1.5"},
         "key_image_png": PNG,
     }
-    return study_report(**(args | overrides))  # type: ignore[arg-type]
+    return StudyFacts(**(args | overrides))  # type: ignore[arg-type]
+
+
+def _study(**overrides: object) -> str:
+    return study_report(_facts(**overrides))
 
 
 def _assert_self_contained(page: str) -> None:
@@ -103,3 +111,85 @@ def test_key_image_rejects_empty_mask() -> None:
     image, mask = _phantom()
     with pytest.raises(ValueError, match="empty"):
         key_image_png(image, mask * 0)
+
+
+def test_study_report_shows_acquisition_version_date_and_registration() -> None:
+    page = _study(registration_png=PNG)
+    assert "2026-11-23" in page and "radflow 0.1.0" in page and "48, 40" in page
+    assert page.count('<img src="data:image/png;base64,') == 2
+    assert _study().count('<img src="data:image/png;base64,') == 1
+
+
+def test_report_date_follows_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1795000000")  # 2026-11-18 UTC
+    assert report_date() == "20261118"
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert re.fullmatch(r"20\d{6}", report_date())
+
+
+def _png() -> bytes:
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 1))
+    FigureCanvasAgg(fig)
+    fig.add_subplot(1, 1, 1).imshow(np.eye(8))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def test_study_pdf_is_deterministic_and_says_the_score() -> None:
+    import io
+
+    import pypdf
+
+    from radflow.reports.pdf import study_report_pdf
+
+    facts = _facts(key_image_png=_png(), registration_png=_png())
+    pdf = study_report_pdf(facts)
+    assert pdf.startswith(b"%PDF") and pdf == study_report_pdf(facts)
+    text = pypdf.PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
+    assert "Score (calibrated probability) 0.877" in text
+    assert "Call positive" in text and NOTICE in text
+    assert (
+        "Score (calibrated probability) 0.200"
+        in pypdf.PdfReader(io.BytesIO(study_report_pdf(_facts(key_image_png=_png(), score=0.2))))
+        .pages[0]
+        .extract_text()
+    )
+
+
+def test_dicom_outputs_are_deterministic_and_join_the_evidence_study() -> None:
+    import io
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from radflow.reports.dicom import encapsulated_pdf, score_sr
+
+    evidence = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    facts = _facts(key_image_png=_png())
+
+    def saved(ds: pydicom.Dataset) -> bytes:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue()
+
+    sr = score_sr(facts, [evidence], "reports/v3/abc")
+    assert saved(sr) == saved(score_sr(facts, [evidence], "reports/v3/abc"))
+    assert sr.StudyInstanceUID == evidence.StudyInstanceUID
+    assert sr.PatientID == evidence.PatientID
+    assert sr.SeriesInstanceUID != evidence.SeriesInstanceUID
+    assert sr.ContentDate == "20261123"
+    other = score_sr(facts, [evidence], "reports/v3/def")
+    assert other.SOPInstanceUID != sr.SOPInstanceUID  # name-based on the report's address
+    pdf = b"%PDF-1.4 odd!"  # 13 bytes
+    doc = encapsulated_pdf(facts, pdf, evidence, "reports/v3/abc")
+    back = pydicom.dcmread(io.BytesIO(saved(doc)))
+    assert back.EncapsulatedDocument == pdf + b"\0"  # padded to even length
+    assert back.EncapsulatedDocumentLength == len(pdf)
+    assert back.StudyInstanceUID == evidence.StudyInstanceUID
+    assert back.SeriesInstanceUID not in (sr.SeriesInstanceUID, evidence.SeriesInstanceUID)

@@ -54,6 +54,9 @@ def _dated(ds: Dataset, date: str) -> Dataset:
     for keyword in ("ContentTime", "SeriesTime", "InstanceCreationTime"):
         if keyword in ds:
             setattr(ds, keyword, "000000")
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = date + "000000"
     return ds
 
 
