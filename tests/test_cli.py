@@ -151,3 +151,42 @@ def test_train_json_is_one_object_and_reports_labels(
         "stale_studies": 0,
     }
     assert first.split(",")[0] not in result.stdout  # an original UID never comes back
+
+
+@pytest.mark.slow
+def test_report_rebuilds_a_studys_reports_once(
+    prefect_server: None, pipeline_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from radflow.synth import SynthSpec, synthesize
+
+    monkeypatch.setenv("RADFLOW_TRAIN__CANDIDATES", '["lr"]')
+    inbox, labels = pipeline_env / "inbox", pipeline_env / "labels.csv"
+    synthesize(inbox, labels, SynthSpec(studies=12, rows=40, columns=40, slices=16, seed=6))
+    assert runner.invoke(app, ["ingest", str(inbox), "--labels", str(labels)]).exit_code == 0
+    lake = pipeline_env / "lake"
+    study = sorted(p.stem for p in (lake / "catalog").iterdir())[0]
+    missing = runner.invoke(app, ["report", study])
+    assert missing.exit_code == 2 and "no champion model" in missing.output
+    assert runner.invoke(app, ["train"]).exit_code == 0
+
+    first = runner.invoke(app, ["report", study, "--json"])
+    assert first.exit_code == 0, first.output
+    out = json.loads(first.stdout)
+    assert [k.rsplit("/", 1)[1] for k in out["reports"]] == [
+        "study.html",
+        "study.pdf",
+        "sr.dcm",
+        "report-pdf.dcm",
+    ]
+    stamps = {k: (lake / k).stat().st_mtime_ns for k in out["reports"]}
+    again = runner.invoke(app, ["report", study, "--json"])
+    assert json.loads(again.stdout) == out  # cached: the same keys, nothing rewritten
+    assert {k: (lake / k).stat().st_mtime_ns for k in out["reports"]} == stamps
+    assert study in (lake / out["reports"][0]).read_text()
+
+    for bad, message in (("0123456789ab", "no study 0123456789ab"), ("../x", "bad study ID")):
+        result = runner.invoke(app, ["report", bad])
+        assert result.exit_code == 2 and message in result.output
+        assert "hint: " in result.output and "Traceback" not in result.output

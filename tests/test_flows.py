@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from phi import phi_strings
 
 from radflow.config import PreprocessParams
+from radflow.keys import short_id
 from radflow.synth import SynthSpec, SynthStudy, synthesize
 
 pytestmark = pytest.mark.slow
@@ -183,3 +184,22 @@ def test_train_and_score_from_s3(
         html = s3_client.get_object(Bucket=s3_bucket, Key=f"lake/{key}")["Body"].read().decode()
         assert trained["model_id"] in html
         assert "Research use only" in html
+        folder = key.rsplit("/", 1)[0]
+        for name in ("study.pdf", "sr.dcm", "report-pdf.dcm"):
+            assert f"lake/{folder}/{name}" in lake_keys
+
+    # Artifacts on the runs: the candidates table, the promotion, one link per study report.
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifacts = {a.key: a for a in client.read_artifacts() if a.key}
+    assert artifacts["radflow-candidates"].type == "table"
+    assert trained["model_id"] in str(artifacts["radflow-promotion"].data)
+    scored = [
+        json.loads(s3_client.get_object(Bucket=s3_bucket, Key=k)["Body"].read())["study_id"]
+        for k in lake_keys
+        if k.startswith("lake/scores/")
+    ]
+    linked = [artifacts[f"radflow-report-{short_id(study)}"] for study in scored]
+    assert len(linked) == 2
+    assert all("sr.dcm" in str(a.data) and "score" in str(a.data) for a in linked)
