@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -121,21 +122,34 @@ def test_register_writes_a_transform_that_undoes_a_known_motion(tmp_path: Path) 
     assert (tmp_path / "qc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _ingest(
+    workdir: Path, studies: int, seed: int, edit_labels: Callable[[Path], str] | None = None
+) -> str:
+    """Synthetic studies ingested with `radflow ingest --labels`; what `edit_labels` returns."""
+    from radflow.synth import SynthSpec, synthesize
+
+    inbox, labels = workdir / "inbox", workdir / "labels.csv"
+    synthesize(inbox, labels, SynthSpec(studies=studies, rows=40, columns=40, slices=16, seed=seed))
+    edited = edit_labels(labels) if edit_labels else ""
+    assert runner.invoke(app, ["ingest", str(inbox), "--labels", str(labels)]).exit_code == 0
+    return edited
+
+
 @pytest.mark.slow
 def test_train_json_is_one_object_and_reports_labels(
     prefect_server: None, pipeline_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import json
 
-    from radflow.synth import SynthSpec, synthesize
-
     monkeypatch.setenv("RADFLOW_TRAIN__CANDIDATES", '["lr","rf"]')
-    inbox, labels = pipeline_env / "inbox", pipeline_env / "labels.csv"
-    synthesize(inbox, labels, SynthSpec(studies=14, rows=40, columns=40, slices=16, seed=5))
-    header, first, *rest = labels.read_text().splitlines()
-    # One study without a label, and one label whose study never arrived.
-    labels.write_text("\n".join([header, *rest, "1.2.3.4.5.6.7.8.9,1"]) + "\n")
-    assert runner.invoke(app, ["ingest", str(inbox), "--labels", str(labels)]).exit_code == 0
+
+    def drop_one_add_one(labels: Path) -> str:
+        """One study without a label, and one label whose study never arrived."""
+        header, first, *rest = labels.read_text().splitlines()
+        labels.write_text("\n".join([header, *rest, "1.2.3.4.5.6.7.8.9,1"]) + "\n")
+        return first
+
+    first = _ingest(pipeline_env, studies=14, seed=5, edit_labels=drop_one_add_one)
 
     result = runner.invoke(app, ["train", "--json"])
     assert result.exit_code == 0, result.output
@@ -159,12 +173,8 @@ def test_report_rebuilds_a_studys_reports_once(
 ) -> None:
     import json
 
-    from radflow.synth import SynthSpec, synthesize
-
     monkeypatch.setenv("RADFLOW_TRAIN__CANDIDATES", '["lr"]')
-    inbox, labels = pipeline_env / "inbox", pipeline_env / "labels.csv"
-    synthesize(inbox, labels, SynthSpec(studies=12, rows=40, columns=40, slices=16, seed=6))
-    assert runner.invoke(app, ["ingest", str(inbox), "--labels", str(labels)]).exit_code == 0
+    _ingest(pipeline_env, studies=12, seed=6)
     lake = pipeline_env / "lake"
     study = sorted(p.stem for p in (lake / "catalog").iterdir())[0]
     missing = runner.invoke(app, ["report", study])

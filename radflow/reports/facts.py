@@ -9,6 +9,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 NOTICE = "Research use only. Not for diagnosis."
+KEY_FEATURES = (
+    "original_shape_VoxelVolume",
+    "original_shape_MajorAxisLength",
+    "original_shape_Sphericity",
+    "original_firstorder_Mean",
+    "original_firstorder_Median",
+    "original_firstorder_Entropy",
+    "original_firstorder_Skewness",
+    "original_firstorder_Kurtosis",
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,22 @@ class StudyFacts:
     @property
     def call(self) -> str:
         return "positive" if self.positive else "negative"
+
+    def summary(self) -> list[tuple[str, str]]:
+        """The result block every rendering opens with."""
+        return [
+            ("Study (pseudonym)", self.study_id),
+            ("Score (calibrated probability)", f"{self.score:.3f}"),
+            ("Operating threshold", f"{self.threshold:.3f}"),
+            ("Call", self.call),
+            ("Model", f"{self.model_id} (radflow {self.model_version})"),
+            ("Report date", self.date_iso),
+        ]
+
+    def key_features(self) -> list[tuple[str, float]]:
+        """A few features a reader can relate to the image (the rest are in the lake)."""
+        names = [n for n in KEY_FEATURES if n in self.features] or sorted(self.features)[:8]
+        return [(n, self.features[n]) for n in names]
 
     @property
     def date_iso(self) -> str:

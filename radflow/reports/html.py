@@ -15,16 +15,6 @@ from radflow.models.evaluation import Report
 from radflow.models.metrics import Evaluation
 from radflow.reports.facts import NOTICE, StudyFacts
 
-KEY_FEATURES = (
-    "original_shape_VoxelVolume",
-    "original_shape_MajorAxisLength",
-    "original_shape_Sphericity",
-    "original_firstorder_Mean",
-    "original_firstorder_Median",
-    "original_firstorder_Entropy",
-    "original_firstorder_Skewness",
-    "original_firstorder_Kurtosis",
-)
 TOP_IMPORTANCES = 10
 _CSS = (
     "body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
@@ -69,15 +59,6 @@ def _page(title: str, body: str) -> str:
 
 def study_report(facts: StudyFacts) -> str:
     """The report for one scored study (every value in `facts` is already de-identified)."""
-    shown = [n for n in KEY_FEATURES if n in facts.features] or sorted(facts.features)[:8]
-    summary = [
-        ("Study (pseudonym)", facts.study_id),
-        ("Score (calibrated probability)", f"{facts.score:.3f}"),
-        ("Operating threshold", f"{facts.threshold:.3f}"),
-        ("Call", facts.call),
-        ("Model", f"{facts.model_id} (radflow {facts.model_version})"),
-        ("Report date", facts.date_iso),
-    ]
     registration = (
         "<h2>Registration check</h2>"
         + _img(facts.registration_png, "Checkerboard of the primary and registered series")
@@ -85,7 +66,7 @@ def study_report(facts: StudyFacts) -> str:
         else ""
     )
     body = (
-        _table(summary, ("Item", "Value"))
+        _table(facts.summary(), ("Item", "Value"))
         + "<h2>Acquisition</h2>"
         + _table(facts.acquisition.items(), ("Item", "Value"))
         + "<h2>Key images</h2>"
@@ -94,7 +75,7 @@ def study_report(facts: StudyFacts) -> str:
         + "<h2>Quality control</h2>"
         + _table(sorted(facts.qc.items()), ("Check", "Value"))
         + "<h2>Key features</h2>"
-        + _table(((name, facts.features[name]) for name in shown), ("Feature", "Value"))
+        + _table(facts.key_features(), ("Feature", "Value"))
     )
     return _page("radflow study report", body)
 

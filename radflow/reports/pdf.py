@@ -45,15 +45,7 @@ def study_report_pdf(facts: StudyFacts) -> bytes:
         ax.set_axis_off()
         ax.text(0.0, 1.0, "radflow study report", fontsize=16, weight="bold", va="top")
         ax.text(0.0, 0.96, NOTICE, fontsize=10, color="#b00000", weight="bold", va="top")
-        result = [
-            ("Study (pseudonym)", facts.study_id),
-            ("Score (calibrated probability)", f"{facts.score:.3f}"),
-            ("Operating threshold", f"{facts.threshold:.3f}"),
-            ("Call", facts.call),
-            ("Model", f"{facts.model_id} (radflow {facts.model_version})"),
-            ("Report date", facts.date_iso),
-        ]
-        y = _rows(ax, 0.92, "Result", result)
+        y = _rows(ax, 0.92, "Result", facts.summary())
         y = _rows(ax, y, "Acquisition", list(facts.acquisition.items()))
         _image(fig, facts.key_image_png, (0.08, 0.12, 0.84, 0.28), "Key images with the ROI")
         pdf.savefig(fig)
@@ -62,7 +54,7 @@ def study_report_pdf(facts: StudyFacts) -> bytes:
         ax = fig.add_axes((0.08, 0.05, 0.84, 0.9))
         ax.set_axis_off()
         y = _rows(ax, 1.0, "Quality control", list(facts.qc.items()))
-        y = _rows(ax, y, "Key features", list(facts.features.items()))
+        y = _rows(ax, y, "Key features", facts.key_features())
         if facts.registration_png is not None:
             _image(fig, facts.registration_png, (0.2, 0.05, 0.6, 0.3), "Registration check")
         pdf.savefig(fig)
