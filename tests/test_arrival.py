@@ -1,0 +1,146 @@
+"""Arrival of deliveries: stable folders become one arrival each, by polling a store and by S3
+notifications through SQS (moto's server over HTTP); nothing PHI-bearing leaves a watcher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from radflow.arrival import (
+    MARKER,
+    PollingWatcher,
+    QueueWatcher,
+    arrival_id,
+    connect_bucket_to_queue,
+    folder_of,
+    locate,
+)
+from radflow.errors import NotFoundError
+from radflow.store import LocalStore, ObjectStore, S3Store
+
+PHI_FOLDER = "DOE^JANE 1961-03-04/"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _put(store: ObjectStore, key: str, data: bytes = b"dicom") -> None:
+    store.put_bytes(key, data)
+
+
+@pytest.mark.parametrize(
+    ("key", "depth", "folder"),
+    [
+        ("inbox/d1/a.dcm", 1, "inbox/d1/"),
+        ("inbox/d1/s/a.dcm", 1, "inbox/d1/"),
+        ("inbox/d1/s/a.dcm", 2, "inbox/d1/s/"),
+        ("inbox/a.dcm", 1, None),  # directly in the inbox: no delivery folder
+        ("other/d1/a.dcm", 1, None),
+        ("inbox/d1/a.dcm", 2, None),
+    ],
+)
+def test_folder_of(key: str, depth: int, folder: str | None) -> None:
+    assert folder_of(key, "inbox/", depth) == folder
+
+
+def test_polling_emits_a_stable_folder_once(tmp_path: Path) -> None:
+    inbox, lake, clock = LocalStore(tmp_path / "in"), LocalStore(tmp_path / "lake"), Clock()
+    watcher = PollingWatcher(inbox, "inbox/", lake, stable_age=30, clock=clock)
+    _put(inbox, f"inbox/{PHI_FOLDER}1.dcm")
+    assert watcher.poll() == []  # just seen: not stable yet
+    clock.now += 10
+    _put(inbox, f"inbox/{PHI_FOLDER}2.dcm")
+    clock.now += 25
+    assert watcher.poll() == []  # a change seen now (polling sees changes when it looks)
+    clock.now += 29
+    assert watcher.poll() == []
+    clock.now += 1
+    [arrival] = watcher.poll()
+    assert arrival.objects == 2 and not arrival.completed_by_marker
+    assert arrival.arrival_id == arrival_id(inbox.url, f"inbox/{PHI_FOLDER}")
+    assert "DOE" not in json.dumps(arrival.__dict__)
+    assert watcher.poll() == [arrival]  # not yet done: offered again
+    watcher.done(arrival)
+    clock.now += 100
+    assert watcher.poll() == []
+    assert locate(inbox, "inbox/", arrival.arrival_id) == f"inbox/{PHI_FOLDER}"
+    # The lake keeps hashes only.
+    [state] = list(lake.list("watch/"))
+    assert "DOE" not in lake.get_text(state.key)
+
+    # A restarted watcher remembers what it emitted; new content is a new arrival.
+    again = PollingWatcher(inbox, "inbox/", lake, stable_age=30, clock=clock)
+    assert again.poll() == []
+    clock.now += 31
+    assert again.poll() == []
+    _put(inbox, f"inbox/{PHI_FOLDER}3.dcm")
+    clock.now += 31
+    assert again.poll() == []  # its first sight of the new signature
+    clock.now += 31
+    [bigger] = again.poll()
+    assert bigger.arrival_id == arrival.arrival_id and bigger.objects == 3
+
+
+def test_marker_completes_a_delivery_at_once(tmp_path: Path) -> None:
+    inbox, lake, clock = LocalStore(tmp_path / "in"), LocalStore(tmp_path / "lake"), Clock()
+    watcher = PollingWatcher(inbox, "", lake, stable_age=3600, clock=clock)
+    _put(inbox, "d1/1.dcm")
+    _put(inbox, "d2/1.dcm")
+    _put(inbox, f"d2/{MARKER}", b"")
+    [arrival] = watcher.poll()
+    assert arrival.completed_by_marker and arrival.objects == 2
+    assert locate(inbox, "", arrival.arrival_id) == "d2/"
+    with pytest.raises(NotFoundError, match="no delivery"):
+        locate(inbox, "", "0" * 24)
+
+
+@pytest.fixture
+def sqs(moto_server: str) -> Any:
+    return boto3.session.Session().client("sqs", endpoint_url=moto_server, region_name="us-east-1")
+
+
+def _queued(sqs: Any, url: str) -> int:
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def test_queue_watcher_deletes_messages_only_after_the_arrival_is_done(
+    moto_server: str, s3_client: Any, s3_bucket: str, sqs: Any, tmp_path: Path
+) -> None:
+    url = connect_bucket_to_queue(s3_client, sqs, s3_bucket, "inbox/", f"q-{s3_bucket}")
+    inbox = S3Store(s3_bucket, "", endpoint_url=moto_server, region="us-east-1")
+    lake, clock = LocalStore(tmp_path / "lake"), Clock()
+    watcher = QueueWatcher(inbox, "inbox/", lake, sqs, url, stable_age=5, clock=clock)
+    for name in ("1.dcm", "2 b.dcm"):  # a space: S3 sends it URL-encoded
+        s3_client.put_object(Bucket=s3_bucket, Key=f"inbox/{PHI_FOLDER}{name}", Body=b"x")
+    s3_client.put_object(Bucket=s3_bucket, Key="elsewhere/x.dcm", Body=b"x")
+    assert watcher.poll(wait_seconds=1) == []  # messages in, folder just active
+    assert watcher.poll(wait_seconds=1) == []
+    clock.now += 6
+    [arrival] = watcher.poll(wait_seconds=0)
+    assert arrival.objects == 2
+    assert locate(inbox, "inbox/", arrival.arrival_id) == f"inbox/{PHI_FOLDER}"
+    assert _queued(sqs, url) == 2  # the folder's messages wait (in flight) until done
+    watcher.done(arrival)
+    assert _queued(sqs, url) == 0
+
+    # The same object written again: notified, but nothing new to emit.
+    s3_client.put_object(Bucket=s3_bucket, Key=f"inbox/{PHI_FOLDER}1.dcm", Body=b"x")
+    assert watcher.poll(wait_seconds=1) == []
+    clock.now += 6
+    assert watcher.poll(wait_seconds=0) == []
+    assert _queued(sqs, url) == 0
