@@ -9,7 +9,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.arrival import announce
 from radflow.stages.catalog import current_features
+from radflow.stages.pending import pending_arrivals
 from radflow.stages.registry import METRICS, read_card
 from radflow.stages.train import labels_summary, read_dataset
 from tasks._common import lake, settings
@@ -38,6 +40,10 @@ def train_steps(feature_keys: Sequence[str | None]) -> dict[str, Any]:
     report = model_report(model, decision)
     card = read_card(lake(), model)
     log.info("model %s: test AUC %.3f, %s", card["model_id"], decision["auc"], decision["reason"])
+    if decision["promoted"]:
+        # Deliveries that arrived while there was no champion: announce them again.
+        for waiting in pending_arrivals(lake()):
+            announce(waiting["source"], waiting["prefix"], waiting["depth"], waiting["arrival"])
     return {
         "model": model,
         "model_id": card["model_id"],

@@ -320,20 +320,39 @@ def train(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 @app.command()
 def score(
-    source: Annotated[str, typer.Argument(help="A folder, or s3://bucket/prefix.")],
+    source: Annotated[str | None, typer.Argument(help="A folder, or s3://bucket/prefix.")] = None,
+    pending: Annotated[
+        bool, typer.Option("--pending", help="Score the deliveries that waited for a champion.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Score the studies of a delivery with the champion model and write their reports."""
     _prefect_env()
 
     def body() -> list[str]:
-        url, prefix = _source(source)
+        if (source is None) == (not pending):
+            raise RadflowError(
+                "give a delivery to score, or --pending", hint="radflow score s3://bucket/inbox/x"
+            )
+        url, prefix = _source(source) if source else ("", "")
         from radflow.config import load_settings
+        from radflow.stages.pending import pending_arrivals
         from radflow.stages.registry import champion
         from radflow.store import open_store
 
         settings = load_settings()
-        champion(open_store(settings.store_url, settings))  # before any flow: a clear error
+        lake = open_store(settings.store_url, settings)
+        champion(lake)  # before any flow: a clear error
+        if pending:
+            from flows.arrival import score_arrival
+
+            return [
+                key
+                for waiting in pending_arrivals(lake)
+                for key in score_arrival(
+                    waiting["source"], waiting["arrival"], waiting["prefix"], waiting["depth"]
+                )
+            ]
         from flows.score import score_flow
 
         reports: list[str] = score_flow(url, prefix)

@@ -18,22 +18,15 @@ import numpy as np
 import pydicom
 import pypdf
 import pytest
+from lakes import trained_lake
 from phi import phi_strings
 
-from radflow.config import TrainSettings, load_settings
-from radflow.demo import ensure_secret
 from radflow.reports.dicom import ENCAPSULATED_PDF, SCORE, THRESHOLD
 from radflow.reports.facts import NOTICE
-from radflow.stages.anonymize import anonymize_study, read_manifest, store_labels
-from radflow.stages.features import extract_features
-from radflow.stages.fetch import fetch_delivery
-from radflow.stages.registry import promote_if_better
+from radflow.stages.anonymize import read_manifest
 from radflow.stages.report import write_study_report
 from radflow.stages.score import read_score, score_study
-from radflow.stages.train import build_dataset, fit_feature_candidates, register_model
-from radflow.stages.volumes import build_volume, preprocessing
 from radflow.store import LocalStore
-from radflow.synth import SynthSpec, synthesize
 
 pytestmark = pytest.mark.slow
 OUTPUT = Path(__file__).parent / "output"
@@ -52,29 +45,8 @@ class Scored:
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory: pytest.TempPathFactory) -> Scored:
     """Twelve synthetic studies through every stage (no Prefect), then one of them reported."""
-    tmp = tmp_path_factory.mktemp("reports")
-    ensure_secret(tmp / "secret.key")
-    settings = load_settings(secret_file=tmp / "secret.key", cache_dir=tmp / "cache")
-    studies = synthesize(
-        tmp / "inbox", tmp / "labels.csv", SynthSpec(studies=12, rows=40, columns=40, slices=16)
-    )
-    lake = LocalStore(tmp / "lake")
-    store_labels(lake, (tmp / "labels.csv").read_text(), settings.pseudonym_secret())
-    refs = fetch_delivery(LocalStore(tmp / "inbox"), "", settings.cache_dir).studies
-    deids = [
-        anonymize_study(lake, settings.cache_dir, r, settings.deid_config(), tmp / "reid")
-        for r in refs
-    ]
-    rows = [
-        extract_features(lake, d, build_volume(lake, d, settings.preprocess), settings.features)
-        for d in deids
-    ]
-    train = TrainSettings(candidates=("lr", "rf"))
-    data = build_dataset(
-        lake, rows, preprocessing(settings.preprocess), settings.features.model_dump()
-    )
-    model = register_model(lake, data, [fit_feature_candidates(lake, data, train)], train)
-    promote_if_better(lake, model, train)
+    built = trained_lake(tmp_path_factory.mktemp("reports"))
+    lake, deids, rows, model = built.lake, built.deids, built.rows, built.model
     # A study with a second series, so its report has a registration check.
     pick = next(i for i, d in enumerate(deids) if len(read_manifest(lake, d).series) == 2)
     score = score_study(lake, rows[pick], model)
@@ -86,7 +58,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> Scored:
         score=read_score(lake, score),
         deid_study_uid=manifest.study_uid,
         deid_series={s.series_uid for s in manifest.series},
-        phi=phi_strings(studies),
+        phi=phi_strings(built.studies),
     )
 
 

@@ -1,0 +1,156 @@
+"""`radflow serve` / `radflow stop`: a Prefect server on loopback, the `cpu` and `gpu` work
+pools, the GPU concurrency limit, the deployments of infra/prefect.yaml, and a process worker
+per pool, all started as child processes whose PIDs are kept in `<home>/stack.json`.
+
+Prefect's own CLI does each step (it is the documented interface); this module only orders
+them, waits for the server to be healthy, and remembers what it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from radflow.errors import RadflowError
+
+ROOT = Path(__file__).resolve().parents[1]
+POOLS = ("cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class Stack:
+    api_url: str
+    ui_url: str
+    pids: dict[str, int]
+    home: str
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _prefect(*args: str, env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        raise RadflowError(
+            f"`prefect {' '.join(args[:3])}` failed: {done.stdout[-300:]} {done.stderr[-300:]}"
+        )
+
+
+def _healthy(api_url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RadflowError(f"the Prefect server at {api_url} did not become healthy in {timeout} s")
+
+
+def start(
+    home: Path,
+    port: int | None = None,
+    database_url: str | None = None,
+    gpus: int = 1,
+    env: dict[str, str] | None = None,
+) -> Stack:
+    """Start everything; `database_url` (for example postgresql+asyncpg://…) instead of SQLite.
+    `env` is the environment the workers (and so the flow runs) get."""
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    base = dict(env if env is not None else os.environ)
+    base |= {
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": api_url,
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "RADFLOW_CHECKOUT": str(ROOT),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), base.get("PYTHONPATH")) if p),
+    }
+    server_env = dict(base)
+    server_env.pop("PREFECT_API_URL")
+    if database_url:
+        server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    logs = home / "logs"
+    logs.mkdir(exist_ok=True)
+    pids: dict[str, int] = {}
+
+    def spawn(name: str, args: list[str], process_env: dict[str, str]) -> None:
+        with open(logs / f"{name}.log", "ab") as log:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "prefect", *args],
+                env=process_env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # `stop` ends the whole group, flow runs included
+            )
+        pids[name] = child.pid
+
+    spawn("server", ["server", "start", "--host", "127.0.0.1", "--port", str(port)], server_env)
+    stack = Stack(api_url, api_url.removesuffix("/api"), pids, str(home))
+    (home / "stack.json").write_text(json.dumps(asdict(stack), indent=1))
+    try:
+        _healthy(api_url, timeout=120)
+        for pool in POOLS:
+            _prefect("work-pool", "create", pool, "--type", "process", "--overwrite", env=base)
+        _prefect("concurrency-limit", "create", "gpu", str(gpus), env=base)
+        _prefect("deploy", "--all", "--prefect-file", "infra/prefect.yaml", env=base)
+        for pool in POOLS:
+            spawn(f"worker-{pool}", ["worker", "start", "--pool", pool], base)
+    except BaseException:
+        stop(home)
+        raise
+    (home / "stack.json").write_text(json.dumps(asdict(stack), indent=1))
+    return stack
+
+
+def stop(home: Path) -> list[str]:
+    """End what `start` started (by process group); the names of what was running."""
+    record = home.resolve() / "stack.json"
+    if not record.exists():
+        return []
+    pids: dict[str, int] = json.loads(record.read_text())["pids"]
+    stopped = []
+    for name, pid in sorted(pids.items(), key=lambda kv: kv[0] == "server"):  # server last
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            stopped.append(name)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + 20
+    for pid in pids.values():
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    record.unlink()
+    return stopped

@@ -1,0 +1,96 @@
+"""Scoring on arrival: a watcher turns stable inbox folders into `radflow.study.arrived` events;
+the `score-study` deployment, triggered by each event, scores and reports that delivery."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.events import emit_event
+
+from flows.score import score_steps
+from radflow.arrival import EVENT, Arrival, PollingWatcher, QueueWatcher, locate
+from radflow.errors import NotFoundError
+from radflow.stages.pending import clear_pending, record_pending
+from radflow.stages.registry import champion
+from radflow.store import open_store
+from tasks._common import lake, settings
+
+
+def announce(source: str, prefix: str, depth: int, arrival: Arrival | str) -> None:
+    """The event: a hash for the resource, where to look in the payload (never a folder name)."""
+    arrival_id = arrival if isinstance(arrival, str) else arrival.arrival_id
+    emit_event(
+        event=EVENT,
+        resource={
+            "prefect.resource.id": f"radflow.arrival.{arrival_id}",
+            "prefect.resource.name": f"delivery {arrival_id[:12]}",
+        },
+        payload={"source": source, "prefix": prefix, "depth": depth, "arrival": arrival_id},
+    )
+
+
+@flow(name="watch-inbox", flow_run_name="watch-inbox")
+def watch_inbox(
+    source: str,
+    prefix: str = "",
+    stable_age: float = 30.0,
+    depth: int = 1,
+    queue_url: str | None = None,
+    poll_seconds: float = 2.0,
+    run_seconds: float | None = None,
+) -> int:
+    """Watch `source` (a store URL) under `prefix` until `run_seconds` pass (forever: None);
+    with `queue_url`, read S3 notifications from that SQS queue instead of listing."""
+    inbox = open_store(source, settings())
+    watcher: PollingWatcher | QueueWatcher
+    if queue_url:
+        import boto3
+
+        sqs = boto3.session.Session().client(
+            "sqs", endpoint_url=settings().s3_endpoint_url, region_name=settings().s3_region
+        )
+        watcher = QueueWatcher(inbox, prefix, lake(), sqs, queue_url, stable_age, depth)
+    else:
+        watcher = PollingWatcher(inbox, prefix, lake(), stable_age, depth)
+    log, emitted, started = get_run_logger(), 0, time.monotonic()
+    while run_seconds is None or time.monotonic() - started < run_seconds:
+        ready = (
+            watcher.poll(int(poll_seconds)) if isinstance(watcher, QueueWatcher) else watcher.poll()
+        )
+        for arrival in ready:
+            announce(source, prefix, depth, arrival)
+            watcher.done(arrival)
+            emitted += 1
+            log.info("delivery %s arrived (%d objects)", arrival.arrival_id[:12], arrival.objects)
+        if not queue_url:
+            time.sleep(poll_seconds)
+    return emitted
+
+
+def _arrival_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return f"score-{str(flow_run.parameters['arrival'])[:12]}"
+
+
+@flow(name="score-study", flow_run_name=_arrival_run_name)
+def score_arrival(source: str, arrival: str, prefix: str = "", depth: int = 1) -> list[str]:
+    """Score the delivery `arrival` (its hash) found under `prefix` of `source`. Without a
+    champion it fails with "no champion model" and is kept as pending."""
+    record: dict[str, Any] = {
+        "source": source,
+        "prefix": prefix,
+        "depth": depth,
+        "arrival": arrival,
+    }
+    try:
+        champion(lake())
+    except NotFoundError:
+        record_pending(lake(), record)
+        raise
+    folder = locate(open_store(source, settings()), prefix, arrival, depth)
+    reports = score_steps(source, folder)
+    clear_pending(lake(), arrival)
+    return reports

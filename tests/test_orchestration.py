@@ -1,0 +1,156 @@
+"""End to end, loopback only: `radflow serve`'s stack (a real Prefect server, the `cpu` and `gpu`
+process pools with a worker each, the deployments of infra/prefect.yaml), an S3 inbox on
+moto's server, and a lake with a champion. A delivery uploaded to the inbox is noticed by the
+arrival watcher, its event triggers `score-study`, and the reports appear; the same delivery
+again (re-uploaded, or announced twice) writes nothing new."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lakes import TrainedLake, trained_lake
+
+from flows import _stack
+from radflow.arrival import PollingWatcher
+from radflow.store import S3Store
+from radflow.synth import SynthSpec, synthesize
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> TrainedLake:
+    return trained_lake(tmp_path_factory.mktemp("orchestration"))
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, moto_server: str, lake: TrainedLake
+) -> Iterator[_stack.Stack]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
+    env |= {
+        "RADFLOW_STORE_URL": lake.lake.root.as_uri(),
+        "RADFLOW_SECRET_FILE": str(lake.secret_file),
+        "RADFLOW_CACHE_DIR": str(lake.settings.cache_dir),
+        "RADFLOW_DEID__REID_DIR": str(lake.lake.root.parent / "reid"),
+        "RADFLOW_S3_ENDPOINT_URL": moto_server,
+        "RADFLOW_S3_REGION": "us-east-1",
+    }
+    home = tmp_path_factory.mktemp("stack")
+    started = _stack.start(home, env=env)
+    yield started
+    _stack.stop(home)
+
+
+@contextmanager
+def _client(stack: _stack.Stack) -> Iterator[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with (
+        temporary_settings({PREFECT_API_URL: stack.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        yield client
+
+
+def _runs(stack: _stack.Stack, deployment: str) -> list[Any]:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    with _client(stack) as client:
+        return list(
+            client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment]))
+            )
+        )
+
+
+def _wait_completed(stack: _stack.Stack, deployment: str, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    states: list[str] = []
+    while time.monotonic() < deadline:
+        states = [r.state.name for r in _runs(stack, deployment) if r.state]
+        if sum(s == "Completed" for s in states) >= count:
+            return
+        if any(s in ("Failed", "Crashed") for s in states):
+            break
+        time.sleep(1)
+    log = (Path(stack.home) / "logs" / "worker-cpu.log").read_text()[-3000:]
+    pytest.fail(f"{deployment}: {states} after {timeout} s\n{log}")
+
+
+def _announce(stack: _stack.Stack, source: str, arrival: str) -> None:
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.arrival import announce
+
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        announce(source, "inbox/", 1, arrival)
+        EventsWorker.drain_all()
+
+
+def test_deployments_read_back_through_the_api(stack: _stack.Stack) -> None:
+    with _client(stack) as client:
+        nightly = client.read_deployment_by_name("train/nightly-retrain")
+        scoring = client.read_deployment_by_name("score-study/score-study")
+        pools = {p.name: p.type for p in client.read_work_pools()}
+        limits = {c.tag: c.concurrency_limit for c in client.read_concurrency_limits(10, 0)}
+    assert nightly.work_pool_name == "gpu"
+    [schedule] = nightly.schedules
+    assert schedule.schedule.cron == "0 2 * * *" and schedule.schedule.timezone == "UTC"
+    assert scoring.work_pool_name == "cpu"
+    assert pools == {"cpu": "process", "gpu": "process"}
+    assert limits == {"gpu": 1}
+
+
+def test_arrival_triggers_scoring_once(
+    stack: _stack.Stack, lake: TrainedLake, s3_client: Any, s3_bucket: str, moto_server: str
+) -> None:
+    delivery = lake.lake.root.parent / "new"
+    new = synthesize(
+        delivery,
+        delivery / "truth.csv",
+        SynthSpec(studies=2, rows=40, columns=40, slices=16, seed=42),
+    )
+    files = sorted(p for p in delivery.rglob("*.dcm"))
+    for path in files:
+        key = f"inbox/delivery-43/{path.relative_to(delivery)}"
+        s3_client.upload_file(str(path), s3_bucket, key)
+    inbox = S3Store(s3_bucket, "", endpoint_url=moto_server, region="us-east-1")
+    watcher = PollingWatcher(inbox, "inbox/", lake.lake, stable_age=2)
+    deadline, arrivals = time.monotonic() + 30, []
+    while not arrivals and time.monotonic() < deadline:
+        time.sleep(0.5)
+        arrivals = watcher.poll()
+    [arrival] = arrivals
+    assert arrival.objects == len(files)
+    source = f"s3://{s3_bucket}"
+    _announce(stack, source, arrival.arrival_id)
+    watcher.done(arrival)
+
+    _wait_completed(stack, "score-study", 1, timeout=300)
+    [run] = _runs(stack, "score-study")
+    assert run.name == f"score-{arrival.arrival_id[:12]}"  # a hash, never a folder name
+    reports = sorted(lake.lake.root.glob("reports/*/*/study.html"))
+    assert len(reports) == len(new)
+    before = {p: p.stat().st_mtime_ns for p in lake.lake.root.rglob("*") if p.is_file()}
+
+    # The same files again: nothing new under the folder, so no event.
+    for path in files:
+        s3_client.upload_file(
+            str(path), s3_bucket, f"inbox/delivery-43/{path.relative_to(delivery)}"
+        )
+    time.sleep(2.5)
+    assert watcher.poll() == []
+    # A duplicate event (a second watcher, a retry): the run finishes, writing nothing new.
+    _announce(stack, source, arrival.arrival_id)
+    _wait_completed(stack, "score-study", 2, timeout=300)
+    after = {p: p.stat().st_mtime_ns for p in lake.lake.root.rglob("*") if p.is_file()}
+    assert after == before
