@@ -8,6 +8,7 @@ them, waits for the server to be healthy, and remembers what it started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -148,9 +149,7 @@ def stop(home: Path) -> list[str]:
                 break
             time.sleep(0.2)
         else:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     record.unlink()
     return stopped
