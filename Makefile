@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo serve stop test lint typecheck pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/radflow demo
+
+serve: $(VENV)/.installed
+	$(BIN)/radflow serve
+
+stop: $(VENV)/.installed
+	$(BIN)/radflow stop
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

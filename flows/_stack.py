@@ -91,6 +91,8 @@ def start(
     }
     server_env = dict(base)
     server_env.pop("PREFECT_API_URL")
+    # The UI asks the API at this address (by default it would assume port 4200).
+    server_env["PREFECT_UI_API_URL"] = api_url
     if database_url:
         server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     logs = home / "logs"

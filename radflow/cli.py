@@ -402,5 +402,43 @@ def report(
             typer.echo(f"{folder}/{name}")
 
 
+@app.command()
+def serve(
+    home: Annotated[
+        Path, typer.Option(help="Folder for Prefect's database, logs and the PID record.")
+    ] = Path(".radflow-serve"),
+    port: Annotated[int, typer.Option(help="Loopback port of the server (0: a free one).")] = 4200,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL instead of SQLite: postgresql+asyncpg://user:pw@host/db."),
+    ] = None,
+    gpus: Annotated[int, typer.Option(min=1, help="GPU-tagged tasks that may run at once.")] = 1,
+) -> None:
+    """Start a Prefect server on loopback, the cpu and gpu work pools, the GPU limit, the
+    deployments of infra/prefect.yaml and a worker per pool; `radflow stop` ends them."""
+    from flows import _stack
+
+    stack = _run(lambda: _stack.start(home, port or None, database_url, gpus))
+    typer.echo(f"Prefect UI:  {stack.ui_url}")
+    typer.echo(f"API:         {stack.api_url}  (export PREFECT_API_URL={stack.api_url})")
+    typer.echo(f"logs:        {home.resolve() / 'logs'}")
+    typer.echo(
+        "stop with:   radflow stop" + (f" --home {home}" if str(home) != ".radflow-serve" else "")
+    )
+
+
+@app.command()
+def stop(
+    home: Annotated[Path, typer.Option(help="The folder given to `radflow serve`.")] = Path(
+        ".radflow-serve"
+    ),
+) -> None:
+    """End the server and workers that `radflow serve` started."""
+    from flows import _stack
+
+    stopped = _stack.stop(home)
+    typer.echo(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

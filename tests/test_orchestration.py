@@ -22,6 +22,7 @@ from radflow.store import S3Store
 from radflow.synth import SynthSpec, synthesize
 
 pytestmark = pytest.mark.slow
+OUTPUT = Path(__file__).parent / "output"
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +155,37 @@ def test_arrival_triggers_scoring_once(
     _wait_completed(stack, "score-study", 2, timeout=300)
     after = {p: p.stat().st_mtime_ns for p in lake.lake.root.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_ui_shows_the_scoring_run(
+    stack: _stack.Stack, tools: dict[str, str], tmp_path: Path
+) -> None:
+    """Headless Chromium loads the UI's runs page: the scoring run (a hash, not a folder name)
+    is on it. The screenshot is kept in tests/output/ for a look."""
+    import subprocess
+
+    [*_, run] = sorted(_runs(stack, "score-study"), key=lambda r: r.created)
+    args = [
+        tools["chromium"],
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1400,900",
+        "--virtual-time-budget=15000",
+    ]
+    page = f"{stack.ui_url}/runs"
+    dom = subprocess.run(
+        [*args, "--dump-dom", page], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert run.name in dom
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    shot = OUTPUT / "prefect-ui-runs.png"
+    shot.unlink(missing_ok=True)
+    subprocess.run(
+        [*args, f"--screenshot={shot}", page], capture_output=True, timeout=120, check=True
+    )
+    assert shot.stat().st_size > 10_000
