@@ -9,6 +9,7 @@ Object storage
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -80,6 +81,9 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             mp.setenv(name, "127.0.0.1,localhost")
 
         port = _free_port()
+        # Its request lines would go through whatever handlers Prefect configured last,
+        # some bound to streams a finished test has closed.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
         try:

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_array, check_is_fitted
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 log = logging.getLogger("radflow.cnn")
 
@@ -100,26 +101,43 @@ class ResNet3D(nn.Module):
 class _TrainingSet(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Volumes and labels, randomly flipped per sample when `augment`.
 
-    The flips come from a generator seeded with (seed, epoch, index), not from the worker's
-    random state, so they do not depend on `num_workers` or on where a training resumed. Set
-    `epoch` before each epoch's DataLoader is iterated (its workers are forked afresh then).
+    Items are addressed by (epoch, index), which `_EpochOrder` hands out: the flips come from
+    a generator seeded with (seed, epoch, index), not from a worker's random state, so they
+    depend neither on `num_workers` nor on where a training resumed, and persistent workers
+    need no message about the epoch.
     """
 
     def __init__(self, x: Volumes, y: Labels, augment: bool, seed: int) -> None:
         self.x, self.y, self.augment, self.seed = x, y, augment, seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.x)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = item
         volume = self.x[index]
         if self.augment:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
+            rng = np.random.default_rng([self.seed, epoch, index])
             axes = tuple(int(a) for a in np.flatnonzero(rng.random(3) < 0.5))
             volume = np.ascontiguousarray(np.flip(volume, axes))
         label = torch.tensor(self.y[index], dtype=torch.float32)
         return torch.from_numpy(volume).unsqueeze(0), label
+
+
+class _EpochOrder(Sampler[tuple[int, int]]):
+    """A shuffled order per epoch, from a generator seeded with (seed, epoch)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 1
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = torch.randperm(
+            self.n, generator=torch.Generator().manual_seed(_seed(self.seed, self.epoch))
+        )
+        return iter([(self.epoch, int(i)) for i in order])
 
 
 @dataclass
@@ -222,20 +240,26 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # sk
                 log.info("ignoring %s: it is from other data or parameters", path)
         resumed_from = progress.epoch
 
-        dataset = _TrainingSet(x, labels, self.augment, self.seed)
+        order = _EpochOrder(len(x), self.seed)
+        # Workers persist across epochs and are forked from a fresh forkserver process: a
+        # worker forked straight from a process that has run a Prefect flow exits at once
+        # with code 1 (seen with Prefect 3.8.8 and torch 2.13).
+        loader = DataLoader(
+            _TrainingSet(x, labels, self.augment, self.seed),
+            batch_size=self.batch_size,
+            sampler=order,
+            # Its own generator: the loader draws a worker base seed each epoch, and the
+            # caller's global random state must stay untouched.
+            generator=torch.Generator().manual_seed(self.seed),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            multiprocessing_context="forkserver" if self.num_workers > 0 else None,
+            pin_memory=amp,
+        )
         # Without validation data bad_epochs stays 0 and every epoch runs.
         while progress.epoch < self.epochs and progress.bad_epochs < self.patience:
             epoch = progress.epoch + 1
-            dataset.epoch = epoch
-            loader = DataLoader(
-                dataset,
-                batch_size=self.batch_size,
-                shuffle=True,
-                generator=torch.Generator().manual_seed(_seed(self.seed, epoch)),
-                num_workers=self.num_workers,
-                persistent_workers=False,
-                pin_memory=amp,
-            )
+            order.epoch = epoch
             record: dict[str, Any] = {
                 "epoch": epoch,
                 "train_loss": _train_epoch(module, loader, optimizer, scaler, device),
