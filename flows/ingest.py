@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+
 from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
 
 from radflow.keys import short_id
+from radflow.stages.quarantine import delivery_summary
+from tasks._common import lake
 from tasks.anonymize import anonymize, record_labels
 from tasks.catalog import catalog
 from tasks.features import features
@@ -21,9 +30,32 @@ def prepare_studies(source: str, prefix: str = "") -> list[str]:
     deid = anonymize.map(refs)
     volumes = preprocess.map(deid)
     rows = features.map(deid, volumes)
-    keys = [k for k in rows.result() if k]
+    # Sync calls here: the flow is synchronous, so these return the artifact's id.
+    progress = create_progress_artifact(0.0, description="studies prepared") if refs else None
+    assert not isinstance(progress, Coroutine)
+    keys: list[str] = []
+    cached = 0
+    for done, row in enumerate(rows, start=1):
+        key = row.result()
+        if key:
+            keys.append(key)
+        cached += row.state.name == "Cached"
+        if progress is not None and (done == len(rows) or done % max(1, len(rows) // 20) == 0):
+            update_progress_artifact(progress, 100.0 * done / len(rows))
+    summary = delivery_summary(
+        lake(),
+        list(zip(refs, deid.result(), volumes.result(), [r.result() for r in rows], strict=True)),
+        cached,
+    )
+    create_markdown_artifact(
+        key="radflow-delivery-summary", markdown=summary.markdown(), description="radflow delivery"
+    )
     get_run_logger().info(
-        "%d studies found, %d prepared, %d quarantined", len(refs), len(keys), len(refs) - len(keys)
+        "%d studies found, %d prepared (%d cached), %d quarantined",
+        summary.seen,
+        summary.prepared,
+        summary.cached,
+        summary.quarantined,
     )
     return keys
 

@@ -62,4 +62,17 @@ def quarantine_on_error(stage: str, input_key: str, fn: Callable[[], str]) -> st
     except QuarantineError as err:
         where = record_error(lake(), stage, input_key, err)
         get_run_logger().warning("quarantined %s: %s (%s)", short_id(input_key), err.reason, where)
+        announce_quarantine(where, stage, err.reason)
         return None
+
+
+def announce_quarantine(record_key: str, stage: str, reason: str) -> None:
+    """A `radflow.study.quarantined` event: the record's hash names the input, the reason is
+    radflow's own words (no PHI)."""
+    from prefect.events import emit_event
+
+    emit_event(
+        event="radflow.study.quarantined",
+        resource={"prefect.resource.id": f"radflow.input.{record_key.rsplit('/', 1)[-1][:24]}"},
+        payload={"stage": stage, "reason": reason, "record": record_key},
+    )

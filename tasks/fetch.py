@@ -5,7 +5,7 @@ from prefect import task
 from radflow.stages.fetch import delivery_fingerprint, fetch_delivery
 from radflow.stages.quarantine import record
 from radflow.store import open_store
-from tasks._common import cache_key, lake, run_name, settings
+from tasks._common import announce_quarantine, cache_key, lake, run_name, settings
 
 
 def _fetch_key(source: str, prefix: str = "") -> str:
@@ -17,5 +17,5 @@ def fetch(source: str, prefix: str = "") -> list[str]:
     """Study references of a delivery; unreadable files are quarantined."""
     result = fetch_delivery(open_store(source, settings()), prefix, settings().cache_dir)
     for rec in result.quarantined:
-        record(lake(), rec)
+        announce_quarantine(record(lake(), rec), rec.stage, rec.reason)
     return result.studies

@@ -139,6 +139,28 @@ def test_bad_file_is_quarantined_and_flow_goes_on(prefect_server: None, inbox: A
         assert "MRN" not in rec.read_text()
     assert junk.read_bytes() == b"not a dicom file at all"  # the raw input is untouched
 
+    # For people watching: an event per quarantined input, and the run's delivery summary.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import ArtifactSort
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    wanted = EventFilter(event=EventNameFilter(name=["radflow.study.quarantined"]))
+    records_named = {f"quarantine/fetch/{rec.name}" for rec in records}
+    with get_client(sync_client=True) as client:
+        for _ in range(50):  # the server stores events a moment after they are sent
+            events = client.read_events(filter=wanted, limit=50).events
+            if records_named <= {e.payload.get("record") for e in events}:
+                break
+            time.sleep(0.2)
+        summary = client.read_artifacts(sort=ArtifactSort.CREATED_DESC, limit=50)
+    ours = [e for e in events if e.payload.get("record") in records_named]
+    assert len(ours) == 2
+    assert {e.payload["reason"] for e in ours} <= {"not a DICOM instance", "unreadable file"}
+    assert all("MRN" not in e.model_dump_json() for e in ours)
+    [latest] = [a for a in summary if a.key == "radflow-delivery-summary"][:1]
+    assert "| studies seen | 3 |" in str(latest.data)
+    assert "| prepared | 3 |" in str(latest.data)
+
 
 def test_train_and_score_from_s3(
     prefect_server: None,
