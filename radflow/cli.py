@@ -273,6 +273,12 @@ def ingest(
         Path | None, typer.Option(help="CSV: study_uid,label (original UIDs).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    task_runner: Annotated[
+        str, typer.Option(help="threads (in this process) or dask (prefect-dask).")
+    ] = "threads",
+    dask_address: Annotated[
+        str | None, typer.Option(help="A Dask scheduler, tcp://host:8786; none: a local cluster.")
+    ] = None,
 ) -> None:
     """Fetch, de-identify, register, preprocess and extract features of a delivery."""
     _prefect_env()
@@ -281,9 +287,11 @@ def ingest(
         url, prefix = _source(source)
         if labels is not None and not labels.is_file():
             raise NotFoundError(f"no labels file at {labels}")
+        from flows._runners import task_runner as runner
         from flows.ingest import ingest as ingest_flow
 
-        keys: list[str] = ingest_flow(url, prefix, str(labels.resolve()) if labels else None)
+        flow = ingest_flow.with_options(task_runner=runner(task_runner, dask_address))
+        keys: list[str] = flow(url, prefix, str(labels.resolve()) if labels else None)
         return keys
 
     keys = _run(body)

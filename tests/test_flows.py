@@ -230,3 +230,70 @@ def test_train_and_score_from_s3(
     linked = [artifacts[f"radflow-report-{short_id(study)}"] for study in scored]
     assert len(linked) == 2
     assert all("sr.dcm" in str(a.data) and "score" in str(a.data) for a in linked)
+
+
+def test_ingest_fans_out_on_a_local_dask_cluster(prefect_server: None, inbox: Any) -> None:
+    """Two Dask worker processes run the per-study tasks; the outputs are the same content
+    addresses the default runner writes, and a second run over the cluster is all Cached."""
+    import os
+
+    from distributed import Client, LocalCluster, get_task_stream
+    from prefect_dask.task_runners import DaskTaskRunner
+
+    from flows.ingest import ingest
+
+    folder, labels, studies = inbox
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+    ):
+        on_dask = ingest.with_options(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
+        with get_task_stream(client) as stream:
+            state = on_dask(folder.as_uri(), "", str(labels), return_state=True)
+        keys = state.result()
+        ran_on = {item["worker"] for item in stream.data}
+        pids = set(client.run(os.getpid).values())
+        states = _task_states(state.state_details.flow_run_id, expected=12)
+        again = on_dask(folder.as_uri(), "", str(labels), return_state=True)
+        assert again.result() == keys
+        rerun = _task_states(again.state_details.flow_run_id, expected=12)
+    assert len(keys) == len(studies) == 3
+    assert len(stream.data) >= 9 and ran_on  # the per-study tasks ran on the cluster
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert {s for n, s in states.items() if n.startswith("features")} == {"Completed"}
+    assert {s for n, s in rerun.items() if n.startswith(("anonymize", "features"))} == {"Cached"}
+    # The same addresses as the thread runner: the runner changes where, not what.
+    plain = ingest(folder.as_uri(), "", str(labels))
+    assert plain == keys
+
+
+def test_arrival_without_a_champion_waits_then_scores(
+    prefect_server: None, inbox: Any, pipeline_env: Path
+) -> None:
+    """No champion: the triggered run fails with the reason and keeps the delivery pending
+    (by hash); once a champion exists, `radflow score --pending` scores it and clears it."""
+    from lakes import trained_lake
+    from typer.testing import CliRunner
+
+    from flows.arrival import score_arrival
+    from radflow.arrival import arrival_id
+    from radflow.cli import app
+    from radflow.errors import NotFoundError
+    from radflow.store import LocalStore
+
+    folder, _, studies = inbox
+    delivery = sorted(p.name for p in folder.iterdir())[0]
+    arrival = arrival_id(LocalStore(folder).url, f"{delivery}/")
+    with pytest.raises(NotFoundError, match="no champion model"):
+        score_arrival(folder.as_uri(), arrival, "", 1)
+    lake = pipeline_env / "lake"
+    [pending] = list((lake / "pending").iterdir())
+    assert pending.name == f"{arrival}.json" and delivery not in pending.read_text()
+
+    trained_lake(pipeline_env)  # a champion, made by the stages in this lake
+    result = CliRunner().invoke(app, ["score", "--pending", "--json"])
+    assert result.exit_code == 0, result.output
+    reports = json.loads(result.stdout)
+    assert len(reports) == sum(s.files[0].is_relative_to(folder / delivery) for s in studies)
+    assert all((lake / key).exists() for key in reports)
+    assert not list((lake / "pending").iterdir())

@@ -30,10 +30,14 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> TrainedLake:
     return trained_lake(tmp_path_factory.mktemp("orchestration"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, moto_server: str, lake: TrainedLake
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    moto_server: str,
+    lake: TrainedLake,
 ) -> Iterator[_stack.Stack]:
+    """The whole stack twice: on SQLite (the default) and on PostgreSQL, as production runs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
     env |= {
         "RADFLOW_STORE_URL": lake.lake.root.as_uri(),
@@ -44,7 +48,8 @@ def stack(
         "RADFLOW_S3_REGION": "us-east-1",
     }
     home = tmp_path_factory.mktemp("stack")
-    started = _stack.start(home, env=env)
+    database = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    started = _stack.start(home, database_url=database, env=env)
     yield started
     _stack.stop(home)
 
@@ -93,6 +98,8 @@ def _announce(stack: _stack.Stack, source: str, arrival: str) -> None:
     from flows.arrival import announce
 
     with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        # An events worker started by an earlier test still sends to that test's server.
+        EventsWorker.drain_all()
         announce(source, "inbox/", 1, arrival)
         EventsWorker.drain_all()
 
@@ -189,3 +196,30 @@ def test_ui_shows_the_scoring_run(
         [*args, f"--screenshot={shot}", page], capture_output=True, timeout=120, check=True
     )
     assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("template", "kind"),
+    [("docker-cpu", "docker"), ("kubernetes-cpu", "kubernetes"), ("kubernetes-gpu", "kubernetes")],
+)
+def test_work_pool_templates_are_accepted_by_the_server(
+    stack: _stack.Stack, template: str, kind: str
+) -> None:
+    """The server checks that every placeholder of a template is a declared variable."""
+    import json
+
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    body = json.loads((_stack.ROOT / "infra" / "work-pools" / f"{template}.json").read_text())
+    with _client(stack) as client:
+        pool = client.create_work_pool(
+            WorkPoolCreate(name=f"t-{template}", type=kind, base_job_template=body)
+        )
+    variables = pool.base_job_template["variables"]["properties"]
+    if template == "kubernetes-gpu":
+        limits = pool.base_job_template["job_configuration"]["job_manifest"]["spec"]["template"][
+            "spec"
+        ]["containers"][0]["resources"]["limits"]
+        assert limits["nvidia.com/gpu"] == "{{ gpu_count }}"
+        assert variables["gpu_count"]["default"] == 1
+    assert variables["image"]["default"] == "radflow:latest"
