@@ -223,3 +223,44 @@ def test_work_pool_templates_are_accepted_by_the_server(
         assert limits["nvidia.com/gpu"] == "{{ gpu_count }}"
         assert variables["gpu_count"]["default"] == 1
     assert variables["image"]["default"] == "radflow:latest"
+
+
+def test_sqs_arrival_triggers_scoring(
+    stack: _stack.Stack,
+    lake: TrainedLake,
+    s3_client: Any,
+    s3_bucket: str,
+    moto_server: str,
+    tmp_path: Path,
+) -> None:
+    """The other source: S3 notifications through SQS, the watcher deleting the messages only
+    once the event is out."""
+    import boto3
+
+    from radflow.arrival import QueueWatcher, connect_bucket_to_queue
+
+    sqs = boto3.session.Session().client("sqs", endpoint_url=moto_server, region_name="us-east-1")
+    queue = connect_bucket_to_queue(s3_client, sqs, s3_bucket, "inbox/", f"q-{s3_bucket}")
+    spec = SynthSpec(studies=1, rows=40, columns=40, slices=16, seed=77)
+    synthesize(tmp_path / "new", tmp_path / "truth.csv", spec)
+    for path in sorted((tmp_path / "new").rglob("*.dcm")):
+        key = f"inbox/delivery-44/{path.relative_to(tmp_path / 'new')}"
+        s3_client.upload_file(str(path), s3_bucket, key)
+    inbox = S3Store(s3_bucket, "", endpoint_url=moto_server, region="us-east-1")
+    watcher = QueueWatcher(inbox, "inbox/", lake.lake, sqs, queue, stable_age=2)
+    deadline, arrivals = time.monotonic() + 30, []
+    while not arrivals and time.monotonic() < deadline:
+        arrivals = watcher.poll(wait_seconds=1)
+    [arrival] = arrivals
+    before = len(_runs(stack, "score-study"))
+    _announce(stack, f"s3://{s3_bucket}", arrival.arrival_id)
+    watcher.done(arrival)
+    _wait_completed(stack, "score-study", before + 1, timeout=300)
+    [run] = [r for r in _runs(stack, "score-study") if r.name == f"score-{arrival.arrival_id[:12]}"]
+    assert run.state and run.state.name == "Completed"
+    attrs = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+    assert (
+        attrs["ApproximateNumberOfMessages"]
+        == attrs["ApproximateNumberOfMessagesNotVisible"]
+        == "0"
+    )

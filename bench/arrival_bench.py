@@ -1,0 +1,100 @@
+"""Latency of scoring on arrival: from the last file of a delivery written to the inbox to the
+last of its study reports written to the lake, through the whole production path: the polling
+watcher (stable_age 2 s), a `radflow.study.arrived` event, the `score-study` deployment's
+trigger on a Prefect server started by `radflow serve`'s code, a process worker, the flow.
+
+Usage: python bench/arrival_bench.py [--studies 1 10 50] [--stable-age 2]
+
+One delivery of N studies per measurement (the run fans the studies out), on a lake that
+already has a champion. Prints a Markdown table for bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--studies", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument("--stable-age", type=float, default=2.0)
+    args = parser.parse_args()
+
+    from lakes import trained_lake
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows import _stack
+    from flows.arrival import announce
+    from radflow.arrival import PollingWatcher
+    from radflow.store import LocalStore
+    from radflow.synth import SynthSpec, synthesize
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="radflow-arrival-") as tmp_name:
+        tmp = Path(tmp_name)
+        print("building a lake with a champion ...", file=sys.stderr)
+        built = trained_lake(tmp)
+        inbox_root = tmp / "inbox"
+        inbox_root.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
+        env |= {
+            "RADFLOW_STORE_URL": built.lake.root.as_uri(),
+            "RADFLOW_SECRET_FILE": str(built.secret_file),
+            "RADFLOW_CACHE_DIR": str(tmp / "cache"),
+            "RADFLOW_DEID__REID_DIR": str(tmp / "reid"),
+        }
+        print("starting the stack ...", file=sys.stderr)
+        stack = _stack.start(tmp / "stack", env=env)
+        try:
+            inbox = LocalStore(inbox_root)
+            watcher = PollingWatcher(inbox, "", built.lake, stable_age=args.stable_age)
+            for n, count in enumerate(args.studies):
+                staging = tmp / f"staging-{n}"
+                spec = SynthSpec(studies=count, rows=40, columns=40, slices=16, seed=100 + n)
+                synthesize(staging, tmp / f"truth-{n}.csv", spec)
+                before = set(built.lake.root.glob("reports/*/*/study.html"))
+                # Files appear one by one, as an upload would make them appear.
+                for path in sorted(staging.rglob("*.dcm")):
+                    target = inbox_root / f"delivery-{n}" / path.relative_to(staging)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(path, target)
+                last_write = time.perf_counter()
+                arrivals = []
+                while not arrivals:
+                    time.sleep(0.25)
+                    arrivals = watcher.poll()
+                detected = time.perf_counter()
+                with temporary_settings({PREFECT_API_URL: stack.api_url}):
+                    for arrival in arrivals:
+                        announce(inbox.url, "", 1, arrival)
+                        watcher.done(arrival)
+                    EventsWorker.drain_all()
+                while len(set(built.lake.root.glob("reports/*/*/study.html")) - before) < count:
+                    time.sleep(0.25)
+                    if time.perf_counter() - last_write > 1800:
+                        raise TimeoutError(f"{count} studies: no reports after 30 min")
+                done = time.perf_counter()
+                rows.append((count, detected - last_write, done - detected, done - last_write))
+                print(f"{count} studies: {done - last_write:.1f} s", file=sys.stderr)
+        finally:
+            _stack.stop(tmp / "stack")
+
+    print(f"\n### Scoring on arrival, stable_age {args.stable_age:g} s (one delivery each)\n")
+    print("| studies | detected after s | event to last report s | total s | s per study |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for count, detect, rest, total in rows:
+        print(f"| {count} | {detect:.1f} | {rest:.1f} | {total:.1f} | {total / count:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
