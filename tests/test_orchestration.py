@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import chromium
 from lakes import TrainedLake, trained_lake
 
 from flows import _stack
@@ -172,18 +173,8 @@ def test_ui_shows_the_scoring_run(
     import subprocess
 
     [*_, run] = sorted(_runs(stack, "score-study"), key=lambda r: r.created)
-    args = [
-        tools["chromium"],
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1400,900",
-        "--virtual-time-budget=15000",
-    ]
+    args = [*chromium(tools["chromium"], tmp_path / "profile", 1400, 900)]
+    args.append("--virtual-time-budget=15000")  # let the page's scripts fetch the runs
     page = f"{stack.ui_url}/runs"
     dom = subprocess.run(
         [*args, "--dump-dom", page], capture_output=True, text=True, timeout=120, check=True

@@ -18,6 +18,7 @@ import numpy as np
 import pydicom
 import pypdf
 import pytest
+from browser import chromium
 from lakes import trained_lake
 from phi import phi_strings
 
@@ -165,15 +166,7 @@ def test_chromium_renders_the_html(scored: Scored, tools: dict[str, str], tmp_pa
     shot.unlink(missing_ok=True)
     subprocess.run(
         [
-            tools["chromium"],
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1000,1400",
+            *chromium(tools["chromium"], tmp_path / "profile", 1000, 1400),
             f"--screenshot={shot}",
             (scored.folder / "study.html").as_uri(),
         ],
