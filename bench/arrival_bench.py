@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +75,7 @@ def main() -> None:
                     time.sleep(0.25)
                     arrivals = watcher.poll()
                 detected = time.perf_counter()
+                announced = datetime.now(UTC)
                 with temporary_settings({PREFECT_API_URL: stack.api_url}):
                     for arrival in arrivals:
                         announce(inbox.url, "", 1, arrival)
@@ -84,16 +86,44 @@ def main() -> None:
                     if time.perf_counter() - last_write > 1800:
                         raise TimeoutError(f"{count} studies: no reports after 30 min")
                 done = time.perf_counter()
-                rows.append((count, detected - last_write, done - detected, done - last_write))
+                trigger, pickup, run = _run_phases(stack.api_url, announced)
+                rows.append((count, detected - last_write, trigger, pickup, run, done - last_write))
                 print(f"{count} studies: {done - last_write:.1f} s", file=sys.stderr)
         finally:
             _stack.stop(tmp / "stack")
 
     print(f"\n### Scoring on arrival, stable_age {args.stable_age:g} s (one delivery each)\n")
-    print("| studies | detected after s | event to last report s | total s | s per study |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
-    for count, detect, rest, total in rows:
-        print(f"| {count} | {detect:.1f} | {rest:.1f} | {total:.1f} | {total / count:.2f} |")
+    print(
+        "| studies | stable, detected s | event to run created s | created to started s "
+        "| run s | total s | s per study |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for count, detect, trigger, pickup, run, total in rows:
+        print(
+            f"| {count} | {detect:.1f} | {trigger:.1f} | {pickup:.1f} | {run:.1f} "
+            f"| {total:.1f} | {total / count:.2f} |"
+        )
+
+
+def _run_phases(api_url: str, announced: datetime) -> tuple[float, float, float]:
+    """For the newest score-study run: event -> run created (Prefect's trigger), created ->
+    started (the worker's poll and the new process), started -> finished (the flow)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        for _ in range(100):
+            run = client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1)[0]
+            if run.end_time is not None:
+                break
+            time.sleep(0.2)
+    assert run.created and run.start_time and run.end_time
+    return (
+        (run.created - announced).total_seconds(),
+        (run.start_time - run.created).total_seconds(),
+        (run.end_time - run.start_time).total_seconds(),
+    )
 
 
 if __name__ == "__main__":
