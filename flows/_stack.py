@@ -24,6 +24,7 @@ from radflow.errors import RadflowError
 
 ROOT = Path(__file__).resolve().parents[1]
 POOLS = ("cpu", "gpu")
+ARRIVAL_QUEUE = "arrival"
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def start(
     def spawn(name: str, args: list[str], process_env: dict[str, str]) -> None:
         with open(logs / f"{name}.log", "ab") as log:
             child = subprocess.Popen(
-                [sys.executable, "-m", "prefect", *args],
+                [sys.executable, "-m", *args],
                 env=process_env,
                 cwd=ROOT,
                 stdout=log,
@@ -111,7 +112,11 @@ def start(
             )
         pids[name] = child.pid
 
-    spawn("server", ["server", "start", "--host", "127.0.0.1", "--port", str(port)], server_env)
+    spawn(
+        "server",
+        ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        server_env,
+    )
     stack = Stack(api_url, api_url.removesuffix("/api"), pids, str(home))
     (home / "stack.json").write_text(json.dumps(asdict(stack), indent=1))
     try:
@@ -119,9 +124,14 @@ def start(
         for pool in POOLS:
             _prefect("work-pool", "create", pool, "--type", "process", "--overwrite", env=base)
         _prefect("concurrency-limit", "create", "gpu", str(gpus), env=base)
+        _prefect("work-queue", "create", ARRIVAL_QUEUE, "--pool", "cpu", env=base)
         _prefect("deploy", "--all", "--prefect-file", "infra/prefect.yaml", env=base)
         for pool in POOLS:
-            spawn(f"worker-{pool}", ["worker", "start", "--pool", pool], base)
+            worker = ["prefect", "worker", "start", "--pool", pool, "--work-queue", "default"]
+            spawn(f"worker-{pool}", worker, base)
+        # Scoring on arrival is latency-bound: its queue has a worker that stays imported.
+        warm = ["flows.warm_worker", "--pool", "cpu", "--queue", ARRIVAL_QUEUE]
+        spawn("worker-cpu-warm", warm, base | {"PREFECT_WORKER_QUERY_SECONDS": "0.5"})
     except BaseException:
         stop(home)
         raise

@@ -88,8 +88,9 @@ def _wait_completed(stack: _stack.Stack, deployment: str, count: int, timeout: f
         if any(s in ("Failed", "Crashed") for s in states):
             break
         time.sleep(1)
-    log = (Path(stack.home) / "logs" / "worker-cpu.log").read_text()[-3000:]
-    pytest.fail(f"{deployment}: {states} after {timeout} s\n{log}")
+    logs = sorted((Path(stack.home) / "logs").glob("worker-cpu*.log"))
+    tails = "\n".join(f"{p.name}: {p.read_text()[-1500:]}" for p in logs)
+    pytest.fail(f"{deployment}: {states} after {timeout} s\n{tails}")
 
 
 def _announce(stack: _stack.Stack, source: str, arrival: str) -> None:
@@ -114,7 +115,7 @@ def test_deployments_read_back_through_the_api(stack: _stack.Stack) -> None:
     assert nightly.work_pool_name == "gpu"
     [schedule] = nightly.schedules
     assert schedule.schedule.cron == "0 2 * * *" and schedule.schedule.timezone == "UTC"
-    assert scoring.work_pool_name == "cpu"
+    assert scoring.work_pool_name == "cpu" and scoring.work_queue_name == "arrival"
     assert pools == {"cpu": "process", "gpu": "process"}
     assert limits == {"gpu": 1}
 
@@ -157,6 +158,8 @@ def test_arrival_triggers_scoring_once(
     _wait_completed(stack, "score-study", 1, timeout=300)
     [run] = _runs(stack, "score-study")
     assert run.name == f"score-{arrival.arrival_id[:12]}"  # a hash, never a folder name
+    # It ran inside the warm worker's own process, not in a new one.
+    assert run.infrastructure_pid == str(stack.pids["worker-cpu-warm"])
     reports = set(lake.lake.root.glob("reports/*/*/study.html")) - reported
     assert len(reports) == len(new)
     before = {p: p.stat().st_mtime_ns for p in lake.lake.root.rglob("*") if p.is_file()}
