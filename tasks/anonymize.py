@@ -13,7 +13,11 @@ def _deid_key(ref: str) -> str:
     return deid_address(ref, settings().deid_config())
 
 
-@task(cache_key_fn=cache_key("deid", _deid_key), task_run_name=run_name("anonymize"))
+@task(
+    cache_key_fn=cache_key("deid", _deid_key),
+    task_run_name=run_name("anonymize"),
+    tags=["stage:anonymize"],
+)
 def anonymize(ref: str) -> str | None:
     s = settings()
     return quarantine_on_error(
@@ -27,7 +31,9 @@ def _labels_key(labels_path: str) -> str:
     return "labels/" + keyed_hash(settings().pseudonym_secret(), Path(labels_path).read_text())
 
 
-@task(cache_key_fn=cache_key("labels", _labels_key), task_run_name="labels")
+@task(
+    cache_key_fn=cache_key("labels", _labels_key), task_run_name="labels", tags=["stage:anonymize"]
+)
 def record_labels(labels_path: str) -> int:
     """Labels keyed by original StudyInstanceUID, stored under the studies' pseudonyms.
 

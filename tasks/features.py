@@ -10,7 +10,11 @@ def _features_key(deid: str | None, volume: str | None) -> str:
     return features_address(str(volume), settings().features)
 
 
-@task(cache_key_fn=cache_key("features", _features_key), task_run_name=run_name("features"))
+@task(
+    cache_key_fn=cache_key("features", _features_key),
+    task_run_name=run_name("features"),
+    tags=["stage:features"],
+)
 def features(deid: str | None, volume: str | None) -> str | None:
     if deid is None or volume is None:
         return None

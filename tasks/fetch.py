@@ -12,7 +12,11 @@ def _fetch_key(source: str, prefix: str = "") -> str:
     return delivery_fingerprint(open_store(source, settings()), prefix, settings().cache_dir)
 
 
-@task(cache_key_fn=cache_key("fetch", _fetch_key), task_run_name=run_name("fetch"))
+@task(
+    cache_key_fn=cache_key("fetch", _fetch_key),
+    task_run_name=run_name("fetch"),
+    tags=["stage:fetch"],
+)
 def fetch(source: str, prefix: str = "") -> list[str]:
     """Study references of a delivery; unreadable files are quarantined."""
     result = fetch_delivery(open_store(source, settings()), prefix, settings().cache_dir)

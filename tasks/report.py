@@ -14,6 +14,7 @@ from tasks._common import cache_key, lake, run_name
 @task(
     cache_key_fn=cache_key("reports", lambda score: study_report_address(str(score))),
     task_run_name=run_name("report"),
+    tags=["stage:report"],
 )
 def study_report(score: str | None) -> str | None:
     """The study's HTML, PDF and DICOM reports, linked from the run as an artifact."""
@@ -37,7 +38,7 @@ def study_report(score: str | None) -> str | None:
     return key
 
 
-@task(task_run_name="model-report")
+@task(task_run_name="model-report", tags=["stage:train"])
 def model_report(model: str, decision: dict[str, Any]) -> str:
     key = write_model_report(lake(), model, decision)
     create_markdown_artifact(

@@ -31,7 +31,9 @@ def _dataset_key(feature_keys: list[str | None]) -> str:
     return digest(keys, {"labels": labels, "expected": list(_expected())})
 
 
-@task(cache_key_fn=cache_key("datasets", _dataset_key), task_run_name="dataset")
+@task(
+    cache_key_fn=cache_key("datasets", _dataset_key), task_run_name="dataset", tags=["stage:train"]
+)
 def dataset(feature_keys: list[str | None]) -> str:
     return build_dataset(lake(), [k for k in feature_keys if k], *_expected())
 
@@ -41,6 +43,7 @@ def dataset(feature_keys: list[str | None]) -> str:
         "candidates", lambda dataset: feature_candidates_address(dataset, settings().train)
     ),
     task_run_name="fit-feature-models",
+    tags=["stage:train"],
 )
 def feature_candidates(dataset: str) -> str:
     return fit_feature_candidates(lake(), dataset, settings().train)
@@ -51,7 +54,7 @@ def feature_candidates(dataset: str) -> str:
         "candidates", lambda dataset: cnn_candidate_address(dataset, settings().train)
     ),
     task_run_name="fit-cnn",
-    tags=["gpu"],
+    tags=["stage:train", "gpu"],
 )
 def cnn_candidate(dataset: str) -> str:
     """Checkpoints go to the worker's cache folder: a killed run resumes on the same worker."""
@@ -65,6 +68,7 @@ def cnn_candidate(dataset: str) -> str:
         "models", lambda dataset, candidates: model_address(dataset, candidates, settings().train)
     ),
     task_run_name="register",
+    tags=["stage:train"],
 )
 def register(dataset: str, candidates: list[str]) -> str:
     model = register_model(lake(), dataset, candidates, settings().train)
@@ -77,7 +81,11 @@ def register(dataset: str, candidates: list[str]) -> str:
     return model
 
 
-@task(cache_key_fn=cache_key("promote", lambda model: f"{model}/decision"), task_run_name="promote")
+@task(
+    cache_key_fn=cache_key("promote", lambda model: f"{model}/decision"),
+    task_run_name="promote",
+    tags=["stage:train"],
+)
 def promote(model: str) -> dict[str, Any]:
     decision = promote_if_better(lake(), model, settings().train)
     previous = (

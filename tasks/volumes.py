@@ -10,7 +10,11 @@ def _volume_key(deid: str | None) -> str:
     return volume_address(str(deid), settings().preprocess)
 
 
-@task(cache_key_fn=cache_key("volumes", _volume_key), task_run_name=run_name("preprocess"))
+@task(
+    cache_key_fn=cache_key("volumes", _volume_key),
+    task_run_name=run_name("preprocess"),
+    tags=["stage:preprocess"],
+)
 def preprocess(deid: str | None) -> str | None:
     """Register the study's series and preprocess its primary; None passes quarantine on."""
     if deid is None:

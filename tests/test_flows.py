@@ -21,21 +21,25 @@ pytestmark = pytest.mark.slow
 SPEC = SynthSpec(studies=3, rows=48, columns=48, slices=24, seed=7)
 
 
-def _task_states(flow_run_id: UUID, expected: int) -> dict[str, str]:
-    """Task run name -> state name, read back through the API (states arrive as events)."""
+def _task_runs(flow_run_id: UUID, expected: int) -> list[Any]:
+    """The flow run's finished task runs, read back through the API (states arrive as events)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     flt = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-    states: dict[str, str] = {}
+    runs: list[Any] = []
     with get_client(sync_client=True) as client:
         for _ in range(100):
-            runs = client.read_task_runs(flow_run_filter=flt)
-            states = {r.name: r.state.name for r in runs if r.state and r.state.is_final()}
-            if len(states) >= expected:
+            runs = [r for r in client.read_task_runs(flow_run_filter=flt) if r.state]
+            if sum(r.state.is_final() for r in runs) >= expected:
                 break
             time.sleep(0.2)
-    return states
+    return [r for r in runs if r.state.is_final()]
+
+
+def _task_states(flow_run_id: UUID, expected: int) -> dict[str, str]:
+    """Task run name -> state name."""
+    return {r.name: r.state.name for r in _task_runs(flow_run_id, expected)}
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
@@ -98,6 +102,12 @@ def test_ingest_outputs_then_cached_rerun(prefect_server: None, inbox: Any) -> N
     }
     assert len(cached) == 1 + 1 + 3 * 3
     assert states["catalog"] == "Completed"
+    # A tag per stage, to filter runs by in the UI (labels are pseudonymised by anonymize).
+    stage_of = {"labels": "anonymize"}
+    tags = {r.name: r.tags for r in _task_runs(rerun.state_details.flow_run_id, expected=12)}
+    for name, run_tags in tags.items():
+        prefix = name.split("-")[0]
+        assert f"stage:{stage_of.get(prefix, prefix)}" in run_tags, name
     assert _snapshot(lake) == before  # nothing rewritten, not even touched
 
 
