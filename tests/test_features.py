@@ -114,6 +114,23 @@ def test_shape_uses_spacing_and_axis_ratios() -> None:
     assert s["original_shape_Flatness"] == pytest.approx(math.sqrt(15 / 399))
 
 
+def test_a_flat_region_has_zero_flatness() -> None:
+    # A disc one slice thick whose least moment SimpleITK rounds to -1.1e-16 (found by the
+    # load test): it used to fail on the square root.
+    disc = np.zeros((5, 16, 16), np.uint8)
+    yy, xx = np.mgrid[:16, :16]
+    disc[2][(yy - 6) ** 2 + (xx - 7) ** 2 <= 4] = 1
+    image = sitk.GetImageFromArray(disc)
+    image.SetSpacing((0.9, 0.9, 1.5))
+    moments = sitk.LabelShapeStatisticsImageFilter()
+    moments.Execute(image)
+    assert min(moments.GetPrincipalMoments(1)) < 0  # the case this test is about
+    s = shape(image)
+    assert s["original_shape_Flatness"] == 0.0
+    assert s["original_shape_LeastAxisLength"] == 0.0
+    assert s["original_shape_Elongation"] == pytest.approx(1.0, abs=0.05)
+
+
 def test_extract_is_sorted_union() -> None:
     image = _image(_sphere(4, 12).astype(np.float64) * 100)
     mask = _image(_sphere(4, 12))

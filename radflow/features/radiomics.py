@@ -78,7 +78,9 @@ def shape(mask: sitk.Image) -> dict[str, float]:
     area = stats_filter.GetPerimeter(1)
     # Eigenvalues of the region's coordinate covariance, ascending; pyradiomics derives axis
     # lengths and ratios from these (SimpleITK's own Elongation/Flatness are other ratios).
-    least, minor, major = sorted(stats_filter.GetPrincipalMoments(1))
+    # A flat region (one slice thick) has a least moment of zero that rounding can make
+    # slightly negative; like pyradiomics, take it as zero rather than fail on its root.
+    least, minor, major = (max(m, 0.0) for m in sorted(stats_filter.GetPrincipalMoments(1)))
     features = {
         "VoxelVolume": volume,
         "SurfaceArea": area,
