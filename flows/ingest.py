@@ -10,9 +10,10 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
+from prefect.futures import PrefectFuture
 
 from radflow.keys import short_id
-from radflow.stages.quarantine import delivery_summary
+from radflow.stages.quarantine import Prepared, delivery_summary
 from tasks._common import lake
 from tasks.anonymize import anonymize, record_labels
 from tasks.catalog import catalog
@@ -21,11 +22,18 @@ from tasks.fetch import fetch
 from tasks.volumes import preprocess
 
 
-def prepare_studies(source: str, prefix: str = "") -> list[str]:
+def _outcome(future: PrefectFuture[str | None]) -> str | None:
+    """A stage's key; None when it set the study aside or failed (its state says which)."""
+    result = future.result(raise_on_failure=False)
+    return result if isinstance(result, str) else None
+
+
+def prepare_studies(source: str, prefix: str = "") -> Prepared:
     """fetch -> anonymize -> register + preprocess -> extract, fanned out per study.
 
-    Returns the feature keys of the studies that made it; a quarantined study drops out
-    (its record is in the lake) and the others go on."""
+    A quarantined study drops out (its record is in the lake); a study whose stage failed
+    unexpectedly is counted, and the others go on either way: the caller finishes them and
+    then fails the run with `Prepared.raise_if_failed`."""
     refs = fetch(source, prefix)
     deid = anonymize.map(refs)
     volumes = preprocess.map(deid)
@@ -36,28 +44,29 @@ def prepare_studies(source: str, prefix: str = "") -> list[str]:
     keys: list[str] = []
     cached = 0
     for done, row in enumerate(rows, start=1):
-        key = row.result()
+        key = _outcome(row)
         if key:
             keys.append(key)
         cached += row.state.name == "Cached"
         if progress is not None and (done == len(rows) or done % max(1, len(rows) // 20) == 0):
             update_progress_artifact(progress, 100.0 * done / len(rows))
-    summary = delivery_summary(
-        lake(),
-        list(zip(refs, deid.result(), volumes.result(), [r.result() for r in rows], strict=True)),
-        cached,
-    )
+    chains = [
+        (ref, _outcome(d), _outcome(v), _outcome(r), r.state.is_failed())
+        for ref, d, v, r in zip(refs, deid, volumes, rows, strict=True)
+    ]
+    summary = delivery_summary(lake(), chains, cached)
     create_markdown_artifact(
         key="radflow-delivery-summary", markdown=summary.markdown(), description="radflow delivery"
     )
     get_run_logger().info(
-        "%d studies found, %d prepared (%d cached), %d quarantined",
+        "%d studies found, %d prepared (%d cached), %d quarantined, %d failed",
         summary.seen,
         summary.prepared,
         summary.cached,
         summary.quarantined,
+        summary.failed,
     )
-    return keys
+    return Prepared(keys, summary.failed, summary.seen)
 
 
 def delivery_run_name(kind: str) -> str:
@@ -72,9 +81,10 @@ def ingest_steps(source: str, prefix: str = "", labels: str | None = None) -> li
     """labels -> prepare -> catalog; the feature keys of the delivery's studies."""
     if labels:
         record_labels(labels)
-    keys = prepare_studies(source, prefix)
-    catalog(keys)
-    return keys
+    prepared = prepare_studies(source, prefix)
+    catalog(prepared.keys)
+    prepared.raise_if_failed()
+    return prepared.keys
 
 
 @flow(name="ingest", flow_run_name=lambda: delivery_run_name("ingest"))

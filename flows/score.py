@@ -12,9 +12,11 @@ from tasks.score import current_champion, score
 def score_steps(source: str, prefix: str = "") -> list[str]:
     """champion -> prepare -> score -> report; report keys, one per scored study."""
     model = current_champion()
-    keys = prepare_studies(source, prefix)
-    reports = study_report.map(score.map(keys, unmapped(model)))
-    return [r for r in reports.result() if r]
+    prepared = prepare_studies(source, prefix)
+    reports = study_report.map(score.map(prepared.keys, unmapped(model)))
+    done = [r for r in reports.result() if r]
+    prepared.raise_if_failed()
+    return done
 
 
 @flow(name="score", flow_run_name=lambda: delivery_run_name("score"))

@@ -172,6 +172,47 @@ def test_bad_file_is_quarantined_and_flow_goes_on(prefect_server: None, inbox: A
     assert "| prepared | 3 |" in str(latest.data)
 
 
+def test_one_study_failing_unexpectedly_holds_up_no_other(
+    prefect_server: None, inbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not bad input but an error (a bug, a lost disk): the other studies are finished and
+    catalogued, then the run fails saying how many did not make it."""
+    import threading
+
+    import tasks.features
+    from flows.ingest import ingest
+
+    real, lock, broken = tasks.features.extract_features, threading.Lock(), []
+
+    def first_one_breaks(*args: Any) -> str:
+        with lock:
+            if not broken:
+                broken.append(args[1])
+                raise OSError("disk went away")
+        return real(*args)
+
+    monkeypatch.setattr(tasks.features, "extract_features", first_one_breaks)
+    folder, labels, _ = inbox
+    state = ingest(folder.as_uri(), "", str(labels), return_state=True)
+    assert state.is_failed()
+    assert "1 of 3 studies failed unexpectedly; the others are done" in str(state.message)
+    lake = folder.parent / "lake"
+    assert len(list((lake / "catalog").iterdir())) == 2
+    assert not (lake / "quarantine").exists()  # an error is not the input's fault
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(sort=ArtifactSort.CREATED_DESC, limit=20)
+    [summary] = [a for a in artifacts if a.key == "radflow-delivery-summary"][:1]
+    assert "| prepared | 2 |" in str(summary.data)
+    assert "| failed (an error, not the input: see the failed task runs) | 1 |" in str(summary.data)
+
+    monkeypatch.setattr(tasks.features, "extract_features", real)
+    assert len(ingest(folder.as_uri(), "", str(labels))) == 3  # fixed: the run goes through
+
+
 def test_train_and_score_from_s3(
     prefect_server: None,
     pipeline_env: Path,
