@@ -35,7 +35,7 @@ def main() -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows import _stack
-    from flows.arrival import announce
+    from flows.arrival import announce_arrival
     from radflow.arrival import PollingWatcher
     from radflow.store import LocalStore
     from radflow.synth import SynthSpec, synthesize
@@ -78,7 +78,7 @@ def main() -> None:
                 announced = datetime.now(UTC)
                 with temporary_settings({PREFECT_API_URL: stack.api_url}):
                     for arrival in arrivals:
-                        announce(inbox.url, "", 1, arrival)
+                        announce_arrival(built.lake, inbox.url, "", 1, arrival.arrival_id)
                         watcher.done(arrival)
                     EventsWorker.drain_all()
                 while len(set(built.lake.root.glob("reports/*/*/study.html")) - before) < count:

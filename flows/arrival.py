@@ -12,9 +12,16 @@ from prefect.events import emit_event
 from flows.score import score_steps
 from radflow.arrival import EVENT, Arrival, PollingWatcher, QueueWatcher, locate
 from radflow.errors import NotFoundError
-from radflow.stages.pending import clear_pending, record_pending
+from radflow.stages.pending import (
+    ANNOUNCED,
+    NO_CHAMPION,
+    clear_pending,
+    overdue,
+    read_pending,
+    record_pending,
+)
 from radflow.stages.registry import champion
-from radflow.store import open_store
+from radflow.store import ObjectStore, open_store
 from tasks._common import lake, settings
 
 
@@ -31,6 +38,31 @@ def announce(source: str, prefix: str, depth: int, arrival: Arrival | str) -> No
     )
 
 
+def announce_arrival(
+    lake_store: ObjectStore, source: str, prefix: str, depth: int, arrival_id: str
+) -> None:
+    """Record the arrival as pending, then send its event: if the event's run never comes, the
+    record is still there to announce it again (radflow/stages/pending.py)."""
+    record = read_pending(lake_store, arrival_id) or {
+        "source": source,
+        "prefix": prefix,
+        "depth": depth,
+        "arrival": arrival_id,
+    }
+    record_pending(lake_store, record, ANNOUNCED, time.time())
+    announce(source, prefix, depth, arrival_id)
+
+
+def announce_overdue(lake_store: ObjectStore, retry_after: float) -> int:
+    """Announce again the arrivals whose run has not finished `retry_after` seconds later."""
+    late = overdue(lake_store, retry_after, time.time())
+    for record in late:
+        announce_arrival(
+            lake_store, record["source"], record["prefix"], record["depth"], record["arrival"]
+        )
+    return len(late)
+
+
 @flow(name="watch-inbox", flow_run_name="watch-inbox")
 def watch_inbox(
     source: str,
@@ -40,9 +72,11 @@ def watch_inbox(
     queue_url: str | None = None,
     poll_seconds: float = 2.0,
     run_seconds: float | None = None,
+    retry_after: float = 600.0,
 ) -> int:
     """Watch `source` (a store URL) under `prefix` until `run_seconds` pass (forever: None);
-    with `queue_url`, read S3 notifications from that SQS queue instead of listing."""
+    with `queue_url`, read S3 notifications from that SQS queue instead of listing. Arrivals
+    not scored `retry_after` seconds after their event are announced again."""
     inbox = open_store(source, settings())
     watcher: PollingWatcher | QueueWatcher
     if queue_url:
@@ -60,10 +94,12 @@ def watch_inbox(
             watcher.poll(int(poll_seconds)) if isinstance(watcher, QueueWatcher) else watcher.poll()
         )
         for arrival in ready:
-            announce(source, prefix, depth, arrival)
+            announce_arrival(lake(), source, prefix, depth, arrival.arrival_id)
             watcher.done(arrival)
             emitted += 1
             log.info("delivery %s arrived (%d objects)", arrival.arrival_id[:12], arrival.objects)
+        if again := announce_overdue(lake(), retry_after):
+            log.warning("%d deliveries not scored after %g s: announced again", again, retry_after)
         if not queue_url:
             time.sleep(poll_seconds)
     return emitted
@@ -78,8 +114,9 @@ def _arrival_run_name() -> str:
 @flow(name="score-study", flow_run_name=_arrival_run_name)
 def score_arrival(source: str, arrival: str, prefix: str = "", depth: int = 1) -> list[str]:
     """Score the delivery `arrival` (its hash) found under `prefix` of `source`. Without a
-    champion it fails with "no champion model" and is kept as pending."""
-    record: dict[str, Any] = {
+    champion it fails with "no champion model" and is kept as pending; it stays pending until
+    every study of it is done."""
+    record: dict[str, Any] = read_pending(lake(), arrival) or {
         "source": source,
         "prefix": prefix,
         "depth": depth,
@@ -88,7 +125,7 @@ def score_arrival(source: str, arrival: str, prefix: str = "", depth: int = 1) -
     try:
         champion(lake())
     except NotFoundError:
-        record_pending(lake(), record)
+        record_pending(lake(), record, NO_CHAMPION, time.time())
         raise
     folder = locate(open_store(source, settings()), prefix, arrival, depth)
     reports = score_steps(source, folder)

@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.arrival import announce
+from flows.arrival import announce_arrival
 from radflow.stages.catalog import current_features
 from radflow.stages.pending import pending_arrivals
 from radflow.stages.registry import METRICS, read_card
@@ -43,7 +43,9 @@ def train_steps(feature_keys: Sequence[str | None]) -> dict[str, Any]:
     if decision["promoted"]:
         # Deliveries that arrived while there was no champion: announce them again.
         for waiting in pending_arrivals(lake()):
-            announce(waiting["source"], waiting["prefix"], waiting["depth"], waiting["arrival"])
+            announce_arrival(
+                lake(), waiting["source"], waiting["prefix"], waiting["depth"], waiting["arrival"]
+            )
     return {
         "model": model,
         "model_id": card["model_id"],

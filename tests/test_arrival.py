@@ -144,3 +144,42 @@ def test_queue_watcher_deletes_messages_only_after_the_arrival_is_done(
     clock.now += 6
     assert watcher.poll(wait_seconds=0) == []
     assert _queued(sqs, url) == 0
+
+
+def test_an_announced_arrival_stays_pending_until_done_and_is_retried_when_overdue(
+    tmp_path: Path,
+) -> None:
+    """The safety net under events: a record before the event, retried while its run has not
+    finished, at most 3 announcements; one waiting for a champion is left to the promotion."""
+    from radflow.stages.pending import (
+        ANNOUNCED,
+        NO_CHAMPION,
+        clear_pending,
+        overdue,
+        pending_arrivals,
+        read_pending,
+        record_pending,
+    )
+
+    lake = LocalStore(tmp_path / "lake")
+    arrival = {"source": "s3://inbox", "prefix": "in/", "depth": 1, "arrival": "a" * 24}
+    record_pending(lake, arrival, ANNOUNCED, now=100.0)
+    assert overdue(lake, retry_after=600, now=699.0) == []
+    [late] = overdue(lake, retry_after=600, now=700.0)
+    assert late["arrival"] == "a" * 24 and late["announcements"] == 1
+    record_pending(lake, late, ANNOUNCED, now=700.0)  # announced again
+    assert read_pending(lake, "a" * 24)["announcements"] == 2  # type: ignore[index]
+    assert overdue(lake, retry_after=600, now=1299.0) == []
+    [again] = overdue(lake, retry_after=600, now=1300.0)
+    record_pending(lake, again, ANNOUNCED, now=1300.0)
+    assert overdue(lake, retry_after=600, now=10_000.0) == []  # 3 times: left to a person
+    assert len(pending_arrivals(lake)) == 1  # ... and still there for `radflow score --pending`
+
+    other = {**arrival, "arrival": "b" * 24}
+    record_pending(lake, other, NO_CHAMPION, now=100.0)
+    assert [r["arrival"] for r in overdue(lake, 0, now=10_000.0)] == []
+    assert {r["reason"] for r in pending_arrivals(lake)} == {ANNOUNCED, NO_CHAMPION}
+    clear_pending(lake, "a" * 24)
+    clear_pending(lake, "b" * 24)
+    clear_pending(lake, "b" * 24)  # twice is fine
+    assert pending_arrivals(lake) == []
