@@ -200,16 +200,17 @@ def test_ingest_from_s3_through_intermittent_faults(
     s3_bucket: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Inbox and lake on S3 behind the proxy, every 6th request broken: the flow completes
-    and writes exactly the objects (keys and bytes) a fault-free run writes."""
+    """Inbox and lake on S3 behind the proxy, every 30th of its ~550 requests broken: the flow
+    completes and writes exactly the objects (keys and bytes) a fault-free run writes."""
     from flows.ingest import ingest
-    from tasks import _common
-
     from radflow.synth import SynthSpec, synthesize
+    from tasks import _common
 
     synthesize(pipeline_env / "in", pipeline_env / "labels.csv", SynthSpec(studies=3, **SMALL))
     for path in (pipeline_env / "in").rglob("*.dcm"):
-        s3_client.upload_file(str(path), s3_bucket, f"inbox/{path.relative_to(pipeline_env / 'in')}")
+        s3_client.upload_file(
+            str(path), s3_bucket, f"inbox/{path.relative_to(pipeline_env / 'in')}"
+        )
     monkeypatch.setenv("RADFLOW_S3_ENDPOINT_URL", proxy.url)
     monkeypatch.setenv("RADFLOW_S3_READ_TIMEOUT", "1")
 
@@ -220,7 +221,7 @@ def test_ingest_from_s3_through_intermittent_faults(
         keys: list[str] = ingest(f"s3://{s3_bucket}", "inbox/", str(pipeline_env / "labels.csv"))
         return keys
 
-    proxy.every(6, ["reset", "http_500", "stall", "http_503"])
+    proxy.every(30, ["reset", "http_500", "stall", "http_503"])
     faulty = run("faulty")
     assert set(proxy.injected) == set(FAULTS), proxy.injected
     injected = proxy.total_injected
@@ -234,3 +235,112 @@ def test_ingest_from_s3_through_intermittent_faults(
     want = lake_objects(s3_client, s3_bucket, "clean/")
     assert sorted(got) == sorted(want)
     assert got == want
+
+
+# ------------------------------------------------------------------- a worker killed mid-ingest
+
+
+def _cli_env(pipeline_env: Path, lake: Path, cache: str) -> dict[str, str]:
+    from prefect.settings import PREFECT_API_URL
+
+    return {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),  # the session's server: no start-up
+        "RADFLOW_STORE_URL": lake.as_uri(),
+        "RADFLOW_CACHE_DIR": str(pipeline_env / cache),
+        "RADFLOW_DEID__REID_DIR": str(pipeline_env / f"reid-{cache}"),
+    }
+
+
+def _ingest_cli(env: dict[str, str], inbox: Path, labels: Path) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "radflow.cli", "ingest", str(inbox), "--labels", str(labels)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _files(root: Path) -> dict[str, tuple[int, bytes]]:
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _outputs(root: Path, stage: str, manifest: str | None) -> list[Path]:
+    """The complete outputs of a stage: folders with their manifest, or single objects."""
+    base = root / stage
+    if not base.exists():
+        return []
+    if manifest is None:
+        return sorted(p for p in base.rglob("*") if p.is_file())
+    return sorted(p.parent for p in base.rglob(manifest))
+
+
+@pytest.mark.slow
+def test_killed_ingest_reruns_to_the_same_lake(prefect_server: None, pipeline_env: Path) -> None:
+    """SIGKILL the `radflow ingest` process once some studies are done, run it again: no
+    half-written or duplicated output, the finished ones untouched, and the lake equal to one
+    uninterrupted run's (same secret, another lake)."""
+    import signal
+    import time
+
+    from radflow.synth import SynthSpec, synthesize
+
+    n = 5
+    inbox, labels = pipeline_env / "inbox", pipeline_env / "labels.csv"
+    synthesize(inbox, labels, SynthSpec(studies=n, **SMALL, seed=11))
+    lake = pipeline_env / "lake"
+    env = _cli_env(pipeline_env, lake, "cache")
+
+    first = _ingest_cli(env, inbox, labels)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and first.poll() is None:
+        if len(_outputs(lake, "volumes", "qc.json")) >= 1:
+            break
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    assert first.returncode == -signal.SIGKILL, first.stdout.read() if first.stdout else ""
+    done_volumes = _outputs(lake, "volumes", "qc.json")
+    assert 1 <= len(done_volumes) < n  # killed in the middle, not before or after
+    before = _files(lake)
+    finished = {
+        k: v
+        for k, v in before.items()
+        if any((lake / k).is_relative_to(d) for d in _outputs(lake, "deid", "study.json"))
+        or any((lake / k).is_relative_to(d) for d in done_volumes)
+    }
+    assert finished
+
+    second = _ingest_cli(env, inbox, labels)
+    out, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, out
+    assert f"ingested {n} studies" in out
+    after = _files(lake)
+    assert {k: after[k] for k in finished} == finished  # reused, not rewritten
+
+    # No half-written objects, no duplicates: each stage holds one whole output per study.
+    assert not [k for k in after if ".radflow-tmp" in k or k.endswith(".part")]
+    for stage, manifest in (("deid", "study.json"), ("volumes", "qc.json")):
+        whole = _outputs(lake, stage, manifest)
+        assert len(whole) == n
+        for path in (lake / stage).rglob("*"):
+            assert path.is_dir() or any(path.is_relative_to(w) for w in whole), path
+    assert len(_outputs(lake, "features", None)) == n
+    assert len(_outputs(lake, "catalog", None)) == n
+
+    clean_lake = pipeline_env / "clean-lake"
+    clean = _ingest_cli(_cli_env(pipeline_env, clean_lake, "cache-clean"), inbox, labels)
+    out, _ = clean.communicate(timeout=300)
+    assert clean.returncode == 0, out
+    reference = _files(clean_lake)
+    assert sorted(after) == sorted(reference)
+    assert {k: v[1] for k, v in after.items()} == {k: v[1] for k, v in reference.items()}
