@@ -344,3 +344,92 @@ def test_killed_ingest_reruns_to_the_same_lake(prefect_server: None, pipeline_en
     reference = _files(clean_lake)
     assert sorted(after) == sorted(reference)
     assert {k: v[1] for k, v in after.items()} == {k: v[1] for k, v in reference.items()}
+
+
+# ----------------------------------------------------------- the Prefect server restarted mid-flow
+
+
+@pytest.mark.slow
+def test_prefect_server_restart_mid_ingest_loses_no_study(pipeline_env: Path) -> None:
+    """`prefect server start` (own PREFECT_HOME, SQLite) is SIGKILLed while an ingest runs
+    against it and restarted on the same port and database ~10 s later. Observed: the flow
+    process keeps computing (task states travel as events, the client retries), waits for the
+    API, then finishes Completed; every study is prepared and a re-run is all cached."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import _free_port
+
+    from radflow.synth import SynthSpec, synthesize
+
+    n = 4
+    inbox, labels = pipeline_env / "inbox", pipeline_env / "labels.csv"
+    synthesize(inbox, labels, SynthSpec(studies=n, **SMALL, seed=5))
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    server_env = {
+        **os.environ,
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_HOME": str(pipeline_env / "prefect"),
+    }
+
+    def start() -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "prefect", "server", "start"]
+        return subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            env=server_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def wait_healthy() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{api}/health", timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.3)
+        pytest.fail("the Prefect server did not come up")
+
+    env = {
+        **_cli_env(pipeline_env, pipeline_env / "lake", "cache"),
+        **server_env,
+        "PREFECT_API_URL": api,
+    }
+    server = start()
+    try:
+        wait_healthy()
+        flow = _ingest_cli(env, inbox, labels)
+        while not list((pipeline_env / "lake").glob("deid/*/*/study.json")):
+            assert flow.poll() is None, flow.stdout.read() if flow.stdout else ""
+            time.sleep(0.05)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        time.sleep(3)
+        assert flow.poll() is None  # the flow outlives its server
+        server = start()
+        wait_healthy()
+        out, _ = flow.communicate(timeout=240)
+        assert flow.returncode == 0, out
+        assert f"ingested {n} studies" in out
+        assert len(_outputs(pipeline_env / "lake", "features", None)) == n
+        request = urllib.request.Request(
+            f"{api}/flow_runs/filter", data=b"{}", headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request) as answer:
+            runs = json.load(answer)
+        assert [r["state_type"] for r in runs] == ["COMPLETED"]
+
+        again = _ingest_cli(env, inbox, labels)
+        out, _ = again.communicate(timeout=240)
+        assert again.returncode == 0 and f"ingested {n} studies" in out, out
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
