@@ -164,6 +164,10 @@ class Settings(BaseSettings):
     store_url: str = "file://./radflow-data"
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    # botocore's retries (adaptive mode, backoff with jitter) and timeouts, in seconds.
+    s3_max_attempts: int = Field(8, ge=1, le=50)
+    s3_connect_timeout: float = Field(10.0, gt=0)
+    s3_read_timeout: float = Field(60.0, gt=0)
     secret: SecretStr | None = None
     secret_file: Path | None = None
     cache_dir: Path = Path("./radflow-cache")

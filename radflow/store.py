@@ -12,10 +12,14 @@ import shutil
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
+
+from radflow.errors import RadflowError
+from radflow.keys import sha256_bytes
 
 if TYPE_CHECKING:
     from radflow.config import Settings
@@ -58,6 +62,11 @@ class ObjectInfo:
     key: str
     size: int
     etag: str
+
+
+class StoreError(RadflowError):
+    """Object storage failed for good (boto3's retries are spent): one line naming the
+    operation, the bucket and a hash of the key, never the key itself (it may hold PHI)."""
 
 
 class ObjectStore(ABC):
@@ -194,7 +203,12 @@ class LocalStore(ObjectStore):
 
 
 class S3Store(ObjectStore):
-    """A bucket (and optional prefix) on AWS S3, MinIO, Ceph RGW or any S3-compatible server."""
+    """A bucket (and optional prefix) on AWS S3, MinIO, Ceph RGW or any S3-compatible server.
+
+    Transient failures (connection refused or reset, timeouts, 5xx, throttling) are retried
+    by botocore's adaptive mode: exponential backoff with jitter, up to `max_attempts` tries
+    per request, plus a client-side rate limit after throttling. Streamed downloads also
+    resume through s3transfer's own retries. What is left after that is a `StoreError`."""
 
     def __init__(
         self,
@@ -205,6 +219,8 @@ class S3Store(ObjectStore):
         region: str | None = None,
         multipart_threshold: int = 64 * 1024 * 1024,
         max_attempts: int = 8,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
     ) -> None:
         import boto3
         from boto3.s3.transfer import TransferConfig
@@ -215,8 +231,11 @@ class S3Store(ObjectStore):
         if self.prefix:
             validate_key(self.prefix.rstrip("/"))
         self.url = f"s3://{bucket}/{self.prefix}"
+        self.max_attempts = max_attempts
         config = Config(
-            retries={"mode": "adaptive", "max_attempts": max_attempts},
+            retries={"mode": "adaptive", "total_max_attempts": max_attempts},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
             s3={"addressing_style": "path"} if endpoint_url else None,
         )
         self.client: Any = boto3.session.Session().client(
@@ -234,19 +253,53 @@ class S3Store(ObjectStore):
             raise ValueError(f"prefixed object key is longer than {_MAX_KEY_BYTES} bytes")
         return full
 
+    @contextmanager
+    def _failures(self, operation: str, full_key: str) -> Iterator[None]:
+        """botocore's and s3transfer's errors name the endpoint URL, and so the key: replace
+        them by one PHI-free line (the original is not chained, so tracebacks drop it too)."""
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except (BotoCoreError, ClientError, Boto3Error) as err:
+            cause: BaseException = err
+            while isinstance(cause, Boto3Error) and cause.__context__ is not None:
+                cause = cause.__context__  # S3UploadFailedError wraps the real failure
+            if isinstance(cause, ClientError):
+                meta = cause.response.get("ResponseMetadata", {})
+                code = cause.response.get("Error", {}).get("Code", "?")
+                reason = f"{code} (HTTP {meta.get('HTTPStatusCode', '?')})"
+                attempts = f"{int(meta.get('RetryAttempts', 0)) + 1} attempt(s)"
+            else:
+                reason = type(cause).__name__
+                attempts = f"up to {self.max_attempts} attempts"
+            raise StoreError(
+                f"S3 {operation} failed for object sha256:{sha256_bytes(full_key.encode())[:12]}"
+                f" in bucket {self.bucket}: {reason}, after {attempts}",
+                hint="check the endpoint and the network; RADFLOW_S3_MAX_ATTEMPTS, "
+                "RADFLOW_S3_CONNECT_TIMEOUT and RADFLOW_S3_READ_TIMEOUT set the retries",
+            ) from None
+
     def put_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        full = self._key(key)
+        with self._failures("put", full):
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
 
     def put_file(self, key: str, path: Path) -> None:
         # An S3 object (multipart included) becomes visible only once complete: atomic.
-        self.client.upload_file(str(path), self.bucket, self._key(key), Config=self.transfer)
+        full = self._key(key)
+        with self._failures("upload", full):
+            self.client.upload_file(str(path), self.bucket, full, Config=self.transfer)
 
     def get_bytes(self, key: str) -> bytes:
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-        except self.client.exceptions.NoSuchKey:
-            raise FileNotFoundError(f"no object at key {key}") from None
-        data: bytes = body.read()
+        full = self._key(key)
+        with self._failures("get", full):
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=full)["Body"]
+            except self.client.exceptions.NoSuchKey:
+                raise FileNotFoundError(f"no object at key {key}") from None
+            data: bytes = body.read()
         return data
 
     def download(self, key: str, dest: Path) -> None:
@@ -255,7 +308,8 @@ class S3Store(ObjectStore):
             raise FileNotFoundError(f"no object at key {key}")
         part = _atomic_destination(dest)
         try:
-            self.client.download_file(self.bucket, full, str(part), Config=self.transfer)
+            with self._failures("download", full):
+                self.client.download_file(self.bucket, full, str(part), Config=self.transfer)
             os.replace(part, dest)
         finally:
             part.unlink(missing_ok=True)
@@ -263,25 +317,30 @@ class S3Store(ObjectStore):
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+        full = self._key(key)
+        with self._failures("head", full):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=full)
+            except ClientError as err:
+                if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
         return True
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-            for obj in page.get("Contents", []):
-                yield ObjectInfo(
-                    obj["Key"][len(self.prefix) :], int(obj["Size"]), obj["ETag"].strip('"')
-                )
+        with self._failures("list", self.prefix + prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for obj in page.get("Contents", []):
+                    yield ObjectInfo(
+                        obj["Key"][len(self.prefix) :], int(obj["Size"]), obj["ETag"].strip('"')
+                    )
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        full = self._key(key)
+        with self._failures("delete", full):
+            self.client.delete_object(Bucket=self.bucket, Key=full)
 
 
 def open_store(url: str, settings: Settings | None = None) -> ObjectStore:
@@ -290,11 +349,16 @@ def open_store(url: str, settings: Settings | None = None) -> ObjectStore:
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ValueError(f"S3 URL has no bucket: {url}")
+        if settings is None:
+            return S3Store(parsed.netloc, parsed.path.lstrip("/"))
         return S3Store(
             parsed.netloc,
             parsed.path.lstrip("/"),
-            endpoint_url=settings.s3_endpoint_url if settings else None,
-            region=settings.s3_region if settings else None,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            max_attempts=settings.s3_max_attempts,
+            connect_timeout=settings.s3_connect_timeout,
+            read_timeout=settings.s3_read_timeout,
         )
     if parsed.scheme == "file":
         # Percent-decoded, as `Path.as_uri()` (and so `LocalStore.url`) encodes; "localhost" = "".
