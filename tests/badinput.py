@@ -143,9 +143,10 @@ def _turned(ds: Dataset, k: int) -> None:
 
 
 def _nifti(path: Path, affine: np.ndarray) -> Path:
-    image = nib.Nifti1Image(np.zeros((4, 4, 4), dtype=np.int16), np.eye(4))
-    image.header.set_sform(affine, code=1)
-    image.header.set_qform(None, code=0)
+    # No affine given to the image: saving would otherwise write it over the header's sform.
+    image = nib.Nifti1Image(np.zeros((4, 4, 4), dtype=np.int16), None)
+    image.header.set_sform(affine, code=2)
+    image.header.set_qform(np.eye(4), code=0)
     nib.save(image, path)
     return path
 
@@ -168,8 +169,8 @@ def make_corpus(inbox: Path, good: list[SynthStudy]) -> list[BadInput]:
         out.append(BadInput(name, (path,), stage, reason))
 
     file("empty.dcm", b"", "fetch", "empty file")
-    file("notes.dcm", b"Patient called, will bring the CD next week.\n" * 20, "fetch", "not DICOM")
-    file("picture.dcm", _png(), "fetch", "not DICOM")
+    file("notes.dcm", b"Patient called, will bring the CD next week.\n" * 20, "fetch", "not a DICOM instance")
+    file("picture.dcm", _png(), "fetch", "not a DICOM instance")
     # Cut inside the file meta, and inside the dataset before the study's UIDs.
     file("cut-meta.dcm", slice_bytes[:200], "fetch", "truncated DICOM file")
     cut = _offset_of(host_slices[0], "StudyDescription") + 12
@@ -203,7 +204,8 @@ def make_corpus(inbox: Path, good: list[SynthStudy]) -> list[BadInput]:
         ("nan-affine.nii", np.full((4, 4), np.nan)),
         ("singular-affine.nii.gz", np.diag([1.0, 0.0, 1.0, 1.0])),
     ):
-        file(name, _nifti(junk / name, affine).read_bytes(), "fetch", "NIfTI is not ingested")
+        path = _nifti(junk / name, affine)
+        out.append(BadInput(name, (path,), "fetch", "NIfTI is not ingested"))
 
     for name, change, reason in (
         ("wrong-vr-rows", _wrong_vr_rows, "wrong VR"),
