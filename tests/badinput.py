@@ -27,7 +27,9 @@ import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
 from pydicom.tag import BaseTag
+from pydicom.uid import RLELossless
 
 from radflow.synth import SynthStudy
 
@@ -169,7 +171,12 @@ def make_corpus(inbox: Path, good: list[SynthStudy]) -> list[BadInput]:
         out.append(BadInput(name, (path,), stage, reason))
 
     file("empty.dcm", b"", "fetch", "empty file")
-    file("notes.dcm", b"Patient called, will bring the CD next week.\n" * 20, "fetch", "not a DICOM instance")
+    file(
+        "notes.dcm",
+        b"Patient called, will bring the CD next week.\n" * 20,
+        "fetch",
+        "not a DICOM instance",
+    )
     file("picture.dcm", _png(), "fetch", "not a DICOM instance")
     # Cut inside the file meta, and inside the dataset before the study's UIDs.
     file("cut-meta.dcm", slice_bytes[:200], "fetch", "truncated DICOM file")
@@ -199,6 +206,14 @@ def make_corpus(inbox: Path, good: list[SynthStudy]) -> list[BadInput]:
     absurd = junk / "absurd.dcm"
     ds.save_as(absurd, enforce_file_format=True)
     out.append(BadInput("absurd.dcm", (absurd,), "fetch", "declared pixel data too large"))
+    # The same, compressed: nothing looks short, only the declared size gives it away.
+    _restudy(ds, "absurd-rle", 0)
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    ds.PixelData = encapsulate([bytes(64)] * ABSURD_FRAMES)
+    ds["PixelData"].VR = "OB"
+    absurd = junk / "absurd-rle.dcm"
+    ds.save_as(absurd, enforce_file_format=True)
+    out.append(BadInput("absurd-rle.dcm", (absurd,), "fetch", "declared pixel data too large"))
 
     for name, affine in (
         ("nan-affine.nii", np.full((4, 4), np.nan)),

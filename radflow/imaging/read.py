@@ -93,9 +93,7 @@ class SeriesPlan:
 # --------------------------------------------------------------------------- public API
 
 
-def read_series(
-    paths: Sequence[Path], max_voxels: int = DEFAULT_MAX_SERIES_VOXELS
-) -> sitk.Image:
+def read_series(paths: Sequence[Path], max_voxels: int = DEFAULT_MAX_SERIES_VOXELS) -> sitk.Image:
     """One series as a float32 image in LPS with rescale applied (warnings dropped)."""
     image, _ = read_series_with_warnings(paths, max_voxels)
     return image
@@ -191,7 +189,7 @@ def _dataset(path: Path, *, pixels: bool = False) -> Dataset:
 
 
 def _wrong_vr(source: Dataset, keyword: str) -> QuarantineError | None:
-    """"wrong VR" when the file gives `keyword` another VR than the dictionary's (explicit VR
+    """ "wrong VR" when the file gives `keyword` another VR than the dictionary's (explicit VR
     files carry their own): the value then cannot be what the attribute means."""
     expected = dictionary_VR(keyword)
     found = source[keyword].VR

@@ -81,7 +81,10 @@ def group_index_path(cache_dir: Path, ref: str) -> Path:
 def _ends_inside_an_element(path: Path) -> bool:
     """Whether the file's header stops inside an element's value: pydicom reads such a file
     without an error, the cut value just comes back shorter than its declared length."""
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # pydicom raises many types on malformed bytes
+        return False
     return any(
         isinstance(elem, RawDataElement)
         and elem.value is not None
@@ -111,12 +114,10 @@ def _declared_voxels(ds: Dataset) -> int:
     return sizes[0] * sizes[1] * sizes[2]
 
 
-def read_header(
-    path: Path, name: str = "", max_voxels: int = DEFAULT_MAX_SERIES_VOXELS
-) -> Dataset:
-    """The UIDs and image size of a raw file (`name`: its key), or a QuarantineError saying precisely why the
-    inbox cannot take it. Reads the header only: a file that declares more than `max_voxels`
-    is refused here, before any stage would allocate its pixels.
+def read_header(path: Path, name: str = "", max_voxels: int = DEFAULT_MAX_SERIES_VOXELS) -> Dataset:
+    """The UIDs and image size of a raw file (`name`: its key), or a QuarantineError saying
+    precisely why the inbox cannot take it. Reads the header only: a file that declares more
+    than `max_voxels` is refused here, before any stage would allocate its pixels.
 
     pydicom's messages can quote element values (PHI), so only the error's type is kept."""
     if path.stat().st_size == 0:
@@ -159,7 +160,9 @@ def fetch_delivery(
             ds = read_header(path, info.key, max_voxels)
         except QuarantineError as err:
             result.quarantined.append(
-                QuarantineRecord.for_key(source.url, info.key, STAGE, err.reason, type(err).__name__)
+                QuarantineRecord.for_key(
+                    source.url, info.key, STAGE, err.reason, type(err).__name__
+                )
             )
             continue
         except OSError as err:
