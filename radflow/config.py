@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 CONFIG_ENV = "RADFLOW_CONFIG"
 DEFAULT_CONFIG_FILE = "radflow.toml"
+# 512 x 512 x 4096: 4 GiB once decoded to float32. What a header declares beyond this is
+# refused before any pixel is read, so one forged file cannot take a worker's memory.
+DEFAULT_MAX_SERIES_VOXELS = 2**30
 
 
 class PreprocessParams(BaseModel, frozen=True):
@@ -171,6 +174,11 @@ class Settings(BaseSettings):
     secret: SecretStr | None = None
     secret_file: Path | None = None
     cache_dir: Path = Path("./radflow-cache")
+    max_series_voxels: int = Field(
+        DEFAULT_MAX_SERIES_VOXELS,
+        ge=1,
+        description="the most voxels a file or a series may declare (Rows x Columns x frames)",
+    )
     deid: DeidSettings = DeidSettings()
     preprocess: PreprocessParams = PreprocessParams()
     features: FeatureParams = FeatureParams()

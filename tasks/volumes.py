@@ -19,6 +19,9 @@ def preprocess(deid: str | None) -> str | None:
     """Register the study's series and preprocess its primary; None passes quarantine on."""
     if deid is None:
         return None
+    s = settings()
     return quarantine_on_error(
-        "preprocess", deid, lambda: build_volume(lake(), deid, settings().preprocess)
+        "preprocess",
+        deid,
+        lambda: build_volume(lake(), deid, s.preprocess, s.max_series_voxels),
     )

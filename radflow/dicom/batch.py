@@ -70,10 +70,24 @@ def read_dicom(path: Path) -> pydicom.Dataset:
         raise QuarantineError("unreadable DICOM file", type(err).__name__) from None
     if "SOPInstanceUID" not in ds or "StudyInstanceUID" not in ds:
         raise QuarantineError("incomplete DICOM file", "no SOPInstanceUID or StudyInstanceUID")
-    truncation = _truncation(ds)
+    truncation = _truncation(ds) or _unparsed_tail(ds, path)
     if truncation is not None:
         raise QuarantineError("truncated DICOM file", truncation)
     return ds
+
+
+def _unparsed_tail(ds: pydicom.Dataset, path: Path) -> str | None:
+    """Why `ds` looks cut short inside an element's tag, VR or length, or None. pydicom stops
+    without an error when fewer than the 8 bytes of an element's header are left, so the
+    file then holds bytes after the end of the last element it read."""
+    if not ds or ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        return None  # positions in an inflated stream are not file offsets
+    last = ds.get_item(next(reversed(ds.keys())))
+    if not isinstance(last, RawDataElement) or last.length == _UNDEFINED_LENGTH:
+        return None
+    if last.value_tell + last.length < path.stat().st_size:
+        return "the file ends inside an element's header"
+    return None
 
 
 _NATIVE = frozenset(

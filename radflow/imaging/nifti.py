@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
+from radflow.config import DEFAULT_MAX_SERIES_VOXELS
 from radflow.errors import QuarantineError
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -101,11 +102,12 @@ def read_nifti_geometry(path: Path) -> NiftiGeometry:
     return nifti_geometry(_load(path))
 
 
-def read_nifti(path: Path) -> sitk.Image:
+def read_nifti(path: Path, max_voxels: int = DEFAULT_MAX_SERIES_VOXELS) -> sitk.Image:
     """A NIfTI file as a float32 image in LPS (scl_slope/scl_inter applied).
 
     3-D, or 4-D when the file holds several volumes: the 4th axis keeps pixdim[4] as its
-    spacing, and the spatial 3 x 3 block of the direction is the LPS one.
+    spacing, and the spatial 3 x 3 block of the direction is the LPS one. A header that
+    declares more than `max_voxels` voxels is refused before any voxel is read.
     """
     image = _load(path)
     geometry = nifti_geometry(image)
@@ -113,6 +115,11 @@ def read_nifti(path: Path) -> sitk.Image:
     if dtype.fields is not None or not np.issubdtype(dtype, np.number) or dtype.kind == "c":
         raise QuarantineError("unsupported data type", f"voxels of type {dtype}")
     x, y, z, volumes = _shape(image)
+    if (voxels := x * y * z * volumes) > max_voxels:
+        raise QuarantineError(
+            "declared pixel data too large",
+            f"{voxels} voxels declared, the limit is {max_voxels} (RADFLOW_MAX_SERIES_VOXELS)",
+        )
     # Adding or dropping singleton axes reorders nothing, so nibabel's (Fortran) order stays.
     data = image.get_fdata(dtype=np.float32, caching="unchanged").reshape(x, y, z, volumes)
     if volumes == 1:

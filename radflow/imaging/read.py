@@ -22,11 +22,13 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 import SimpleITK as sitk
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 
+from radflow.config import DEFAULT_MAX_SERIES_VOXELS
 from radflow.errors import QuarantineError
 
 Vector = npt.NDArray[np.float64]
@@ -91,31 +93,47 @@ class SeriesPlan:
 # --------------------------------------------------------------------------- public API
 
 
-def read_series(paths: Sequence[Path]) -> sitk.Image:
+def read_series(paths: Sequence[Path], max_voxels: int = DEFAULT_MAX_SERIES_VOXELS) -> sitk.Image:
     """One series as a float32 image in LPS with rescale applied (warnings dropped)."""
-    image, _ = read_series_with_warnings(paths)
+    image, _ = read_series_with_warnings(paths, max_voxels)
     return image
 
 
-def read_series_with_warnings(paths: Sequence[Path]) -> tuple[sitk.Image, list[str]]:
+def read_series_with_warnings(
+    paths: Sequence[Path], max_voxels: int = DEFAULT_MAX_SERIES_VOXELS
+) -> tuple[sitk.Image, list[str]]:
     """One series as a float32 LPS image, and what was done to make its grid regular."""
-    plan = plan_series(paths)
+    plan = plan_series(paths, max_voxels)
     return _fill(plan), list(plan.warnings)
 
 
-def plan_series(paths: Sequence[Path]) -> SeriesPlan:
+def _too_large(voxels: int, max_voxels: int, what: str) -> QuarantineError:
+    return QuarantineError(
+        "declared pixel data too large",
+        f"{voxels} voxels {what}, the limit is {max_voxels} (RADFLOW_MAX_SERIES_VOXELS)",
+    )
+
+
+def plan_series(paths: Sequence[Path], max_voxels: int = DEFAULT_MAX_SERIES_VOXELS) -> SeriesPlan:
     """Geometry, sort order and resampling of one series, from its headers alone.
 
-    Raises QuarantineError when the files are not one consistent, complete image series.
+    Raises QuarantineError when the files are not one consistent, complete image series, or
+    when they declare (or their regular grid would need) more than `max_voxels` voxels: the
+    volume is allocated only after this, so a forged header cannot exhaust memory.
     """
     if not paths:
         raise QuarantineError("empty series")
     frames: list[_Frame] = []
     series: set[str] = set()
     first: Dataset | None = None
+    declared = 0
     for path in paths:
         ds = _dataset(Path(path))
         series.add(str(ds.get("SeriesInstanceUID", "")))
+        rows, columns = _check_image(ds)
+        declared += rows * columns * _integer(ds, "NumberOfFrames", 1)
+        if declared > max_voxels:  # before the frames' geometry: that list grows per frame
+            raise _too_large(declared, max_voxels, "declared")
         frames.extend(_frames(Path(path), ds))
         if first is None:
             first = ds  # for what the series shares: modality, number, slice thickness
@@ -123,7 +141,10 @@ def plan_series(paths: Sequence[Path]) -> SeriesPlan:
     if len(series) > 1:
         raise QuarantineError("several series", f"files of {len(series)} series in one read")
     _check_consistent([(f.orientation, f.size, f.pixel_spacing) for f in frames], "frame")
-    return _plan(frames, first, len(paths))
+    plan = _plan(frames, first, len(paths))
+    if (grid := math.prod(plan.size)) > max_voxels:  # a sheared stack's grid is wider
+        raise _too_large(grid, max_voxels, "in the regular grid")
+    return plan
 
 
 def split_series(paths: Iterable[Path]) -> dict[str, list[Path]]:
@@ -167,6 +188,16 @@ def _dataset(path: Path, *, pixels: bool = False) -> Dataset:
         raise QuarantineError("unreadable DICOM", type(e).__name__) from None
 
 
+def _wrong_vr(source: Dataset, keyword: str) -> QuarantineError | None:
+    """ "wrong VR" when the file gives `keyword` another VR than the dictionary's (explicit VR
+    files carry their own): the value then cannot be what the attribute means."""
+    expected = dictionary_VR(keyword)
+    found = source[keyword].VR
+    if found == expected or found in expected.split(" or "):
+        return None
+    return QuarantineError("wrong VR", f"{keyword} has VR {found}, not {expected}")
+
+
 def _numbers(source: Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
     """`count` finite numbers from `keyword`, None when absent or empty."""
     try:
@@ -176,7 +207,8 @@ def _numbers(source: Dataset, keyword: str, count: int) -> tuple[float, ...] | N
         items = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
         numbers = tuple(float(v) for v in items)
     except (TypeError, ValueError):
-        raise QuarantineError("invalid geometry", f"{keyword} is not numeric") from None
+        wrong = _wrong_vr(source, keyword)
+        raise (wrong or QuarantineError("invalid geometry", f"{keyword} is not numeric")) from None
     if len(numbers) != count:
         raise QuarantineError("invalid geometry", f"{keyword} has {len(numbers)} values")
     if not all(math.isfinite(v) for v in numbers):
@@ -189,7 +221,8 @@ def _integer(ds: Dataset, keyword: str, default: int) -> int:
         value = ds.get(keyword)
         return default if value is None or value == "" else int(value)
     except (TypeError, ValueError):
-        raise QuarantineError("invalid header", f"{keyword} is not an integer") from None
+        wrong = _wrong_vr(ds, keyword)
+        raise (wrong or QuarantineError("invalid header", f"{keyword} is not an integer")) from None
 
 
 def _item(source: Dataset | None, sequence: str) -> Dataset | None:

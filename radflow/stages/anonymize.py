@@ -56,11 +56,14 @@ def anonymize_study(
     deid = Deidentifier(config)
     series: Counter[tuple[str, str]] = Counter()
     identities: set[tuple[str, str, str, str]] = set()
+    written: set[str] = set()
     for path in study_files(cache_dir, ref):
         try:
             ds = read_dicom(path)
             modality = str(ds.get("Modality", "OT"))
             data, (study, series_uid, sop, pid, pseudo, orig_study) = deidentify_bytes(ds, deid)
+            if f"{series_uid}/{sop}" in written:  # never overwrite an instance already written
+                raise QuarantineError("duplicate SOP instance", "a second file of one instance")
         except QuarantineError as err:
             source = "raw-sha256:" + sha256_file(path)  # the key may hold PHI; the content hash not
             record(
@@ -70,6 +73,7 @@ def anonymize_study(
             continue
         identities.add((pid, pseudo, orig_study, study))
         series[(series_uid, modality)] += 1
+        written.add(f"{series_uid}/{sop}")
         store.put_bytes(f"{out}/{series_uid}/{sop}.dcm", data)
     if not identities:
         raise QuarantineError("no usable instance", "every instance of the study was quarantined")

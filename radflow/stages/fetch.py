@@ -12,14 +12,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from radflow.config import DEFAULT_MAX_SERIES_VOXELS
+from radflow.errors import QuarantineError
+from radflow.imaging.nifti import is_nifti
 from radflow.keys import sha256_bytes, sha256_file
 from radflow.records import QuarantineRecord
 from radflow.store import ObjectInfo, ObjectStore
 
 STAGE = "fetch"
-_HEADER_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+_HEADER_TAGS = [
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+]
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_NIFTI_MAGIC = ((344, b"n+1\0"), (4, b"n+2\0"))  # single-file NIfTI-1 and NIfTI-2
 
 
 @dataclass
@@ -47,36 +61,118 @@ def _cached_copy(source: ObjectStore, info: ObjectInfo, cache_dir: Path) -> Path
     return dest
 
 
-def delivery_fingerprint(source: ObjectStore, prefix: str, cache_dir: Path) -> str:
-    """Changes when any file of the delivery changes, appears or goes (sizes and ETags)."""
+def delivery_fingerprint(
+    source: ObjectStore,
+    prefix: str,
+    cache_dir: Path,
+    max_voxels: int = DEFAULT_MAX_SERIES_VOXELS,
+) -> str:
+    """Changes when any file of the delivery changes, appears or goes (sizes and ETags), or
+    when the size limit changes (it decides which files are taken)."""
     listing = [f"{o.key}\0{o.size}\0{o.etag}" for o in source.list(prefix)]
-    return sha256_bytes(
-        "\n".join([source.url, prefix, str(cache_dir.resolve()), *listing]).encode()
-    )
+    where = [source.url, prefix, str(cache_dir.resolve()), f"max_voxels={max_voxels}"]
+    return sha256_bytes("\n".join([*where, *listing]).encode())
 
 
 def group_index_path(cache_dir: Path, ref: str) -> Path:
     return cache_dir / "groups" / f"{ref}.json"
 
 
-def fetch_delivery(source: ObjectStore, prefix: str, cache_dir: Path) -> FetchResult:
-    """Every study under `prefix`; unreadable files become quarantine records, not errors."""
+def _ends_inside_an_element(path: Path) -> bool:
+    """Whether the file's header stops inside an element's value: pydicom reads such a file
+    without an error, the cut value just comes back shorter than its declared length."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # pydicom raises many types on malformed bytes
+        return False
+    return any(
+        isinstance(elem, RawDataElement)
+        and elem.value is not None
+        and elem.length != _UNDEFINED_LENGTH
+        and len(elem.value) < elem.length
+        for part in (ds.file_meta, ds)
+        for elem in part.elements()
+    )
+
+
+def _looks_like_nifti(path: Path, name: str) -> bool:
+    """By the key's name (the cached copy has none), or an uncompressed file's magic."""
+    if is_nifti(Path(name)):
+        return True
+    with open(path, "rb") as f:
+        head = f.read(348)
+    return any(head[at : at + len(magic)] == magic for at, magic in _NIFTI_MAGIC)
+
+
+def _declared_voxels(ds: Dataset) -> int:
+    """Rows x Columns x NumberOfFrames as the header says; values that cannot be read as
+    integers count as 0 here (later stages refuse them, naming the attribute)."""
+    try:
+        sizes = [int(ds.get(k) or 1) for k in ("Rows", "Columns", "NumberOfFrames")]
+    except Exception:  # pydicom raises many types on malformed values
+        return 0
+    return sizes[0] * sizes[1] * sizes[2]
+
+
+def read_header(path: Path, name: str = "", max_voxels: int = DEFAULT_MAX_SERIES_VOXELS) -> Dataset:
+    """The UIDs and image size of a raw file (`name`: its key), or a QuarantineError saying
+    precisely why the inbox cannot take it. Reads the header only: a file that declares more
+    than `max_voxels` is refused here, before any stage would allocate its pixels.
+
+    pydicom's messages can quote element values (PHI), so only the error's type is kept."""
+    if path.stat().st_size == 0:
+        raise QuarantineError("empty file", "zero bytes")
+    if _looks_like_nifti(path, name or path.name):
+        raise QuarantineError("NIfTI is not ingested", "the inbox takes DICOM files only")
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    except InvalidDicomError:
+        raise QuarantineError("not a DICOM instance", "no DICM prefix or file meta") from None
+    except OSError:
+        raise
+    except Exception as err:  # pydicom raises many types on malformed bytes
+        raise QuarantineError("unreadable DICOM file", type(err).__name__) from None
+    if not str(ds.get("StudyInstanceUID", "")) or not str(ds.get("SeriesInstanceUID", "")):
+        if _ends_inside_an_element(path):
+            raise QuarantineError("truncated DICOM file", "the file ends inside its header")
+        raise QuarantineError("incomplete DICOM file", "no StudyInstanceUID or SeriesInstanceUID")
+    if (voxels := _declared_voxels(ds)) > max_voxels:
+        raise QuarantineError(
+            "declared pixel data too large",
+            f"{voxels} voxels declared, the limit is {max_voxels} (RADFLOW_MAX_SERIES_VOXELS)",
+        )
+    return ds
+
+
+def fetch_delivery(
+    source: ObjectStore,
+    prefix: str,
+    cache_dir: Path,
+    max_voxels: int = DEFAULT_MAX_SERIES_VOXELS,
+) -> FetchResult:
+    """Every study under `prefix`; files the inbox cannot take become quarantine records
+    (radflow's reason, the key's hash), not errors, and the raw files are never changed."""
     result = FetchResult()
     studies: dict[str, list[RawFile]] = defaultdict(list)
     for info in source.list(prefix):
         try:
             path = _cached_copy(source, info, cache_dir)
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-            study_uid = str(ds.StudyInstanceUID)
-            if not study_uid or "SeriesInstanceUID" not in ds:
-                raise InvalidDicomError("no StudyInstanceUID or SeriesInstanceUID")
-        except (InvalidDicomError, AttributeError, OSError, ValueError, EOFError) as err:
-            reason = "unreadable file" if isinstance(err, OSError) else "not a DICOM instance"
+            ds = read_header(path, info.key, max_voxels)
+        except QuarantineError as err:
             result.quarantined.append(
-                QuarantineRecord.for_key(source.url, info.key, STAGE, reason, type(err).__name__)
+                QuarantineRecord.for_key(
+                    source.url, info.key, STAGE, err.reason, type(err).__name__
+                )
             )
             continue
-        studies[study_uid].append(RawFile(info.key, sha256_file(path), str(path)))
+        except OSError as err:
+            result.quarantined.append(
+                QuarantineRecord.for_key(
+                    source.url, info.key, STAGE, "unreadable file", type(err).__name__
+                )
+            )
+            continue
+        studies[str(ds.StudyInstanceUID)].append(RawFile(info.key, sha256_file(path), str(path)))
     for files in studies.values():
         files.sort(key=lambda f: f.sha256)
         ref = "raw-" + sha256_bytes("\n".join(f.sha256 for f in files).encode())

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from radflow.config import PreprocessParams
+from radflow.config import DEFAULT_MAX_SERIES_VOXELS, PreprocessParams
 from radflow.imaging.preprocess import (
     N4,
     CropPad,
@@ -86,7 +86,14 @@ def _geometry(image: sitk.Image) -> dict[str, Any]:
     }
 
 
-def build_volume(store: ObjectStore, deid: str, params: PreprocessParams) -> str:
+def build_volume(
+    store: ObjectStore,
+    deid: str,
+    params: PreprocessParams,
+    max_voxels: int = DEFAULT_MAX_SERIES_VOXELS,
+) -> str:
+    """`max_voxels` bounds each series (see `plan_series`); it decides whether a study is
+    refused, not what a built volume holds, so it is not part of the address."""
     out = volume_address(deid, params)
     if store.exists(f"{out}/{QC}"):
         return out
@@ -99,7 +106,7 @@ def build_volume(store: ObjectStore, deid: str, params: PreprocessParams) -> str
             folder = tmp / entry.series_uid
             for obj in store.list(f"{deid}/{entry.series_uid}/"):
                 store.download(obj.key, folder / obj.key.rsplit("/", 1)[1])
-            image, read_warnings = read_series_with_warnings(sorted(folder.iterdir()))
+            image, read_warnings = read_series_with_warnings(sorted(folder.iterdir()), max_voxels)
             images.append(image)
             warnings.extend(read_warnings)
         # The primary series has the most slices; ties go to the first series UID.
