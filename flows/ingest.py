@@ -14,7 +14,7 @@ from prefect.futures import PrefectFuture
 
 from radflow.keys import short_id
 from radflow.stages.quarantine import Prepared, delivery_summary
-from tasks._common import lake
+from tasks._common import connect_tag_checks, lake
 from tasks.anonymize import anonymize, record_labels
 from tasks.catalog import catalog
 from tasks.features import features
@@ -34,6 +34,7 @@ def prepare_studies(source: str, prefix: str = "") -> Prepared:
     A quarantined study drops out (its record is in the lake); a study whose stage failed
     unexpectedly is counted, and the others go on either way: the caller finishes them and
     then fails the run with `Prepared.raise_if_failed`."""
+    connect_tag_checks(fetch, anonymize, preprocess, features, catalog)
     refs = fetch(source, prefix)
     deid = anonymize.map(refs)
     volumes = preprocess.map(deid)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from prefect import flow, unmapped
 
 from flows.ingest import delivery_run_name, prepare_studies
+from tasks._common import connect_tag_checks
 from tasks.report import study_report
 from tasks.score import current_champion, score
 
 
 def score_steps(source: str, prefix: str = "") -> list[str]:
     """champion -> prepare -> score -> report; report keys, one per scored study."""
+    connect_tag_checks(current_champion, score, study_report)
     model = current_champion()
     prepared = prepare_studies(source, prefix)
     reports = study_report.map(score.map(prepared.keys, unmapped(model)))

@@ -14,7 +14,7 @@ from radflow.stages.catalog import current_features
 from radflow.stages.pending import pending_arrivals
 from radflow.stages.registry import METRICS, read_card
 from radflow.stages.train import labels_summary, read_dataset
-from tasks._common import lake, settings
+from tasks._common import connect_tag_checks, lake, settings
 from tasks.report import model_report
 from tasks.train import cnn_candidate, dataset, feature_candidates, promote, register
 
@@ -22,6 +22,7 @@ from tasks.train import cnn_candidate, dataset, feature_candidates, promote, reg
 def train_steps(feature_keys: Sequence[str | None]) -> dict[str, Any]:
     """dataset -> candidates (feature models, CNN) -> register -> promote -> model report
     (a step list the demo flow reuses). Returns what `radflow train --json` prints."""
+    connect_tag_checks(dataset, cnn_candidate)
     data = dataset(list(feature_keys))
     labels = labels_summary(read_dataset(lake(), data))
     log = get_run_logger()

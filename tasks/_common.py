@@ -76,3 +76,19 @@ def announce_quarantine(record_key: str, stage: str, reason: str) -> None:
         resource={"prefect.resource.id": f"radflow.input.{record_key.rsplit('/', 1)[-1][:24]}"},
         payload={"stage": stage, "reason": reason, "record": record_key},
     )
+
+
+def connect_tag_checks(*stage_tasks: Any) -> None:
+    """Check each task's stage tag with Prefect once, at the start of a flow.
+
+    Prefect checks the concurrency limits of every tagged task run through a client made when
+    its tag set is first used, and 3.8 retries a lost connection only on a client that has
+    connected before: a stage whose first task starts while the server restarts fails at once.
+    Connected here, the same clients wait a restart out (about a minute of backoff). Tag sets
+    with a real limit (`gpu`) are left alone: checking them would take a slot."""
+    from prefect.concurrency._sync import concurrency
+
+    for names in {tuple(sorted(f"tag:{tag}" for tag in t.tags)) for t in stage_tasks}:
+        if names and "tag:gpu" not in names:
+            with concurrency(list(names), occupy=1, suppress_warnings=True):
+                pass
