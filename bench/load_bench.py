@@ -1,8 +1,8 @@
 """Throughput under load: studies per hour on this machine when many studies are dropped into
 the inbox at once and scored on arrival (watcher, events, the warm worker of `radflow serve`'s
-stack on PostgreSQL when `--database-url` is given, SQLite otherwise).
+stack on a throwaway PostgreSQL server, or on SQLite with `--sqlite`).
 
-Usage: python bench/load_bench.py [--run 50x10x24x24x8 ...] [--database-url URL]
+Usage: python bench/load_bench.py [--run 50x10x24x24x8 ...] [--sqlite]
 
 Each `--run` is DELIVERIESxSTUDIESxROWSxCOLUMNSxSLICES. The defaults are the issue's two
 sizes: 64x64x64 and 512x512x100. Prints a Markdown table for bench/RESULTS.md.
@@ -23,16 +23,20 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--run", nargs="+", default=["10x4x64x64x64", "2x2x512x512x100"])
-    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--sqlite", action="store_true", help="the stack on SQLite")
     args = parser.parse_args()
+
+    from contextlib import nullcontext
 
     from lakes import trained_lake
     from load import drop_and_score
+    from postgres import throwaway_postgres
 
     from flows import _stack
 
     results = []
-    with tempfile.TemporaryDirectory(prefix="radflow-load-") as tmp_name:
+    database = nullcontext(None) if args.sqlite else throwaway_postgres()
+    with tempfile.TemporaryDirectory(prefix="radflow-load-") as tmp_name, database as url:
         tmp = Path(tmp_name)
         print("building a lake with a champion ...", file=sys.stderr)
         built = trained_lake(tmp)
@@ -43,7 +47,7 @@ def main() -> None:
             "RADFLOW_CACHE_DIR": str(tmp / "cache"),
             "RADFLOW_DEID__REID_DIR": str(tmp / "reid"),
         }
-        stack = _stack.start(tmp / "stack", database_url=args.database_url, env=env)
+        stack = _stack.start(tmp / "stack", database_url=url, env=env)
         try:
             for n, run in enumerate(args.run):
                 deliveries, per, rows, columns, slices = (int(x) for x in run.split("x"))

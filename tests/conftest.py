@@ -185,52 +185,10 @@ def tools() -> dict[str, str]:
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL server (Debian's `postgresql`, installed when missing) on a free loopback
     port with a throwaway data directory; the URL of an empty database `prefect`."""
-    import glob
-    import shutil
-    import subprocess
-    import tempfile
+    from postgres import throwaway_postgres
 
-    def bindir() -> str | None:
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-        return os.path.dirname(found[-1]) if found else None
-
-    if bindir() is None:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "postgresql"],
-            env=env,
-            capture_output=True,
-            timeout=900,
-        )
-    bin_dir = bindir()
-    if bin_dir is None:
-        pytest.fail("PostgreSQL is not installed and apt-get could not install it")
-    # PostgreSQL refuses to run as root: its files belong to the `postgres` user.
-    data = Path(tempfile.mkdtemp(prefix="radflow-pg-"))
-    shutil.chown(data, "postgres", "postgres")
-    port = _free_port()
-
-    def as_postgres(*args: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120
-        )
-
-    as_postgres(f"{bin_dir}/initdb", "-D", str(data / "db"), "--auth=trust", "-U", "postgres")
-    as_postgres(
-        f"{bin_dir}/pg_ctl",
-        "-D",
-        str(data / "db"),
-        "-l",
-        str(data / "log"),
-        "-o",
-        f"-p {port} -c listen_addresses=127.0.0.1 -k {data}",
-        "-w",
-        "start",
-    )
     try:
-        as_postgres(f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "prefect")
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/prefect"
-    finally:
-        as_postgres(f"{bin_dir}/pg_ctl", "-D", str(data / "db"), "-m", "fast", "stop")
-        shutil.rmtree(data, ignore_errors=True)
+        with throwaway_postgres() as url:
+            yield url
+    except RuntimeError as err:
+        pytest.fail(str(err))
