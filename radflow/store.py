@@ -64,6 +64,11 @@ class ObjectInfo:
     etag: str
 
 
+def _missing(key: str) -> str:
+    """Inbox keys hold folder names (PHI), so a missing object is named by its key's hash."""
+    return f"no object at key sha256:{sha256_bytes(key.encode())[:12]}"
+
+
 class StoreError(RadflowError):
     """Object storage failed for good (boto3's retries are spent): one line naming the
     operation, the bucket and a hash of the key, never the key itself (it may hold PHI)."""
@@ -159,13 +164,13 @@ class LocalStore(ObjectStore):
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
         if not path.is_file():
-            raise FileNotFoundError(f"no object at key {key}")
+            raise FileNotFoundError(_missing(key))
         return path.read_bytes()
 
     def download(self, key: str, dest: Path) -> None:
         src = self._path(key)
         if not src.is_file():
-            raise FileNotFoundError(f"no object at key {key}")
+            raise FileNotFoundError(_missing(key))
         part = _atomic_destination(dest)
         try:
             shutil.copyfile(src, part)
@@ -298,14 +303,14 @@ class S3Store(ObjectStore):
             try:
                 body = self.client.get_object(Bucket=self.bucket, Key=full)["Body"]
             except self.client.exceptions.NoSuchKey:
-                raise FileNotFoundError(f"no object at key {key}") from None
+                raise FileNotFoundError(_missing(key)) from None
             data: bytes = body.read()
         return data
 
     def download(self, key: str, dest: Path) -> None:
         full = self._key(key)
         if not self.exists(key):
-            raise FileNotFoundError(f"no object at key {key}")
+            raise FileNotFoundError(_missing(key))
         part = _atomic_destination(dest)
         try:
             with self._failures("download", full):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -14,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from radflow.config import Settings
+from radflow.keys import sha256_bytes
 from radflow.store import (
     LocalStore,
     ObjectInfo,
@@ -103,13 +105,17 @@ def test_delete(store: ObjectStore) -> None:
 
 
 def test_missing_key_raises_file_not_found(store: ObjectStore, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        store.get_bytes("no/such/key")
-    with pytest.raises(FileNotFoundError):
-        store.get_text("no/such/key")
+    # Inbox keys carry folder names, which may be patients' names: the error names a hash.
+    key = "DOE^JANE/no/such/key"
+    hashed = f"no object at key sha256:{sha256_bytes(key.encode())[:12]}"
+    with pytest.raises(FileNotFoundError, match=re.escape(hashed)) as err:
+        store.get_bytes(key)
+    assert "DOE" not in str(err.value)
+    with pytest.raises(FileNotFoundError, match=re.escape(hashed)):
+        store.get_text(key)
     dest = tmp_path / "downloads" / "out.bin"
-    with pytest.raises(FileNotFoundError):
-        store.download("no/such/key", dest)
+    with pytest.raises(FileNotFoundError, match=re.escape(hashed)):
+        store.download(key, dest)
     assert not dest.parent.exists()
 
 
