@@ -16,7 +16,7 @@ from pydicom.errors import InvalidDicomError
 
 from radflow.keys import sha256_bytes, sha256_file
 from radflow.records import QuarantineRecord
-from radflow.store import ObjectInfo, ObjectStore
+from radflow.store import ObjectInfo, ObjectStore, validate_key
 
 STAGE = "fetch"
 _HEADER_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
@@ -64,6 +64,13 @@ def fetch_delivery(source: ObjectStore, prefix: str, cache_dir: Path) -> FetchRe
     result = FetchResult()
     studies: dict[str, list[RawFile]] = defaultdict(list)
     for info in source.list(prefix):
+        try:
+            validate_key(info.key)
+        except ValueError:  # S3 takes any key, `..` included: refused before any I/O
+            result.quarantined.append(
+                QuarantineRecord.for_key(source.url, info.key, STAGE, "unsafe object key")
+            )
+            continue
         try:
             path = _cached_copy(source, info, cache_dir)
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
