@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -173,6 +173,8 @@ class Settings(BaseSettings):
     s3_read_timeout: float = Field(60.0, gt=0)
     secret: SecretStr | None = None
     secret_file: Path | None = None
+    # The name of a Prefect Secret block holding the secret, read by radflow's Prefect tasks.
+    secret_block: str | None = None
     cache_dir: Path = Path("./radflow-cache")
     max_series_voxels: int = Field(
         DEFAULT_MAX_SERIES_VOXELS,
@@ -192,6 +194,26 @@ class Settings(BaseSettings):
         if v.startswith("s3://") and not v[5:].split("/", 1)[0]:
             raise ValueError("an s3:// URL needs a bucket: s3://bucket/prefix")
         return v
+
+    @model_validator(mode="after")
+    def _reid_outside_the_lake(self) -> Settings:
+        """The re-identification map is PHI: it must never land in (or be synced with) the lake."""
+        from radflow.store import file_url_path
+
+        if self.store_url.startswith("file://"):
+            root = file_url_path(self.store_url).resolve()
+            reid = self.deid.reid_dir.resolve()
+            if reid == root or root in reid.parents:
+                raise ConfigError(
+                    "RADFLOW_DEID__REID_DIR",
+                    "the re-identification map must not be inside the lake (RADFLOW_STORE_URL)",
+                    hint="choose a folder outside the lake that only re-identifiers can read",
+                )
+        return self
+
+    def with_secret(self, value: str) -> Settings:
+        """These settings with the secret given (a Prefect Secret block's value, say)."""
+        return self.model_copy(update={"secret": SecretStr(value)})
 
     @classmethod
     def settings_customise_sources(
@@ -222,6 +244,12 @@ class Settings(BaseSettings):
             return self.secret.get_secret_value().encode()
         if self.secret_file is not None:
             return read_secret_file(self.secret_file)
+        if self.secret_block:
+            raise ConfigError(
+                "RADFLOW_SECRET_BLOCK",
+                "a Prefect Secret block is read only inside radflow's Prefect tasks",
+                hint="outside a flow, set RADFLOW_SECRET_FILE (mode 600) or RADFLOW_SECRET",
+            )
         raise ConfigError(
             "RADFLOW_SECRET",
             "no pseudonymisation secret is set",

@@ -348,6 +348,14 @@ class S3Store(ObjectStore):
             self.client.delete_object(Bucket=self.bucket, Key=full)
 
 
+def file_url_path(url: str) -> Path:
+    """The folder of a `file://` URL: `file:///abs/path` or `file://./rel/path`."""
+    parsed = urlparse(url)
+    # Percent-decoded, as `Path.as_uri()` (and so `LocalStore.url`) encodes; "localhost" = "".
+    netloc = "" if parsed.netloc == "localhost" else parsed.netloc
+    return Path(unquote(netloc + parsed.path))
+
+
 def open_store(url: str, settings: Settings | None = None) -> ObjectStore:
     """A store from a URL: `file:///abs/path`, `file://./rel/path`, a bare path, or `s3://bucket/prefix`."""
     parsed = urlparse(url)
@@ -366,9 +374,7 @@ def open_store(url: str, settings: Settings | None = None) -> ObjectStore:
             read_timeout=settings.s3_read_timeout,
         )
     if parsed.scheme == "file":
-        # Percent-decoded, as `Path.as_uri()` (and so `LocalStore.url`) encodes; "localhost" = "".
-        netloc = "" if parsed.netloc == "localhost" else parsed.netloc
-        return LocalStore(Path(unquote(netloc + parsed.path)))
+        return LocalStore(file_url_path(url))
     if parsed.scheme == "":
         return LocalStore(Path(url))
     raise ValueError(f"unsupported store URL scheme {parsed.scheme!r}; use file:// or s3://")

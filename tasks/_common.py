@@ -1,4 +1,5 @@
-"""What every task shares: settings, the lake, cache keys and run names."""
+"""What every task shares: settings (the secret included), the lake, cache keys, run names,
+and `task`: Prefect's decorator with the body's exceptions scrubbed of PHI."""
 
 from __future__ import annotations
 
@@ -6,19 +7,47 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+from prefect import task as prefect_task
 from prefect.context import TaskRunContext
 from prefect.runtime import task_run
 
 from radflow.config import Settings, load_settings
+from radflow.errors import ConfigError
 from radflow.keys import sha256_bytes, short_id
+from radflow.privacy import scrub_exceptions
 from radflow.store import ObjectStore, open_store
 
 
 @cache
 def settings() -> Settings:
     """Read once per worker process from RADFLOW_* and radflow.toml: never a task parameter,
-    so the secret never reaches Prefect."""
-    return load_settings()
+    so the secret never reaches Prefect. With RADFLOW_SECRET_BLOCK (and no secret or secret
+    file) the secret is the value of that Prefect Secret block, read here because radflow's
+    core never imports Prefect."""
+    s = load_settings()
+    if s.secret_block and s.secret is None and s.secret_file is None:
+        from prefect.blocks.system import Secret
+
+        try:
+            value = Secret.load(s.secret_block, _sync=True).get()
+        except Exception:  # its message names the block only, but may hold a server's URL
+            raise ConfigError(
+                "RADFLOW_SECRET_BLOCK", "no readable Prefect Secret block of that name"
+            ) from None
+        s = s.with_secret(str(value))
+    return s
+
+
+def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """`prefect.task(**options)`, with the body's unexpected exceptions scrubbed before
+    Prefect stores or logs them (`radflow.privacy.scrub_exceptions`; the stage is the
+    function's name, the original traceback goes to RADFLOW_CACHE_DIR/errors/)."""
+
+    def decorate(f: Callable[..., Any]) -> Any:
+        scrubbed = scrub_exceptions(f.__name__, lambda: settings().cache_dir)(f)
+        return prefect_task(**options)(scrubbed)
+
+    return decorate(fn) if fn is not None else decorate
 
 
 @cache

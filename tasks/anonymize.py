@@ -2,11 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
-
 from radflow.keys import keyed_hash
 from radflow.stages.anonymize import anonymize_study, deid_address, store_labels
-from tasks._common import cache_key, lake, quarantine_on_error, run_name, settings
+from tasks._common import cache_key, lake, quarantine_on_error, run_name, settings, task
 
 
 def _deid_key(ref: str) -> str:

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-from prefect import task
-
 from radflow.stages.catalog import study_features, update_catalog
-from tasks._common import lake
+from tasks._common import lake, task
 
 
 @task(task_run_name="catalog", tags=["stage:catalog"])

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-from prefect import task
-
 from radflow.stages.features import extract_features, features_address
-from tasks._common import cache_key, lake, quarantine_on_error, run_name, settings
+from tasks._common import cache_key, lake, quarantine_on_error, run_name, settings, task
 
 
 def _features_key(deid: str | None, volume: str | None) -> str:

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from prefect import task
-
 from radflow.stages.fetch import delivery_fingerprint, fetch_delivery
 from radflow.stages.quarantine import record
 from radflow.store import open_store
-from tasks._common import announce_quarantine, cache_key, lake, run_name, settings
+from tasks._common import announce_quarantine, cache_key, lake, run_name, settings, task
 
 
 def _fetch_key(source: str, prefix: str = "") -> str:

@@ -2,13 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from radflow.keys import short_id
 from radflow.stages.report import study_report_address, write_model_report, write_study_report
 from radflow.stages.score import read_score
-from tasks._common import cache_key, lake, run_name
+from tasks._common import cache_key, lake, run_name, task
 
 
 @task(

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from prefect import task
-
 from radflow.keys import address
 from radflow.stages.registry import champion
 from radflow.stages.score import score_study
-from tasks._common import cache_key, lake, quarantine_on_error, run_name
+from tasks._common import cache_key, lake, quarantine_on_error, run_name, task
 
 
 @task(task_run_name="champion", tags=["stage:score"])

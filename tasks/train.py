@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from radflow.keys import digest
@@ -17,7 +16,7 @@ from radflow.stages.train import (
     register_model,
 )
 from radflow.stages.volumes import preprocessing
-from tasks._common import cache_key, lake, settings
+from tasks._common import cache_key, lake, settings, task
 
 
 def _expected() -> tuple[dict[str, Any], dict[str, Any]]:

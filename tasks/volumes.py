@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-from prefect import task
-
 from radflow.stages.volumes import build_volume, volume_address
-from tasks._common import cache_key, lake, quarantine_on_error, run_name, settings
+from tasks._common import cache_key, lake, quarantine_on_error, run_name, settings, task
 
 
 def _volume_key(deid: str | None) -> str:

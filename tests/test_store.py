@@ -720,3 +720,36 @@ def test_open_store_s3_url(s3_settings: Settings, s3_bucket: str, s3_client: Any
 def test_open_store_rejects_bad_urls(url: str) -> None:
     with pytest.raises(ValueError):
         open_store(url)
+
+
+# ------------------------------------------------------------- unsafe keys from an S3 listing
+
+
+def test_unsafe_keys_in_an_s3_inbox_are_quarantined_before_any_io(
+    moto_server: str, s3_client: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    """S3 takes any key, `..` included: the listing shows them as they are, every store call
+    refuses them, and fetch sets each aside ("unsafe object key") while the rest goes on."""
+    from radflow.records import QuarantineRecord
+    from radflow.stages.fetch import fetch_delivery
+
+    unsafe = ["inbox/d/../../evil.dcm", "inbox/d/./x.dcm", "inbox/d//y.dcm", "inbox/d/a\\b.dcm"]
+    for key in [*unsafe, "inbox/d/ok.dcm"]:
+        s3_client.put_object(Bucket=s3_bucket, Key=key, Body=b"not dicom")
+    inbox = S3Store(s3_bucket, endpoint_url=moto_server, region="us-east-1")
+    assert keys_of(inbox, "inbox/") == sorted([*unsafe, "inbox/d/ok.dcm"])
+    for key in unsafe:
+        with pytest.raises(ValueError):
+            inbox.download(key, tmp_path / "dl" / "x")
+        with pytest.raises(ValueError):
+            inbox.get_bytes(key)
+
+    result = fetch_delivery(inbox, "inbox/", tmp_path / "cache")
+    by_hash = {r.source_hash: r.reason for r in result.quarantined}
+    for key in unsafe:
+        rec = QuarantineRecord.for_key(inbox.url, key, "fetch", "-")
+        assert by_hash[rec.source_hash] == "unsafe object key"
+    ok = QuarantineRecord.for_key(inbox.url, "inbox/d/ok.dcm", "fetch", "-")
+    assert by_hash[ok.source_hash] == "not a DICOM instance"  # downloaded, read, refused
+    assert len(files_under(tmp_path / "cache")) == 1  # only the safe key was downloaded
+    assert files_under(tmp_path) == files_under(tmp_path / "cache")

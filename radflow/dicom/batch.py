@@ -29,6 +29,7 @@ from pydicom.uid import (
 
 from radflow.dicom.deid import DeidConfig, Deidentifier, study_pseudonym
 from radflow.errors import QuarantineError
+from radflow.privacy import write_private
 from radflow.records import QuarantineRecord
 
 STAGE = "anonymize"
@@ -229,15 +230,14 @@ def write_quarantine(summary: BatchSummary, path: Path) -> None:
 
 def write_reid_map(summary: BatchSummary, path: Path, secret: bytes) -> None:
     """Original -> pseudonym, for the people allowed to re-identify: mode 600, never in DST."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for (pid, orig_study), (pseudo, study) in sorted(summary.mapping.items()):
-            entry = {
-                "patient_id": pid,
-                "patient_pseudonym": pseudo,
-                "study_uid": orig_study,
-                "study_pseudonym_uid": study,
-                "study_id": study_pseudonym(secret, orig_study),
-            }
-            f.write(json.dumps(entry, sort_keys=True) + "\n")
+    lines = []
+    for (pid, orig_study), (pseudo, study) in sorted(summary.mapping.items()):
+        entry = {
+            "patient_id": pid,
+            "patient_pseudonym": pseudo,
+            "study_uid": orig_study,
+            "study_pseudonym_uid": study,
+            "study_id": study_pseudonym(secret, orig_study),
+        }
+        lines.append(json.dumps(entry, sort_keys=True) + "\n")
+    write_private(path, "".join(lines))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from radflow.dicom.batch import deidentify_bytes, read_dicom
 from radflow.dicom.deid import DeidConfig, Deidentifier, study_pseudonym
 from radflow.errors import QuarantineError
 from radflow.keys import address, secret_fingerprint, sha256_file
+from radflow.privacy import write_private
 from radflow.records import QuarantineRecord, SeriesEntry, StudyManifest
 from radflow.stages.fetch import study_files
 from radflow.stages.quarantine import record
@@ -36,11 +36,8 @@ def read_manifest(store: ObjectStore, deid: str) -> StudyManifest:
 
 
 def write_reid_entry(reid_dir: Path, study_id: str, entry: dict[str, str]) -> None:
-    reid_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = reid_dir / f"{study_id}.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(entry, f, sort_keys=True)
+    """One study's map entry (PHI): the folder mode 700, the file 600, even if they existed."""
+    write_private(reid_dir / f"{study_id}.json", json.dumps(entry, sort_keys=True))
 
 
 def anonymize_study(

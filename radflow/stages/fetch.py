@@ -21,7 +21,7 @@ from radflow.errors import QuarantineError
 from radflow.imaging.nifti import is_nifti
 from radflow.keys import sha256_bytes, sha256_file
 from radflow.records import QuarantineRecord
-from radflow.store import ObjectInfo, ObjectStore
+from radflow.store import ObjectInfo, ObjectStore, validate_key
 
 STAGE = "fetch"
 _HEADER_TAGS = [
@@ -155,6 +155,13 @@ def fetch_delivery(
     result = FetchResult()
     studies: dict[str, list[RawFile]] = defaultdict(list)
     for info in source.list(prefix):
+        try:
+            validate_key(info.key)
+        except ValueError:  # S3 takes any key, `..` included: refused before any I/O
+            result.quarantined.append(
+                QuarantineRecord.for_key(source.url, info.key, STAGE, "unsafe object key")
+            )
+            continue
         try:
             path = _cached_copy(source, info, cache_dir)
             ds = read_header(path, info.key, max_voxels)
