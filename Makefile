@@ -57,6 +57,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/features_bench.py
 	$(BIN)/python bench/cnn_bench.py
 	$(BIN)/python bench/arrival_bench.py
+	$(BIN)/python bench/load_bench.py
 
 clean:
 	rm -rf radflow-demo radflow-data radflow-cache .pytest_cache .mypy_cache .ruff_cache

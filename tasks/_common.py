@@ -5,17 +5,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from prefect import task as prefect_task
 from prefect.context import TaskRunContext
 from prefect.runtime import task_run
+from prefect.tasks import Task
 
 from radflow.config import Settings, load_settings
 from radflow.errors import ConfigError
 from radflow.keys import sha256_bytes, short_id
 from radflow.privacy import scrub_exceptions
 from radflow.store import ObjectStore, open_store
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @cache
@@ -29,7 +33,9 @@ def settings() -> Settings:
         from prefect.blocks.system import Secret
 
         try:
-            value = Secret.load(s.secret_block, _sync=True).get()
+            # In a sync caller Block.load returns the block; `_sync` makes that explicit.
+            block: Any = Secret.load(s.secret_block, _sync=True)  # type: ignore[call-arg]
+            value = block.get()
         except Exception:  # its message names the block only, but may hold a server's URL
             raise ConfigError(
                 "RADFLOW_SECRET_BLOCK", "no readable Prefect Secret block of that name"
@@ -38,16 +44,17 @@ def settings() -> Settings:
     return s
 
 
-def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+def task(**options: Any) -> Callable[[Callable[P, R]], Task[P, R]]:
     """`prefect.task(**options)`, with the body's unexpected exceptions scrubbed before
     Prefect stores or logs them (`radflow.privacy.scrub_exceptions`; the stage is the
     function's name, the original traceback goes to RADFLOW_CACHE_DIR/errors/)."""
 
-    def decorate(f: Callable[..., Any]) -> Any:
+    def decorate(f: Callable[P, R]) -> Task[P, R]:
         scrubbed = scrub_exceptions(f.__name__, lambda: settings().cache_dir)(f)
-        return prefect_task(**options)(scrubbed)
+        made: Task[P, R] = prefect_task(**options)(scrubbed)
+        return made
 
-    return decorate(fn) if fn is not None else decorate
+    return decorate
 
 
 @cache
