@@ -12,7 +12,6 @@ already has a champion. Prints a Markdown table for bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -30,7 +29,7 @@ def main() -> None:
     parser.add_argument("--stable-age", type=float, default=2.0)
     args = parser.parse_args()
 
-    from lakes import trained_lake
+    from lakes import stack_env, trained_lake
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -47,13 +46,7 @@ def main() -> None:
         built = trained_lake(tmp)
         inbox_root = tmp / "inbox"
         inbox_root.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
-        env |= {
-            "RADFLOW_STORE_URL": built.lake.root.as_uri(),
-            "RADFLOW_SECRET_FILE": str(built.secret_file),
-            "RADFLOW_CACHE_DIR": str(tmp / "cache"),
-            "RADFLOW_DEID__REID_DIR": str(tmp / "reid"),
-        }
+        env = stack_env(built, tmp)
         print("starting the stack ...", file=sys.stderr)
         stack = _stack.start(tmp / "stack", env=env)
         try:

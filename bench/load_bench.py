@@ -11,7 +11,6 @@ sizes: 64x64x64 and 512x512x100. Prints a Markdown table for bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ def main() -> None:
 
     from contextlib import nullcontext
 
-    from lakes import trained_lake
+    from lakes import stack_env, trained_lake
     from load import drop_and_score
     from postgres import throwaway_postgres
 
@@ -40,13 +39,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         print("building a lake with a champion ...", file=sys.stderr)
         built = trained_lake(tmp)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
-        env |= {
-            "RADFLOW_STORE_URL": built.lake.root.as_uri(),
-            "RADFLOW_SECRET_FILE": str(built.secret_file),
-            "RADFLOW_CACHE_DIR": str(tmp / "cache"),
-            "RADFLOW_DEID__REID_DIR": str(tmp / "reid"),
-        }
+        env = stack_env(built, tmp)
         stack = _stack.start(tmp / "stack", database_url=url, env=env)
         try:
             for n, run in enumerate(args.run):

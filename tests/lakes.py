@@ -52,3 +52,17 @@ def trained_lake(tmp: Path, spec: SynthSpec = SMALL) -> TrainedLake:
     model = register_model(lake, data, [fit_feature_candidates(lake, data, train)], train)
     promote_if_better(lake, model, train)
     return TrainedLake(lake, settings, tmp / "secret.key", deids, rows, model, studies)
+
+
+def stack_env(built: TrainedLake, tmp: Path) -> dict[str, str]:
+    """This process's environment, without its RADFLOW_* and PREFECT_* settings, plus those a
+    stack's workers need to work on `built` (caches and the map under `tmp`)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
+    return env | {
+        "RADFLOW_STORE_URL": built.lake.root.as_uri(),
+        "RADFLOW_SECRET_FILE": str(built.secret_file),
+        "RADFLOW_CACHE_DIR": str(tmp / "cache"),
+        "RADFLOW_DEID__REID_DIR": str(tmp / "reid"),
+    }
