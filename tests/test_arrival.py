@@ -183,3 +183,21 @@ def test_an_announced_arrival_stays_pending_until_done_and_is_retried_when_overd
     clear_pending(lake, "b" * 24)
     clear_pending(lake, "b" * 24)  # twice is fine
     assert pending_arrivals(lake) == []
+
+
+def test_a_record_deleted_while_the_watcher_reads_is_skipped(tmp_path: Path) -> None:
+    """A scoring run clears its record between the watcher's listing and its read (the
+    load bench hit this): the watcher carries on with the others."""
+    from radflow.stages.pending import ANNOUNCED, pending_arrivals, record_pending
+
+    class ClearedWhileListing(LocalStore):
+        def get_text(self, key: str) -> str:
+            if key.endswith("a" * 24 + ".json"):
+                self.delete(key)
+            return super().get_text(key)
+
+    lake = ClearedWhileListing(tmp_path / "lake")
+    for name in ("a", "b"):
+        arrival = {"source": "s3://in", "prefix": "", "depth": 1, "arrival": name * 24}
+        record_pending(lake, arrival, ANNOUNCED, now=1.0)
+    assert [r["arrival"] for r in pending_arrivals(lake)] == ["b" * 24]

@@ -33,14 +33,22 @@ def record_pending(store: ObjectStore, arrival: dict[str, Any], reason: str, now
 
 
 def read_pending(store: ObjectStore, arrival_id: str) -> dict[str, Any] | None:
-    if not store.exists(_key(arrival_id)):
+    try:
+        record: dict[str, Any] = json.loads(store.get_text(_key(arrival_id)))
+    except FileNotFoundError:  # never written, or its run has just finished
         return None
-    record: dict[str, Any] = json.loads(store.get_text(_key(arrival_id)))
     return record
 
 
 def pending_arrivals(store: ObjectStore) -> list[dict[str, Any]]:
-    return [json.loads(store.get_text(o.key)) for o in store.list("pending/")]
+    """The records now; one that a finishing run deletes while this reads is simply done."""
+    records = []
+    for info in store.list("pending/"):
+        try:
+            records.append(json.loads(store.get_text(info.key)))
+        except FileNotFoundError:
+            continue
+    return records
 
 
 def overdue(
