@@ -22,10 +22,19 @@ from tasks.fetch import fetch
 from tasks.volumes import preprocess
 
 
-def _outcome(future: PrefectFuture[str | None]) -> str | None:
-    """A stage's key; None when it set the study aside or failed (its state says which)."""
-    result = future.result(raise_on_failure=False)
+def outcome(future: PrefectFuture[str | None]) -> str | None:
+    """A stage's key; None when it set the study aside, failed, or never ran because a stage
+    before it failed (`broke` tells the last two from the first)."""
+    future.wait()
+    if broke(future):
+        return None
+    result = future.result()
     return result if isinstance(result, str) else None
+
+
+def broke(future: PrefectFuture[str | None]) -> bool:
+    """Failed, or left Pending ("NotReady") by a failed upstream stage."""
+    return not future.state.is_completed()
 
 
 def prepare_studies(source: str, prefix: str = "") -> Prepared:
@@ -45,14 +54,14 @@ def prepare_studies(source: str, prefix: str = "") -> Prepared:
     keys: list[str] = []
     cached = 0
     for done, row in enumerate(rows, start=1):
-        key = _outcome(row)
+        key = outcome(row)
         if key:
             keys.append(key)
         cached += row.state.name == "Cached"
         if progress is not None and (done == len(rows) or done % max(1, len(rows) // 20) == 0):
             update_progress_artifact(progress, 100.0 * done / len(rows))
     chains = [
-        (ref, _outcome(d), _outcome(v), _outcome(r), r.state.is_failed())
+        (ref, outcome(d), outcome(v), outcome(r), broke(r))
         for ref, d, v, r in zip(refs, deid, volumes, rows, strict=True)
     ]
     summary = delivery_summary(lake(), chains, cached)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prefect import flow, unmapped
 
-from flows.ingest import delivery_run_name, prepare_studies
+from flows.ingest import broke, delivery_run_name, outcome, prepare_studies
+from radflow.stages.quarantine import Prepared
 from tasks._common import connect_tag_checks
 from tasks.report import study_report
 from tasks.score import current_champion, score
@@ -16,8 +17,9 @@ def score_steps(source: str, prefix: str = "") -> list[str]:
     model = current_champion()
     prepared = prepare_studies(source, prefix)
     reports = study_report.map(score.map(prepared.keys, unmapped(model)))
-    done = [r for r in reports.result() if r]
-    prepared.raise_if_failed()
+    done = [key for key in map(outcome, reports) if key]
+    failed = prepared.failed + sum(map(broke, reports))
+    Prepared(prepared.keys, failed, prepared.seen).raise_if_failed()
     return done
 
 

@@ -100,9 +100,11 @@ def drop_and_score(
                 for r in client.read_flow_runs(limit=200)
                 if r.id not in before and r.name.startswith("score-")
             ]
-            waiting = [a for a in arrivals if read_pending(lake, a) is not None]
-            if not waiting and all(r.state and r.state.is_final() for r in runs):
-                break
+            records = [r for a in arrivals if (r := read_pending(lake, a)) is not None]
+            waiting = [r["arrival"] for r in records]
+            given_up = all(int(r.get("announcements", 1)) >= 3 for r in records)
+            if given_up and all(r.state and r.state.is_final() for r in runs):
+                break  # nothing in flight, and nothing will be announced again
             time.sleep(1)
         ended = max(r.end_time for r in runs if r.end_time).timestamp()
     new = {p.parent for p in lake.root.glob("reports/*/*/study.html")} - reported

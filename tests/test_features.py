@@ -194,3 +194,21 @@ def test_lesion_mask_quarantines_blank_image() -> None:
     with pytest.raises(QuarantineError) as err:
         lesion_mask(image)
     assert err.value.reason == "no lesion found"
+
+
+def test_a_region_too_small_for_texture_is_quarantined_not_a_nan_row() -> None:
+    """One voxel has no neighbour pair: IBSI's texture features are NaN there, which would
+    break training and scoring (found by the load test on 24x24x8 studies)."""
+    from radflow.stages.features import require_finite
+
+    values = np.full((5, 5, 5), 100.0)
+    one = np.zeros((5, 5, 5), np.uint8)
+    one[2, 2, 2] = 1
+    features = extract(_image(values), _image(one))
+    assert any(math.isnan(v) for v in features.values())
+    with pytest.raises(QuarantineError, match="features not finite") as err:
+        require_finite(features, _image(one))
+    assert "the ROI has 1 voxels" in err.value.detail
+    ball = _image(_sphere(4, 12))
+    whole = extract(_image(_sphere(4, 12).astype(np.float64) * 100), ball)
+    assert require_finite(whole, ball) is whole

@@ -213,6 +213,38 @@ def test_one_study_failing_unexpectedly_holds_up_no_other(
     assert len(ingest(folder.as_uri(), "", str(labels))) == 3  # fixed: the run goes through
 
 
+def test_a_study_whose_scoring_breaks_holds_up_no_other(
+    prefect_server: None, inbox: Any, pipeline_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same at scoring (the load test found a NaN feature row breaking the model): the
+    others get their reports, then the run fails saying how many did not."""
+    import threading
+
+    from lakes import trained_lake
+
+    import tasks.score
+    from flows.score import score_flow
+
+    trained_lake(pipeline_env)  # a champion in this lake
+    real, lock, broken = tasks.score.score_study, threading.Lock(), []
+
+    def first_one_breaks(*args: Any) -> str:
+        with lock:
+            if not broken:
+                broken.append(args[1])
+                raise ValueError("Input X contains NaN.")
+        return real(*args)
+
+    monkeypatch.setattr(tasks.score, "score_study", first_one_breaks)
+    folder, _, studies = inbox
+    reported = set((pipeline_env / "lake").glob("reports/*/*/study.html"))
+    state = score_flow(folder.as_uri(), "", return_state=True)
+    assert state.is_failed()
+    assert f"1 of {len(studies)} studies failed unexpectedly" in str(state.message)
+    new = set((pipeline_env / "lake").glob("reports/*/*/study.html")) - reported
+    assert len(new) == len(studies) - 1
+
+
 def test_train_and_score_from_s3(
     prefect_server: None,
     pipeline_env: Path,
