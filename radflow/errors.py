@@ -16,6 +16,9 @@ class RadflowError(Exception):
         super().__init__(message)
         self.hint = hint
 
+    def __reduce__(self) -> tuple[type[RadflowError], tuple[str, ...]]:
+        return (type(self), (str(self), self.hint))
+
 
 class ConfigError(RadflowError):
     """A setting is missing or wrong."""
@@ -25,6 +28,10 @@ class ConfigError(RadflowError):
         self.problem = problem
         super().__init__(f"setting {setting}: {problem}", hint)
 
+    def __reduce__(self) -> tuple[type[RadflowError], tuple[str, ...]]:
+        # Prefect pickles a failed task's exception; the default would call __init__(message).
+        return (type(self), (self.setting, self.problem, self.hint))
+
 
 class QuarantineError(RadflowError):
     """An input cannot be processed; it is set aside with a record, and the run goes on."""
@@ -33,6 +40,9 @@ class QuarantineError(RadflowError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+    def __reduce__(self) -> tuple[type[RadflowError], tuple[str, ...]]:
+        return (type(self), (self.reason, self.detail))
 
 
 class NotFoundError(RadflowError):

@@ -91,3 +91,23 @@ def test_secret_file_must_be_private(tmp_path: Path, monkeypatch: pytest.MonkeyP
     f.write_text("short")
     with pytest.raises(ConfigError, match="shorter than 16"):
         load_settings().pseudonym_secret()
+
+
+def test_radflow_errors_survive_pickling() -> None:
+    """Prefect pickles the exception of a failed task and reads it back elsewhere."""
+    import pickle
+
+    from radflow.errors import ConfigError, NotFoundError, QuarantineError, RadflowError
+    from radflow.store import StoreError
+
+    for err in (
+        RadflowError("went wrong", hint="do this"),
+        ConfigError("RADFLOW_SECRET_FILE", "is readable by others", hint="chmod 600"),
+        QuarantineError("truncated DICOM file", "the file ends inside its header"),
+        NotFoundError("no champion model", hint="radflow train"),
+        StoreError("S3 get failed", hint="check the endpoint"),
+    ):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err)
+        assert str(back) == str(err) and back.hint == err.hint
+        assert vars(back) == vars(err)
