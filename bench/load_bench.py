@@ -53,6 +53,7 @@ def main() -> None:
                     deliveries,
                     per,
                     (rows, columns, slices),
+                    retry_after=600,  # the watcher's default
                 )
                 results.append((f"{rows}x{columns}x{slices}", result))
                 print(result, file=sys.stderr)

@@ -54,13 +54,37 @@ def announce_arrival(
 
 
 def announce_overdue(lake_store: ObjectStore, retry_after: float) -> int:
-    """Announce again the arrivals whose run has not finished `retry_after` seconds later."""
+    """Announce again the arrivals whose run has not finished `retry_after` seconds later and
+    is not waiting or running either (a long queue is no reason to score twice)."""
     late = overdue(lake_store, retry_after, time.time())
-    for record in late:
+    busy = _in_flight([record["arrival"] for record in late]) if late else set()
+    again = [record for record in late if record["arrival"][:12] not in busy]
+    for record in again:
         announce_arrival(
             lake_store, record["source"], record["prefix"], record["depth"], record["arrival"]
         )
-    return len(late)
+    return len(again)
+
+
+def _in_flight(arrival_ids: list[str]) -> set[str]:
+    """The arrivals (first 12 characters, as in run names) with a scoring run not yet final."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterName,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    waiting = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
+    flt = FlowRunFilter(
+        name=FlowRunFilterName(any_=[f"score-{a[:12]}" for a in arrival_ids]),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=waiting)),
+    )
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=flt, limit=len(arrival_ids) * 4)
+    return {run.name.removeprefix("score-") for run in runs}
 
 
 @flow(name="watch-inbox", flow_run_name="watch-inbox")
