@@ -172,26 +172,35 @@ def test_bad_file_is_quarantined_and_flow_goes_on(prefect_server: None, inbox: A
     assert "| prepared | 3 |" in str(latest.data)
 
 
+def _first_call_raises(real: Any, error: Exception) -> Any:
+    """`real`, except that its first call (of the fanned-out studies, whichever comes first)
+    raises `error`."""
+    import threading
+
+    lock, calls = threading.Lock(), []
+
+    def wrapper(*args: Any) -> Any:
+        with lock:
+            calls.append(args)
+            if len(calls) == 1:
+                raise error
+        return real(*args)
+
+    return wrapper
+
+
 def test_one_study_failing_unexpectedly_holds_up_no_other(
     prefect_server: None, inbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not bad input but an error (a bug, a lost disk): the other studies are finished and
     catalogued, then the run fails saying how many did not make it."""
-    import threading
-
     import tasks.features
     from flows.ingest import ingest
 
-    real, lock, broken = tasks.features.extract_features, threading.Lock(), []
-
-    def first_one_breaks(*args: Any) -> str:
-        with lock:
-            if not broken:
-                broken.append(args[1])
-                raise OSError("disk went away")
-        return real(*args)
-
-    monkeypatch.setattr(tasks.features, "extract_features", first_one_breaks)
+    real = tasks.features.extract_features
+    monkeypatch.setattr(
+        tasks.features, "extract_features", _first_call_raises(real, OSError("disk went away"))
+    )
     folder, labels, _ = inbox
     state = ingest(folder.as_uri(), "", str(labels), return_state=True)
     assert state.is_failed()
@@ -218,24 +227,14 @@ def test_a_study_whose_scoring_breaks_holds_up_no_other(
 ) -> None:
     """The same at scoring (the load test found a NaN feature row breaking the model): the
     others get their reports, then the run fails saying how many did not."""
-    import threading
-
     from lakes import trained_lake
 
     import tasks.score
     from flows.score import score_flow
 
     trained_lake(pipeline_env)  # a champion in this lake
-    real, lock, broken = tasks.score.score_study, threading.Lock(), []
-
-    def first_one_breaks(*args: Any) -> str:
-        with lock:
-            if not broken:
-                broken.append(args[1])
-                raise ValueError("Input X contains NaN.")
-        return real(*args)
-
-    monkeypatch.setattr(tasks.score, "score_study", first_one_breaks)
+    breaking = _first_call_raises(tasks.score.score_study, ValueError("Input X contains NaN."))
+    monkeypatch.setattr(tasks.score, "score_study", breaking)
     folder, _, studies = inbox
     reported = set((pipeline_env / "lake").glob("reports/*/*/study.html"))
     state = score_flow(folder.as_uri(), "", return_state=True)
