@@ -104,6 +104,8 @@ def demo(
     os.environ["RADFLOW_SECRET_FILE"] = str(layout.secret_file)
     os.environ["RADFLOW_DEID__REID_DIR"] = str(layout.reid)
     os.environ.pop("RADFLOW_SECRET", None)
+    # One process on Prefect's temporary server: stage tags would cost ~2 s per stage there.
+    os.environ.setdefault("RADFLOW_STAGE_TAGS", "false")
     _prefect_env(layout.workdir / ".prefect")
     started = time.perf_counter()
 

@@ -3,6 +3,7 @@ and `task`: Prefect's decorator with the body's exceptions scrubbed of PHI."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import cache
 from typing import Any, ParamSpec, TypeVar
@@ -44,10 +45,22 @@ def settings() -> Settings:
     return s
 
 
+def stage_tags_on() -> bool:
+    """RADFLOW_STAGE_TAGS (true by default): a `stage:<name>` tag on every task run, to filter
+    by in the UI. Prefect 3.8 checks each tagged run's concurrency limits with the server, one
+    run after another per tag set: on the temporary server of a one-process run that is about
+    2 s per stage (the warm 40-study demo: 36 s with the tags, 11 s without), so `radflow
+    demo` turns them off. Read when the task modules are imported."""
+    return os.environ.get("RADFLOW_STAGE_TAGS", "true").strip().lower() not in ("0", "false", "no")
+
+
 def task(**options: Any) -> Callable[[Callable[P, R]], Task[P, R]]:
     """`prefect.task(**options)`, with the body's unexpected exceptions scrubbed before
     Prefect stores or logs them (`radflow.privacy.scrub_exceptions`; the stage is the
     function's name, the original traceback goes to RADFLOW_CACHE_DIR/errors/)."""
+
+    if not stage_tags_on():
+        options["tags"] = [t for t in options.get("tags", []) if not t.startswith("stage:")]
 
     def decorate(f: Callable[P, R]) -> Task[P, R]:
         scrubbed = scrub_exceptions(f.__name__, lambda: settings().cache_dir)(f)

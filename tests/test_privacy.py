@@ -182,3 +182,16 @@ def test_a_secret_block_outside_the_tasks_says_what_to_do(monkeypatch: pytest.Mo
     with pytest.raises(ConfigError, match=r"RADFLOW_SECRET_BLOCK: .* only inside") as info:
         load_settings().pseudonym_secret()
     assert "RADFLOW_SECRET_FILE" in info.value.hint
+
+
+def test_stage_tags_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`radflow demo` turns them off (they cost ~2 s per stage on a temporary server); a
+    concurrency limit's tag such as `gpu` stays."""
+    from tasks._common import task
+
+    def body() -> None:
+        return None
+
+    assert task(tags=["stage:x", "gpu"])(body).tags == {"stage:x", "gpu"}
+    monkeypatch.setenv("RADFLOW_STAGE_TAGS", "false")
+    assert task(tags=["stage:x", "gpu"])(body).tags == {"gpu"}
