@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
 from flows.score import score_steps
-from radflow.arrival import EVENT, Arrival, PollingWatcher, QueueWatcher, locate
+from radflow.arrival import EVENT, PollingWatcher, QueueWatcher, locate
 from radflow.errors import NotFoundError
 from radflow.stages.pending import (
     ANNOUNCED,
@@ -25,9 +25,8 @@ from radflow.store import ObjectStore, open_store
 from tasks._common import lake, settings
 
 
-def announce(source: str, prefix: str, depth: int, arrival: Arrival | str) -> None:
+def announce(source: str, prefix: str, depth: int, arrival_id: str) -> None:
     """The event: a hash for the resource, where to look in the payload (never a folder name)."""
-    arrival_id = arrival if isinstance(arrival, str) else arrival.arrival_id
     emit_event(
         event=EVENT,
         resource={

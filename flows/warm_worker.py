@@ -50,7 +50,7 @@ PRELOAD = ("flows.arrival", "flows.score", "flows.ingest")
 def flow_at(entrypoint: str) -> Flow[..., Any]:
     """`flows/arrival.py:score_arrival` (a deployment's entrypoint) -> the flow object of the
     already imported module `flows.arrival`, so every run shares one import."""
-    path, _, name = entrypoint.partition(":")
+    path, _, name = entrypoint.removeprefix("./").partition(":")  # relative to the checkout
     module = Path(path).with_suffix("").as_posix().replace("/", ".")
     found: Flow[..., Any] = getattr(importlib.import_module(module), name)
     return found
@@ -71,7 +71,7 @@ class WarmWorker(ProcessWorker):
         configuration: ProcessJobConfiguration,
         task_status: anyio.abc.TaskStatus[int] | None = None,
     ) -> ProcessWorkerResult:
-        flow = flow_at(flow_run_entrypoint(await self._deployment_entrypoint(flow_run)))
+        flow = flow_at(await self._deployment_entrypoint(flow_run))
         if task_status is not None:
             task_status.started(os.getpid())
         # A fresh context: nothing of the worker's own Prefect context leaks into the run.
@@ -98,11 +98,6 @@ class WarmWorker(ProcessWorker):
         raise InfrastructureNotAvailable(
             "the run executes inside the warm worker's process and finishes on its own"
         )
-
-
-def flow_run_entrypoint(entrypoint: str) -> str:
-    """Entrypoints are relative to the checkout; the worker runs there too."""
-    return entrypoint.removeprefix("./")
 
 
 def main() -> None:
