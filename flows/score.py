@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from prefect import flow, unmapped
 
-from flows.ingest import broke, delivery_run_name, outcome, prepare_studies
-from radflow.stages.quarantine import Prepared
-from tasks._common import connect_tag_checks
+from flows.ingest import delivery_run_name, prepare_studies
+from flows.outcomes import broke, outcome
+from radflow.delivery import Prepared
 from tasks.report import study_report
 from tasks.score import current_champion, score
+from tasks.stage_task import connect_tag_checks
 
 
 def score_steps(source: str, prefix: str = "") -> list[str]:
     """champion -> prepare -> score -> report; report keys, one per scored study."""
     connect_tag_checks(current_champion, score, study_report)
     model = current_champion()
-    prepared = prepare_studies(source, prefix)
-    reports = study_report.map(score.map(prepared.keys, unmapped(model)))
+    studies = prepare_studies(source, prefix)
+    reports = study_report.map(score.map(studies.keys, unmapped(model)))
     done = [key for key in map(outcome, reports) if key]
-    failed = prepared.failed + sum(map(broke, reports))
-    Prepared(prepared.keys, failed, prepared.seen).raise_if_failed()
+    failed = studies.failed + sum(map(broke, reports))
+    Prepared(studies.keys, failed, studies.seen).raise_if_failed()
     return done
 
 

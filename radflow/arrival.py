@@ -12,6 +12,14 @@ marker object in it. Two sources of "something changed":
 Folder names can hold PHI, so what leaves a watcher is an `Arrival`: a keyed hash of the
 folder (`arrival_id`) and counts. The scoring flow finds the folder again by listing the inbox
 (`locate`). Which arrivals were emitted is kept in the lake (`watch/<id>.json`), by hash.
+
+Between the watcher's event and the report, an arrival is *pending* (`PendingArrival`,
+`pending/<arrival>.json`): written before its event is sent and deleted once its scoring run
+has finished every study. So no arrival is lost: if the event's run never starts (the server
+refused to create it, a worker died with it), or failed, or waited for a champion, the record
+is still there. The watcher announces records older than its `retry_after` again, the next
+promotion announces them all, and `radflow score --pending` scores them by hand. Scoring is
+idempotent, so announcing twice costs a Cached run, never a second report.
 """
 
 from __future__ import annotations
@@ -25,10 +33,14 @@ from urllib.parse import unquote_plus
 
 from radflow.errors import NotFoundError
 from radflow.keys import sha256_bytes
+from radflow.lake import Lake
+from radflow.lake.records import PendingArrival
 from radflow.store import ObjectInfo, ObjectStore
 
 MARKER = "_COMPLETE"
 EVENT = "radflow.study.arrived"
+ANNOUNCED = "announced"
+NO_CHAMPION = "no champion model"
 
 
 @dataclass(frozen=True)
@@ -82,19 +94,16 @@ def _folders(objects: Iterable[ObjectInfo], prefix: str, depth: int) -> dict[str
 class Emitted:
     """Which arrival (at which signature) was emitted, kept in the lake by hash only."""
 
-    def __init__(self, lake: ObjectStore, source_url: str, prefix: str) -> None:
-        self.lake = lake
-        self.key = f"watch/{sha256_bytes(f'{source_url}|{prefix}'.encode())[:16]}.json"
-        self.seen: dict[str, str] = (
-            json.loads(lake.get_text(self.key)) if lake.exists(self.key) else {}
-        )
+    def __init__(self, lake: Lake, source_url: str, prefix: str) -> None:
+        self.lake, self.source_url, self.prefix = lake, source_url, prefix
+        self.seen = lake.emitted(source_url, prefix)
 
     def is_new(self, arrival: Arrival) -> bool:
         return self.seen.get(arrival.arrival_id) != arrival.signature
 
     def record(self, arrival: Arrival) -> None:
         self.seen[arrival.arrival_id] = arrival.signature
-        self.lake.put_text(self.key, json.dumps(self.seen, sort_keys=True))
+        self.lake.put_emitted(self.source_url, self.prefix, self.seen)
 
 
 @dataclass
@@ -114,7 +123,7 @@ class PollingWatcher:
         self,
         inbox: ObjectStore,
         prefix: str,
-        lake: ObjectStore,
+        lake: Lake,
         stable_age: float = 30.0,
         depth: int = 1,
         clock: Callable[[], float] = time.monotonic,
@@ -154,7 +163,7 @@ class QueueWatcher:
         self,
         inbox: ObjectStore,
         prefix: str,
-        lake: ObjectStore,
+        lake: Lake,
         sqs: Any,
         queue_url: str,
         stable_age: float = 30.0,
@@ -251,3 +260,29 @@ def connect_bucket_to_queue(s3: Any, sqs: Any, bucket: str, prefix: str, queue: 
         },
     )
     return url
+
+
+def mark_pending(lake: Lake, arrival: PendingArrival, reason: str, now: float) -> PendingArrival:
+    """(Re)write the arrival's record; `announcements` counts how often its event was sent."""
+    record = arrival.model_copy(
+        update={
+            "reason": reason,
+            "since": now,
+            "announcements": arrival.announcements + (reason == ANNOUNCED),
+        }
+    )
+    lake.put_pending(record)
+    return record
+
+
+def overdue(lake: Lake, retry_after: float, now: float, most: int = 3) -> list[PendingArrival]:
+    """Announced arrivals whose run has not finished `retry_after` seconds later, announced
+    fewer than `most` times (one that keeps failing waits for `radflow score --pending`; those
+    waiting for a champion are announced by the promotion)."""
+    return [
+        record
+        for record in lake.pending_arrivals()
+        if record.reason == ANNOUNCED
+        and now - record.since >= retry_after
+        and record.announcements < most
+    ]

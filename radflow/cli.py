@@ -346,21 +346,20 @@ def score(
             )
         url, prefix = _source(source) if source else ("", "")
         from radflow.config import load_settings
-        from radflow.stages.pending import pending_arrivals
-        from radflow.stages.registry import champion
+        from radflow.lake import Lake
         from radflow.store import open_store
 
         settings = load_settings()
-        lake = open_store(settings.store_url, settings)
-        champion(lake)  # before any flow: a clear error
+        lake = Lake(open_store(settings.store_url, settings))
+        lake.champion()  # before any flow: a clear error
         if pending:
             from flows.arrival import score_arrival
 
             return [
                 key
-                for waiting in pending_arrivals(lake)
+                for waiting in lake.pending_arrivals()
                 for key in score_arrival(
-                    waiting["source"], waiting["arrival"], waiting["prefix"], waiting["depth"]
+                    waiting.source, waiting.arrival, waiting.prefix, waiting.depth
                 )
             ]
         from flows.score import score_flow
@@ -387,14 +386,13 @@ def report(
 
     def body() -> str | None:
         from radflow.config import load_settings
-        from radflow.stages.catalog import study_features
-        from radflow.stages.registry import champion
+        from radflow.lake import Lake
         from radflow.store import open_store
 
         settings = load_settings()
-        lake = open_store(settings.store_url, settings)
-        study_features(lake, study)  # before any flow: clear errors
-        champion(lake)
+        lake = Lake(open_store(settings.store_url, settings))
+        lake.study_features(study)  # before any flow: clear errors
+        lake.champion()
         from flows.report import report_flow
 
         key: str | None = report_flow(study)

@@ -1,36 +1,27 @@
+"""De-identify each study; store the delivery's labels under pseudonyms."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from radflow.keys import keyed_hash
-from radflow.stages.anonymize import anonymize_study, deid_address, store_labels
-from tasks._common import cache_key, lake, quarantine_on_error, run_name, settings, task
+from radflow.stages import anonymize as anonymize_stage
+from radflow.stages.labels import store_labels
+from tasks.runtime import lake, settings, task
+from tasks.stage_task import LakeAddress, stage_task
 
-
-def _deid_key(ref: str) -> str:
-    return deid_address(ref, settings().deid_config())
-
-
-@task(
-    cache_key_fn=cache_key("deid", _deid_key),
-    task_run_name=run_name("anonymize"),
-    tags=["stage:anonymize"],
-)
-def anonymize(ref: str) -> str | None:
-    s = settings()
-    return quarantine_on_error(
-        "anonymize",
-        ref,
-        lambda: anonymize_study(lake(), s.cache_dir, ref, s.deid_config(), s.deid.reid_dir),
-    )
+anonymize = stage_task(anonymize_stage)
 
 
 def _labels_key(labels_path: str) -> str:
+    # The file's text, keyed: the key sees a changed file, and holds no original UID.
     return "labels/" + keyed_hash(settings().pseudonym_secret(), Path(labels_path).read_text())
 
 
 @task(
-    cache_key_fn=cache_key("labels", _labels_key), task_run_name="labels", tags=["stage:anonymize"]
+    cache_policy=LakeAddress(name="labels", address=_labels_key),
+    task_run_name="labels",
+    tags=["stage:anonymize"],
 )
 def record_labels(labels_path: str) -> int:
     """Labels keyed by original StudyInstanceUID, stored under the studies' pseudonyms.

@@ -1,7 +1,9 @@
+"""Point each study at its current feature row; find a study's row by its pseudonym."""
+
 from __future__ import annotations
 
-from radflow.stages.catalog import study_features, update_catalog
-from tasks._common import lake, task
+from radflow.stages.catalog import update_catalog
+from tasks.runtime import lake, task
 
 
 @task(task_run_name="catalog", tags=["stage:catalog"])
@@ -12,4 +14,10 @@ def catalog(feature_keys: list[str]) -> int:
 
 @task(task_run_name="features-of", tags=["stage:catalog"])
 def features_of(study_id: str) -> str:
-    return study_features(lake(), study_id)
+    return lake().study_features(study_id)
+
+
+@task(task_run_name="current-rows", tags=["stage:catalog"])
+def current_rows() -> list[str]:
+    """Every study's current feature row."""
+    return lake().current_features()

@@ -1,25 +1,30 @@
+"""List a delivery and group its files into studies in the worker's cache."""
+
 from __future__ import annotations
 
 from radflow.stages.fetch import delivery_fingerprint, fetch_delivery
-from radflow.stages.quarantine import record
 from radflow.store import open_store
-from tasks._common import announce_quarantine, cache_key, lake, run_name, settings, task
+from tasks.runtime import settings, task
+from tasks.stage_task import LakeAddress, quarantine, run_name
 
 
 def _fetch_key(source: str, prefix: str = "") -> str:
+    # Lists the delivery: the key must see new, changed and removed files.
     s = settings()
-    return delivery_fingerprint(open_store(source, s), prefix, s.cache_dir, s.max_series_voxels)
+    inbox = open_store(source, s.s3_options())
+    return delivery_fingerprint(inbox, prefix, s.cache_dir, s.max_series_voxels)
 
 
 @task(
-    cache_key_fn=cache_key("fetch", _fetch_key),
+    cache_policy=LakeAddress(name="fetch", address=_fetch_key),
     task_run_name=run_name("fetch"),
     tags=["stage:fetch"],
 )
 def fetch(source: str, prefix: str = "") -> list[str]:
     """Study references of a delivery; unreadable files are quarantined."""
     s = settings()
-    result = fetch_delivery(open_store(source, s), prefix, s.cache_dir, s.max_series_voxels)
-    for rec in result.quarantined:
-        announce_quarantine(record(lake(), rec), rec.stage, rec.reason)
+    inbox = open_store(source, s.s3_options())
+    result = fetch_delivery(inbox, prefix, s.cache_dir, s.max_series_voxels)
+    for record in result.quarantined:
+        quarantine(record)
     return result.studies

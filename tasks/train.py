@@ -1,45 +1,52 @@
+"""Train: the dataset, the candidates, the registry entry and the promotion decision."""
+
 from __future__ import annotations
 
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from radflow.keys import digest
-from radflow.stages.registry import promote_if_better, read_card
-from radflow.stages.train import (
-    build_dataset,
+from radflow.lake.records import Decision
+from radflow.stages import dataset as dataset_stage
+from radflow.stages.candidates import (
     cnn_candidate_address,
     feature_candidates_address,
     fit_cnn_candidate,
     fit_feature_candidates,
-    model_address,
-    register_model,
 )
-from radflow.stages.volumes import preprocessing
-from tasks._common import cache_key, lake, settings, task
+from radflow.stages.registry import model_address, promote_if_better, register_model
+from tasks.runtime import lake, settings, task
+from tasks.stage_task import LakeAddress
 
 
-def _expected() -> tuple[dict[str, Any], dict[str, Any]]:
-    return preprocessing(settings().preprocess), settings().features.model_dump()
-
-
-def _dataset_key(feature_keys: list[str | None]) -> str:
-    # The dataset also depends on the labels: the key covers their objects' sizes and ETags.
-    labels = [f"{o.key}:{o.etag}" for o in lake().list("labels/")]
-    keys = sorted(k for k in feature_keys if k)
-    return digest(keys, {"labels": labels, "expected": list(_expected())})
+def _rows(feature_keys: list[str | None]) -> list[str]:
+    return [k for k in feature_keys if k]
 
 
 @task(
-    cache_key_fn=cache_key("datasets", _dataset_key), task_run_name="dataset", tags=["stage:train"]
+    cache_policy=LakeAddress(
+        name="dataset",
+        address=lambda feature_keys: dataset_stage.address(lake(), settings(), _rows(feature_keys)),
+    ),
+    task_run_name="dataset",
+    tags=["stage:train"],
 )
 def dataset(feature_keys: list[str | None]) -> str:
-    return build_dataset(lake(), [k for k in feature_keys if k], *_expected())
+    key = dataset_stage.run(lake(), settings(), _rows(feature_keys))
+    get_run_logger().info(
+        "%(labelled_studies)d labelled studies; %(unlabelled_studies)d without a label, "
+        "%(labels_without_study)d labels without a study, %(stale_studies)d prepared with "
+        "other settings",
+        lake().dataset(key).summary().model_dump(),
+    )
+    return key
 
 
 @task(
-    cache_key_fn=cache_key(
-        "candidates", lambda dataset: feature_candidates_address(dataset, settings().train)
+    cache_policy=LakeAddress(
+        name="candidates",
+        address=lambda dataset: feature_candidates_address(dataset, settings().train),
     ),
     task_run_name="fit-feature-models",
     tags=["stage:train"],
@@ -49,8 +56,8 @@ def feature_candidates(dataset: str) -> str:
 
 
 @task(
-    cache_key_fn=cache_key(
-        "candidates", lambda dataset: cnn_candidate_address(dataset, settings().train)
+    cache_policy=LakeAddress(
+        name="candidates", address=lambda dataset: cnn_candidate_address(dataset, settings().train)
     ),
     task_run_name="fit-cnn",
     tags=["stage:train", "gpu"],
@@ -63,41 +70,62 @@ def cnn_candidate(dataset: str) -> str:
 
 
 @task(
-    cache_key_fn=cache_key(
-        "models", lambda dataset, candidates: model_address(dataset, candidates, settings().train)
+    cache_policy=LakeAddress(
+        name="models",
+        address=lambda dataset, candidates: model_address(dataset, candidates, settings().train),
     ),
     task_run_name="register",
     tags=["stage:train"],
 )
 def register(dataset: str, candidates: list[str]) -> str:
     model = register_model(lake(), dataset, candidates, settings().train)
-    card = read_card(lake(), model)
+    card = lake().card(model)
     create_table_artifact(
         key="radflow-candidates",
-        table=card["comparison"],
-        description=f"Model {card['model_id']}: candidates on validation and test patients",
+        table=[row.model_dump() for row in card.comparison],
+        description=f"Model {card.model_id}: candidates on validation and test patients",
     )
     return model
 
 
 @task(
-    cache_key_fn=cache_key("promote", lambda model: f"{model}/decision"),
+    cache_policy=LakeAddress(name="promote", address=lambda model: f"{model}/decision"),
     task_run_name="promote",
     tags=["stage:train"],
 )
-def promote(model: str) -> dict[str, Any]:
+def promote(model: str) -> Decision:
     decision = promote_if_better(lake(), model, settings().train)
     previous = (
-        f"champion {decision['previous']}: test AUC {decision['previous_auc']:.3f} on the same rows"
-        if "previous_auc" in decision
+        f"champion {decision.previous}: test AUC {decision.previous_auc:.3f} on the same rows"
+        if decision.previous_auc is not None
         else "no comparable champion"
     )
     create_markdown_artifact(
         key="radflow-promotion",
         markdown=(
-            f"**{decision['model_id']}**: test AUC {decision['auc']:.3f}; {previous}; "
-            f"margin {decision['margin']}.\n\n"
-            f"**{'Promoted' if decision['promoted'] else 'Not promoted'}**: {decision['reason']}"
+            f"**{decision.model_id}**: test AUC {decision.auc:.3f}; {previous}; "
+            f"margin {decision.margin}.\n\n"
+            f"**{'Promoted' if decision.promoted else 'Not promoted'}**: {decision.reason}"
         ),
     )
     return decision
+
+
+@task(task_run_name="trained", tags=["stage:train"])
+def trained(model: str, decision: Decision, report: str) -> dict[str, Any]:
+    """What `radflow train --json` prints: the model, the decision, held-out metrics, labels."""
+    card, metrics = lake().card(model), lake().metrics(model)
+    get_run_logger().info(
+        "model %s: test AUC %.3f, %s", card.model_id, decision.auc, decision.reason
+    )
+    return {
+        "model": model,
+        "model_id": card.model_id,
+        "kind": card.kind,
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "previous": decision.previous,
+        "metrics": metrics.held_out.model_dump(mode="json"),
+        "labels": card.labels.model_dump(),
+        "report": report,
+    }

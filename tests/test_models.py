@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from radflow.config import TrainSettings
 from radflow.models.candidates import feature_pipeline, grouped_cv_auc
 from radflow.models.metrics import Evaluation, evaluate
-from radflow.models.train import patient_split, three_way_split
+from radflow.models.splits import patient_split, three_way_split
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

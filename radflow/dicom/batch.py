@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -27,10 +26,10 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from radflow.dicom.deid import DeidConfig, Deidentifier, study_pseudonym
+from radflow.dicom.deid import DeidConfig, Deidentifier, DeidResult, reid_entry
 from radflow.errors import QuarantineError
+from radflow.lake.records import QuarantineRecord
 from radflow.privacy import write_private
-from radflow.records import QuarantineRecord
 
 STAGE = "anonymize"
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -125,18 +124,12 @@ def _truncation(ds: pydicom.Dataset) -> str | None:
     return None
 
 
-def deidentify_bytes(ds: pydicom.Dataset, deid: Deidentifier) -> tuple[bytes, tuple[str, ...]]:
+def deidentify_bytes(ds: pydicom.Dataset, deid: Deidentifier) -> tuple[bytes, DeidResult]:
+    """The de-identified file's bytes, and its identifiers (original ones for the map only)."""
     result = deid(ds)
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue(), (
-        result.study_uid,
-        result.series_uid,
-        result.sop_uid,
-        result.original_patient_id,
-        result.patient_id,
-        result.original_study_uid,
-    )
+    return buf.getvalue(), result
 
 
 _WORKER: Deidentifier | None = None
@@ -154,15 +147,13 @@ def _one(args: tuple[str, str, str]) -> FileOutcome:
     try:
         path = Path(source)
         outcome.bytes_in = path.stat().st_size
-        data, (study, series, sop, pid, pseudo, orig_study) = deidentify_bytes(
-            read_dicom(path), _WORKER
-        )
+        data, ids = deidentify_bytes(read_dicom(path), _WORKER)
     except QuarantineError as err:
         outcome.quarantine = QuarantineRecord.for_key(
             "", rel, STAGE, err.reason, type(err).__name__
         )
         return outcome
-    out = Path(dst) / study / series / f"{sop}.dcm"
+    out = Path(dst) / ids.study_uid / ids.series_uid / f"{ids.sop_uid}.dcm"
     out.parent.mkdir(parents=True, exist_ok=True)
     # Named after the source too: two sources with one SOP Instance UID must not share a
     # part file; the parent decides which one becomes `out` (see anonymize_tree).
@@ -170,7 +161,12 @@ def _one(args: tuple[str, str, str]) -> FileOutcome:
     part.write_bytes(data)
     outcome.part = str(part)
     outcome.output = str(out.relative_to(dst))
-    outcome.mapping = (pid, pseudo, orig_study, study)
+    outcome.mapping = (
+        ids.original_patient_id,
+        ids.patient_id,
+        ids.original_study_uid,
+        ids.study_uid,
+    )
     return outcome
 
 
@@ -230,14 +226,8 @@ def write_quarantine(summary: BatchSummary, path: Path) -> None:
 
 def write_reid_map(summary: BatchSummary, path: Path, secret: bytes) -> None:
     """Original -> pseudonym, for the people allowed to re-identify: mode 600, never in DST."""
-    lines = []
-    for (pid, orig_study), (pseudo, study) in sorted(summary.mapping.items()):
-        entry = {
-            "patient_id": pid,
-            "patient_pseudonym": pseudo,
-            "study_uid": orig_study,
-            "study_pseudonym_uid": study,
-            "study_id": study_pseudonym(secret, orig_study),
-        }
-        lines.append(json.dumps(entry, sort_keys=True) + "\n")
+    lines = [
+        reid_entry(pid, pseudo, orig_study, study, secret) + "\n"
+        for (pid, orig_study), (pseudo, study) in sorted(summary.mapping.items())
+    ]
     write_private(path, "".join(lines))

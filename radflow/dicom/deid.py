@@ -9,6 +9,7 @@ runs. Pixel data are never decoded: the element's bytes are written back as read
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -188,6 +189,30 @@ class DeidResult:
     series_uid: str
     sop_uid: str
     scrub_tokens: list[str] = field(default_factory=list, repr=False)
+
+    def reid_entry(self, secret: bytes) -> str:
+        return reid_entry(
+            self.original_patient_id,
+            self.patient_id,
+            self.original_study_uid,
+            self.study_uid,
+            secret,
+        )
+
+
+def reid_entry(
+    patient_id: str, patient_pseudonym: str, study_uid: str, pseudonym_uid: str, secret: bytes
+) -> str:
+    """A study's entry in the re-identification map (PHI: it belongs in the map's own folder,
+    never in the lake): the original identifiers and their pseudonyms, as one JSON line."""
+    entry = {
+        "patient_id": patient_id,
+        "patient_pseudonym": patient_pseudonym,
+        "study_uid": study_uid,
+        "study_pseudonym_uid": pseudonym_uid,
+        "study_id": study_pseudonym(secret, study_uid),
+    }
+    return json.dumps(entry, sort_keys=True)
 
 
 class Deidentifier:

@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from radflow.config import TrainSettings
-from radflow.models.train import patients_per_class
+from radflow.models.splits import patients_per_class
 
 FEATURE_CANDIDATES = ("lr", "rf", "gb")
 

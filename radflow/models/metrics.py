@@ -2,44 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.metrics import accuracy_score, roc_auc_score, roc_curve
 
+from radflow.models.results import Evaluation
 
-@dataclass(frozen=True)
-class Evaluation:
-    """Test-set metrics of one model; plain JSON-able values so it can be stored with the model."""
-
-    auc: float
-    accuracy: float
-    n_test: int
-    n_train: int
-    threshold: float
-    roc: tuple[list[float], list[float]]  # false-positive rates, true-positive rates
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the ROC as two lists)."""
-        data = asdict(self)
-        data["roc"] = [list(self.roc[0]), list(self.roc[1])]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Evaluation:
-        """The inverse of `to_dict`, e.g. after a JSON round trip."""
-        fpr, tpr = data["roc"]
-        return cls(
-            auc=float(data["auc"]),
-            accuracy=float(data["accuracy"]),
-            n_test=int(data["n_test"]),
-            n_train=int(data["n_train"]),
-            threshold=float(data["threshold"]),
-            roc=([float(v) for v in fpr], [float(v) for v in tpr]),
-        )
+__all__ = ["Evaluation", "evaluate"]
 
 
 def evaluate(

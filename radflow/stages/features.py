@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import SimpleITK as sitk
 
-from radflow.config import FeatureParams
+from radflow.config import FeatureParams, Settings
 from radflow.errors import QuarantineError
 from radflow.features.radiomics import extract
-from radflow.keys import address
-from radflow.stages.anonymize import read_manifest
-from radflow.stages.volumes import QC, read_image
-from radflow.store import ObjectStore
+from radflow.keys import address as content_address
+from radflow.lake import Lake
+from radflow.lake.records import FeatureRow
+
+NAME = "features"
 
 
 def features_address(volume: str, params: FeatureParams) -> str:
-    return address("features", [volume], params.model_dump())
+    return content_address("features", [volume], params.model_dump())
+
+
+def address(settings: Settings, volume: str, deid: str) -> str:
+    return features_address(volume, settings.features)
+
+
+def run(lake: Lake, settings: Settings, volume: str, deid: str) -> str:
+    """`deid` names the study the row records (its pseudonyms; volumes v3 do not hold them)."""
+    return extract_features(lake, volume, deid, settings.features)
 
 
 def require_finite(features: dict[str, float], mask: sitk.Image) -> dict[str, float]:
@@ -35,30 +44,19 @@ def require_finite(features: dict[str, float], mask: sitk.Image) -> dict[str, fl
     return features
 
 
-def extract_features(store: ObjectStore, deid: str, volume: str, params: FeatureParams) -> str:
+def extract_features(lake: Lake, volume: str, deid: str, params: FeatureParams) -> str:
     out = features_address(volume, params)
-    if store.exists(out):
+    if lake.has(out):
         return out
-    manifest = read_manifest(store, deid)
-    image = read_image(store, f"{volume}/image.nii.gz")
-    mask = read_image(store, f"{volume}/mask.nii.gz")
-    row = {
-        "study_id": manifest.study_id,
-        "patient_id": manifest.patient_id,
-        "deid": deid,
-        "volume": volume,
-        "features": require_finite(extract(image, mask, bin_width=params.bin_width), mask),
-        "extraction": params.model_dump(),
-    }
-    store.put_text(out, json.dumps(row, indent=1, sort_keys=True))
+    manifest = lake.manifest(deid)
+    image, mask = lake.image(volume, "image"), lake.image(volume, "mask")
+    row = FeatureRow(
+        study_id=manifest.study_id,
+        patient_id=manifest.patient_id,
+        deid=deid,
+        volume=volume,
+        features=require_finite(extract(image, mask, bin_width=params.bin_width), mask),
+        extraction=params.model_dump(),
+    )
+    lake.put_feature_row(out, row)
     return out
-
-
-def read_features(store: ObjectStore, key: str) -> dict[str, object]:
-    row: dict[str, object] = json.loads(store.get_text(key))
-    return row
-
-
-def read_qc(store: ObjectStore, volume: str) -> dict[str, object]:
-    qc: dict[str, object] = json.loads(store.get_text(f"{volume}/{QC}"))
-    return qc

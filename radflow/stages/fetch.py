@@ -6,7 +6,6 @@ What leaves this stage are study references: hashes of the study's file contents
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +18,12 @@ from pydicom.errors import InvalidDicomError
 from radflow.config import DEFAULT_MAX_SERIES_VOXELS
 from radflow.errors import QuarantineError
 from radflow.imaging.nifti import is_nifti
-from radflow.keys import sha256_bytes, sha256_file
-from radflow.records import QuarantineRecord
-from radflow.store import ObjectInfo, ObjectStore, validate_key
+from radflow.keys import sha256_bytes
+from radflow.lake.records import QuarantineRecord
+from radflow.raw_cache import RawFile, cached_copy, index_study
+from radflow.store import ObjectStore, validate_key
 
-STAGE = "fetch"
+NAME = "fetch"
 _HEADER_TAGS = [
     "StudyInstanceUID",
     "SeriesInstanceUID",
@@ -42,25 +42,6 @@ class FetchResult:
     quarantined: list[QuarantineRecord] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class RawFile:
-    key: str
-    sha256: str
-    path: str
-
-
-def _cached_copy(source: ObjectStore, info: ObjectInfo, cache_dir: Path) -> Path:
-    """The file in the local cache, downloaded once per (source, key, etag)."""
-    name = sha256_bytes(f"{source.url}\0{info.key}\0{info.etag}".encode())
-    dest = cache_dir / "raw" / name[:2] / name
-    if not dest.exists() or dest.stat().st_size != info.size:
-        source.download(info.key, dest)
-        if dest.stat().st_size != info.size:
-            dest.unlink()
-            raise OSError("downloaded size differs from the listed size")
-    return dest
-
-
 def delivery_fingerprint(
     source: ObjectStore,
     prefix: str,
@@ -72,10 +53,6 @@ def delivery_fingerprint(
     listing = [f"{o.key}\0{o.size}\0{o.etag}" for o in source.list(prefix)]
     where = [source.url, prefix, str(cache_dir.resolve()), f"max_voxels={max_voxels}"]
     return sha256_bytes("\n".join([*where, *listing]).encode())
-
-
-def group_index_path(cache_dir: Path, ref: str) -> Path:
-    return cache_dir / "groups" / f"{ref}.json"
 
 
 def _ends_inside_an_element(path: Path) -> bool:
@@ -159,39 +136,24 @@ def fetch_delivery(
             validate_key(info.key)
         except ValueError:  # S3 takes any key, `..` included: refused before any I/O
             result.quarantined.append(
-                QuarantineRecord.for_key(source.url, info.key, STAGE, "unsafe object key")
+                QuarantineRecord.for_key(source.url, info.key, NAME, "unsafe object key")
             )
             continue
         try:
-            path = _cached_copy(source, info, cache_dir)
+            path = cached_copy(source, info, cache_dir)
             ds = read_header(path, info.key, max_voxels)
         except QuarantineError as err:
             result.quarantined.append(
-                QuarantineRecord.for_key(
-                    source.url, info.key, STAGE, err.reason, type(err).__name__
-                )
+                QuarantineRecord.for_key(source.url, info.key, NAME, err.reason, type(err).__name__)
             )
             continue
         except OSError as err:
             result.quarantined.append(
                 QuarantineRecord.for_key(
-                    source.url, info.key, STAGE, "unreadable file", type(err).__name__
+                    source.url, info.key, NAME, "unreadable file", type(err).__name__
                 )
             )
             continue
-        studies[str(ds.StudyInstanceUID)].append(RawFile(info.key, sha256_file(path), str(path)))
-    for files in studies.values():
-        files.sort(key=lambda f: f.sha256)
-        ref = "raw-" + sha256_bytes("\n".join(f.sha256 for f in files).encode())
-        index = group_index_path(cache_dir, ref)
-        index.parent.mkdir(parents=True, exist_ok=True)
-        index.write_text(json.dumps([f.__dict__ for f in files]))
-        result.studies.append(ref)
-    result.studies.sort()
+        studies[str(ds.StudyInstanceUID)].append(RawFile.of(info.key, path))
+    result.studies = sorted(index_study(cache_dir, files) for files in studies.values())
     return result
-
-
-def study_files(cache_dir: Path, ref: str) -> list[Path]:
-    """The cached files of a study (fetch and anonymize share the worker's cache)."""
-    entries = json.loads(group_index_path(cache_dir, ref).read_text())
-    return [Path(RawFile(**e).path) for e in entries]

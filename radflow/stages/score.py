@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from radflow.config import Settings
 from radflow.errors import QuarantineError
-from radflow.keys import address
-from radflow.stages.features import read_features, read_qc
-from radflow.stages.registry import inputs_for, load_model, read_card
-from radflow.store import ObjectStore
+from radflow.keys import address as content_address
+from radflow.lake import Lake
+from radflow.lake.records import Score
+
+NAME = "score"
+
+
+def score_address(features: str, model: str) -> str:
+    return content_address("scores", [features, model])
+
+
+def address(settings: Settings, features: str, model: str) -> str:
+    return score_address(features, model)
+
+
+def run(lake: Lake, settings: Settings, features: str, model: str) -> str:
+    return score_study(lake, features, model)
 
 
 def _differences(mine: Any, theirs: Any, path: str = "") -> list[str]:
@@ -23,42 +36,37 @@ def _differences(mine: Any, theirs: Any, path: str = "") -> list[str]:
     return [] if mine == theirs else [path or "all"]
 
 
-def score_study(store: ObjectStore, features: str, model: str) -> str:
+def score_study(lake: Lake, features: str, model: str) -> str:
     """The model's calibrated probability and call for one study. A study prepared with other
     preprocessing or extraction settings than the model's training rows is refused: its
     features would not mean what the model learned."""
-    out = address("scores", [features, model])
-    if store.exists(out):
+    out = score_address(features, model)
+    if lake.has(out):
         return out
-    card = read_card(store, model)
-    row: dict[str, Any] = read_features(store, features)
-    qc = read_qc(store, str(row["volume"]))
-    differ = _differences(qc.get("preprocessing"), card["preprocessing"]) + _differences(
-        row.get("extraction"), card["extraction"]
+    card = lake.card(model)
+    row = lake.feature_row(features)
+    qc = lake.qc(row.volume)
+    differ = _differences(qc.preprocessing, card.preprocessing) + _differences(
+        row.extraction, card.extraction
     )
     if differ:
         raise QuarantineError(
-            f"prepared with other settings than model {card['model_id']}",
+            f"prepared with other settings than model {card.model_id}",
             f"differs in: {', '.join(differ)}; re-ingest with the model's settings",
         )
-    predictor = load_model(store, model)
-    inputs = inputs_for(store, [row], card["feature_names"], predictor.needs_volumes)
+    predictor = lake.model(model)
+    inputs = lake.model_inputs([row], card.feature_names, predictor.needs_volumes)
     probability = float(predictor.predict_proba(inputs)[0, 1])
-    threshold = float(card["evaluation"]["threshold"])
-    result = {
-        "study_id": row["study_id"],
-        "features": features,
-        "volume": row["volume"],
-        "model": model,
-        "model_id": card["model_id"],
-        "probability": round(probability, 6),
-        "threshold": threshold,
-        "positive": probability >= threshold,
-    }
-    store.put_text(out, json.dumps(result, indent=1, sort_keys=True))
+    threshold = card.evaluation.threshold
+    score = Score(
+        study_id=row.study_id,
+        features=features,
+        volume=row.volume,
+        model=model,
+        model_id=card.model_id,
+        probability=round(probability, 6),
+        threshold=threshold,
+        positive=probability >= threshold,
+    )
+    lake.put_score(out, score)
     return out
-
-
-def read_score(store: ObjectStore, key: str) -> dict[str, Any]:
-    score: dict[str, Any] = json.loads(store.get_text(key))
-    return score

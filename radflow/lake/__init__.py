@@ -1,0 +1,434 @@
+"""The lake: the one owner of where radflow's outputs live and how they are read back.
+
+A stage asks the lake for typed records (`lake.qc(volume) -> VolumeQC`) and hands it records
+to write; it never builds a key or parses JSON, and it never imports another stage to read
+that stage's output (as Dagster's I/O managers own their paths, STYLE.md 10).
+
+Layout, under the store's root (a content address is `<prefix>/<version>/<hash>`):
+
+    deid/<v>/<h>/<series>/<sop>.dcm, study.json   de-identified study; the manifest commits it
+    volumes/<v>/<h>/image|input|mask.nii.gz, ..., qc.json   a preprocessed study
+    features/<v>/<h>.json                          one feature row
+    labels/<study_id>.json                          a training label, by pseudonym
+    catalog/<study_id>.json                         a study's current feature row
+    datasets/<v>/<h>.json                           a training table
+    candidates/<v>/<h>/<name>.pkl, predictions.json fitted candidates
+    models/<v>/<h>/model.pkl, metrics.json, card.json, decision.json; models/champion.json
+    scores/<v>/<h>.json                             a study's score
+    reports/<v>/<h>/...                             study and model reports
+    quarantine/<stage>/<hash>.json                  inputs set aside, and why
+    pending/<arrival>.json                          arrivals not scored yet
+    watch/<hash>.json                               what an inbox watcher has announced
+
+Objects that complete a multi-object output (the manifest, `qc.json`, `predictions.json`,
+`card.json`, `study.html`) are written last, so their presence means the output is whole.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+from radflow.errors import NotFoundError, RadflowError
+from radflow.keys import sha256_bytes
+from radflow.lake.records import (
+    CandidatePredictions,
+    CatalogEntry,
+    Champion,
+    Dataset,
+    DatasetRow,
+    Decision,
+    FeatureRow,
+    Label,
+    Metrics,
+    ModelCard,
+    PendingArrival,
+    Predictions,
+    QuarantineRecord,
+    Record,
+    Score,
+    SeriesEntry,
+    StudyManifest,
+    VolumeQC,
+)
+from radflow.store import ObjectInfo, ObjectStore, validate_key
+
+if TYPE_CHECKING:
+    import numpy as np
+    import SimpleITK as sitk
+
+    from radflow.models.predictor import Inputs, Predictor
+
+__all__ = [
+    "CandidatePredictions",
+    "Champion",
+    "Dataset",
+    "DatasetRow",
+    "Decision",
+    "FeatureRow",
+    "Label",
+    "Lake",
+    "Metrics",
+    "ModelCard",
+    "PendingArrival",
+    "Predictions",
+    "QuarantineRecord",
+    "Score",
+    "SeriesEntry",
+    "StudyManifest",
+    "VolumeQC",
+]
+
+R = TypeVar("R", bound=Record)
+VolumeImage = Literal["image", "input", "mask"]
+
+MANIFEST = "study.json"
+QC = "qc.json"
+PREDICTIONS = "predictions.json"
+CARD = "card.json"
+METRICS = "metrics.json"
+DECISION = "decision.json"
+MODEL = "model.pkl"
+CHAMPION = "models/champion.json"
+STUDY_HTML = "study.html"
+
+
+class Lake:
+    """Typed access to the lake in `store`; every key radflow writes is spelled here."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    def __repr__(self) -> str:
+        return f"Lake({self.url!r})"
+
+    # --- records in general --------------------------------------------------------------
+
+    def _read(self, cls: type[R], key: str) -> R:
+        return cls.from_json(self.store.get_bytes(key))
+
+    def _write(self, key: str, record: Record) -> None:
+        self.store.put_text(key, record.to_json())
+
+    def has(self, key: str) -> bool:
+        """Whether an output is complete: a single-object output exists, or a folder's
+        committing object (see the module docstring) does."""
+        for prefix, marker in (
+            ("deid/", MANIFEST),
+            ("volumes/", QC),
+            ("candidates/", PREDICTIONS),
+            ("models/", CARD),
+        ):
+            if key.startswith(prefix) and key.count("/") == 2:
+                return self.store.exists(f"{key}/{marker}")
+        return self.store.exists(key)
+
+    # --- de-identified studies -------------------------------------------------------------
+
+    def put_instance(self, deid: str, series_uid: str, sop_uid: str, data: bytes) -> None:
+        self.store.put_bytes(f"{deid}/{series_uid}/{sop_uid}.dcm", data)
+
+    def put_manifest(self, deid: str, manifest: StudyManifest) -> None:
+        self._write(f"{deid}/{MANIFEST}", manifest)
+
+    def manifest(self, deid: str) -> StudyManifest:
+        return self._read(StudyManifest, f"{deid}/{MANIFEST}")
+
+    def instances(self, deid: str, series_uid: str) -> list[str]:
+        """The keys of a de-identified series' instances, in key order."""
+        return sorted(o.key for o in self.store.list(f"{deid}/{series_uid}/"))
+
+    def download_series(self, deid: str, series_uid: str, folder: Path) -> list[Path]:
+        """A series' instances as local files (ITK and pydicom read paths)."""
+        paths = []
+        for key in self.instances(deid, series_uid):
+            path = folder / key.rsplit("/", 1)[1]
+            self.store.download(key, path)
+            paths.append(path)
+        return sorted(paths)
+
+    def download(self, key: str, dest: Path) -> None:
+        self.store.download(key, dest)
+
+    # --- labels ----------------------------------------------------------------------------
+
+    def put_label(self, study_id: str, label: int) -> None:
+        self._write(f"labels/{study_id}.json", Label(label=label))
+
+    def label(self, study_id: str) -> int | None:
+        key = f"labels/{study_id}.json"
+        if not self.store.exists(key):
+            return None
+        return self._read(Label, key).label
+
+    def labelled_studies(self) -> set[str]:
+        return {o.key.removeprefix("labels/").removesuffix(".json") for o in self._labels()}
+
+    def labels_version(self) -> list[str]:
+        """The label objects' keys and ETags: changes when any label is written again."""
+        return [f"{o.key}:{o.etag}" for o in self._labels()]
+
+    def _labels(self) -> Iterator[ObjectInfo]:
+        return self.store.list("labels/")
+
+    # --- volumes ---------------------------------------------------------------------------
+
+    def put_qc(self, volume: str, qc: VolumeQC) -> None:
+        self._write(f"{volume}/{QC}", qc)
+
+    def qc(self, volume: str) -> VolumeQC:
+        return self._read(VolumeQC, f"{volume}/{QC}")
+
+    def put_image(self, volume: str, name: str, image: sitk.Image) -> None:
+        """`<volume>/<name>.nii.gz`, compressed (ITK writes paths, so through a temporary file)."""
+        import SimpleITK as sitk
+
+        with self._scratch() as tmp:
+            path = tmp / f"{name}.nii.gz"
+            sitk.WriteImage(image, str(path), useCompression=True)
+            self.store.put_file(f"{volume}/{name}.nii.gz", path)
+
+    def image(self, volume: str, name: VolumeImage | str = "image") -> sitk.Image:
+        """`image` (scanner units, what features read), `input` (normalised, what a network
+        reads), `mask` (the ROI), or a registered `secondary_<n>`."""
+        import SimpleITK as sitk
+
+        with self._scratch() as tmp:
+            path = tmp / f"{name}.nii.gz"
+            self.store.download(f"{volume}/{name}.nii.gz", path)
+            image = sitk.ReadImage(str(path))
+        return image
+
+    def network_input(self, volume: str) -> np.ndarray:
+        """A study's network input as a float32 (D, H, W) array."""
+        import numpy as np
+        import SimpleITK as sitk
+
+        return np.asarray(sitk.GetArrayFromImage(self.image(volume, "input")), dtype=np.float32)
+
+    def model_inputs(
+        self, rows: Sequence[FeatureRow], names: Sequence[str], volumes: bool
+    ) -> Inputs:
+        """Feature columns in `names` order, and the volumes when the model reads them."""
+        import numpy as np
+
+        from radflow.models.predictor import Inputs
+
+        x = np.array([[float(r.features[n]) for n in names] for r in rows], dtype=np.float64)
+        v = np.stack([self.network_input(r.volume) for r in rows]) if volumes else None
+        return Inputs(features=x.reshape(len(rows), len(names)), volumes=v)
+
+    def put_volume_file(self, volume: str, name: str, data: bytes | Path) -> None:
+        """A volume's side output: a secondary's transform, a registration checkerboard."""
+        key = f"{volume}/{name}"
+        if isinstance(data, Path):
+            self.store.put_file(key, data)
+        else:
+            self.store.put_bytes(key, data)
+
+    def registration_png(self, volume: str, series: int = 1) -> bytes | None:
+        key = f"{volume}/registration_{series}.png"
+        return self.store.get_bytes(key) if self.store.exists(key) else None
+
+    # --- feature rows and the catalog --------------------------------------------------------
+
+    def put_feature_row(self, key: str, row: FeatureRow) -> None:
+        self._write(key, row)
+
+    def feature_row(self, key: str) -> FeatureRow:
+        return self._read(FeatureRow, key)
+
+    def point_catalog(self, study_id: str, features: str) -> bool:
+        """Make `features` the study's current row; False when it already was."""
+        key, entry = f"catalog/{study_id}.json", CatalogEntry(features=features)
+        if self.store.exists(key) and self.store.get_text(key) == entry.to_json():
+            return False
+        self._write(key, entry)
+        return True
+
+    def current_features(self) -> list[str]:
+        """Every study's current feature row."""
+        return sorted(self._read(CatalogEntry, o.key).features for o in self._catalog())
+
+    def study_features(self, study_id: str) -> str:
+        """The study's current feature row; `study_id` is the pseudonym reports and runs show."""
+        key = f"catalog/{study_id}.json"
+        try:
+            validate_key(key)
+        except ValueError as err:
+            raise RadflowError(
+                f"bad study ID: {err}", hint="give a pseudonymous study ID"
+            ) from None
+        if not self.store.exists(key):
+            raise NotFoundError(
+                f"no study {study_id} in the catalog",
+                hint="give the pseudonymous study ID a report shows; ingest the study first",
+            )
+        return self._read(CatalogEntry, key).features
+
+    def _catalog(self) -> Iterator[ObjectInfo]:
+        return self.store.list("catalog/")
+
+    # --- training ----------------------------------------------------------------------------
+
+    def put_dataset(self, key: str, dataset: Dataset) -> None:
+        self._write(key, dataset)
+
+    def dataset(self, key: str) -> Dataset:
+        return self._read(Dataset, key)
+
+    def put_candidates(
+        self, folder: str, predictors: dict[str, object], found: Predictions
+    ) -> None:
+        """Fitted candidates, then their predictions (the commit marker)."""
+        for name, predictor in predictors.items():
+            self.store.put_bytes(f"{folder}/{name}.pkl", _pickled(predictor))
+        self._write(f"{folder}/{PREDICTIONS}", found)
+
+    def predictions(self, folder: str) -> Predictions:
+        return self._read(Predictions, f"{folder}/{PREDICTIONS}")
+
+    def candidate(self, folder: str, name: str) -> Predictor:
+        return _unpickled(self.store.get_bytes(f"{folder}/{name}.pkl"))
+
+    # --- the registry --------------------------------------------------------------------------
+
+    def put_model(self, model: str, predictor: object, metrics: Metrics, card: ModelCard) -> None:
+        """A registry entry; the card, written last, commits it."""
+        self.store.put_bytes(f"{model}/{MODEL}", _pickled(predictor))
+        self._write(f"{model}/{METRICS}", metrics)
+        self._write(f"{model}/{CARD}", card)
+
+    def card(self, model: str) -> ModelCard:
+        return self._read(ModelCard, f"{model}/{CARD}")
+
+    def metrics(self, model: str) -> Metrics:
+        return self._read(Metrics, f"{model}/{METRICS}")
+
+    def model(self, model: str) -> Predictor:
+        return _unpickled(self.store.get_bytes(f"{model}/{MODEL}"))
+
+    def decision(self, model: str) -> Decision | None:
+        key = f"{model}/{DECISION}"
+        return self._read(Decision, key) if self.store.exists(key) else None
+
+    def put_decision(self, decision: Decision) -> None:
+        self._write(f"{decision.model}/{DECISION}", decision)
+
+    def champion(self) -> str:
+        """The champion model's address; NotFoundError when there is none yet."""
+        if not self.store.exists(CHAMPION):
+            raise NotFoundError(
+                "no champion model", hint="run `radflow train` on labelled studies first"
+            )
+        return self._read(Champion, CHAMPION).model
+
+    def has_champion(self) -> bool:
+        return self.store.exists(CHAMPION)
+
+    def set_champion(self, pointer: Champion) -> None:
+        self._write(CHAMPION, pointer)
+
+    # --- scores and reports -----------------------------------------------------------------
+
+    def put_score(self, key: str, score: Score) -> None:
+        self._write(key, score)
+
+    def score(self, key: str) -> Score:
+        return self._read(Score, key)
+
+    def put_report_file(self, folder: str, name: str, data: bytes | str | Path) -> str:
+        key = f"{folder}/{name}"
+        if isinstance(data, Path):
+            self.store.put_file(key, data)
+        elif isinstance(data, str):
+            self.store.put_text(key, data)
+        else:
+            self.store.put_bytes(key, data)
+        return key
+
+    # --- quarantine ----------------------------------------------------------------------------
+
+    def quarantine(self, record: QuarantineRecord) -> str:
+        """Write the record; returns its key."""
+        self._write(record.store_key, record)
+        return record.store_key
+
+    def quarantined(self, stage: str, input_key: str) -> QuarantineRecord | None:
+        """The record of `input_key` set aside at `stage`, if it was."""
+        key = QuarantineRecord.for_key(self.url, input_key, stage, "-").store_key
+        return self._read(QuarantineRecord, key) if self.store.exists(key) else None
+
+    def quarantine_count(self) -> int:
+        return sum(1 for _ in self.store.list("quarantine/"))
+
+    # --- pending arrivals ------------------------------------------------------------------------
+
+    def put_pending(self, record: PendingArrival) -> None:
+        self._write(_pending_key(record.arrival), record)
+
+    def pending(self, arrival: str) -> PendingArrival | None:
+        try:
+            return self._read(PendingArrival, _pending_key(arrival))
+        except FileNotFoundError:  # never written, or its run has just finished
+            return None
+
+    def pending_arrivals(self) -> list[PendingArrival]:
+        """The records now; one that a finishing run deletes while this reads is simply done."""
+        records = []
+        for info in self.store.list("pending/"):
+            try:
+                records.append(self._read(PendingArrival, info.key))
+            except FileNotFoundError:
+                continue
+        return records
+
+    def clear_pending(self, arrival: str) -> None:
+        if self.store.exists(_pending_key(arrival)):
+            self.store.delete(_pending_key(arrival))
+
+    def emitted(self, source_url: str, prefix: str) -> dict[str, str]:
+        """A watcher's memory: the signature each arrival (by hash) was emitted at."""
+        key = _watch_key(source_url, prefix)
+        return json.loads(self.store.get_text(key)) if self.store.exists(key) else {}
+
+    def put_emitted(self, source_url: str, prefix: str, seen: dict[str, str]) -> None:
+        self.store.put_text(_watch_key(source_url, prefix), json.dumps(seen, sort_keys=True))
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    @staticmethod
+    @contextmanager
+    def _scratch() -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix="radflow-lake-") as tmp:
+            yield Path(tmp)
+
+
+def _watch_key(source_url: str, prefix: str) -> str:
+    return f"watch/{sha256_bytes(f'{source_url}|{prefix}'.encode())[:16]}.json"
+
+
+def _pending_key(arrival: str) -> str:
+    return f"pending/{arrival}.json"
+
+
+def _pickled(value: object) -> bytes:
+    buf = io.BytesIO()
+    pickle.dump(value, buf, protocol=5)
+    return buf.getvalue()
+
+
+def _unpickled(data: bytes) -> Predictor:
+    # The lake is written only by radflow's own stages; pickle is trusted within it.
+    predictor: Predictor = pickle.loads(data)
+    return predictor

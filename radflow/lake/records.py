@@ -1,0 +1,388 @@
+"""The lake's records: one typed, frozen definition per JSON object the stages write.
+
+Validated when built or read, then trusted (STYLE.md 3). Each record serialises to the bytes
+the lake has always held (`Record.to_json`: sorted keys, one-space indent), so content
+addresses that hash a record, and the byte-identical demo, do not move when the code does.
+Fields written only in some cases (`Decision.previous_auc`, a candidate's `importances`) are
+left out of the JSON when absent, as before. `preprocessing`, `extraction` and `params` stay
+open mappings: they are descriptions of settings, compared and hashed whole, never read
+field by field.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from radflow.keys import sha256_bytes
+from radflow.models.results import Evaluation, Report
+
+Settings = dict[str, Any]
+"""A description of settings (preprocessing, extraction, training parameters): opaque here."""
+
+
+def _absent_if_none(value: object) -> bool:
+    return value is None
+
+
+class Record(BaseModel):
+    """A lake object. `to_json` gives the bytes the lake stores; `from_json` reads them back."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    indent: ClassVar[int | None] = 1
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(), indent=self.indent, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Self:
+        return cls.model_validate_json(text)
+
+
+# --- fetch and anonymize ------------------------------------------------------------------
+
+
+class QuarantineRecord(Record):
+    """Why an input was set aside. Names the input by a hash of its key: keys may hold PHI."""
+
+    source_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    stage: str
+    reason: str
+    error_class: str = ""
+
+    @classmethod
+    def for_key(
+        cls, source: str, key: str, stage: str, reason: str, error: str = ""
+    ) -> QuarantineRecord:
+        return cls(
+            source_hash=sha256_bytes(f"{source}/{key}".encode()),
+            stage=stage,
+            reason=reason,
+            error_class=error,
+        )
+
+    @property
+    def store_key(self) -> str:
+        """Where the lake keeps it: by stage, named by the input's hash."""
+        return f"quarantine/{self.stage}/{self.source_hash}.json"
+
+    def to_json(self) -> str:  # pydantic's own JSON, field order (as the first wave wrote it)
+        return self.model_dump_json(indent=1)
+
+
+class SeriesEntry(Record):
+    series_uid: str
+    modality: str
+    instances: int
+
+
+class StudyManifest(Record):
+    """What the de-identified study holds; written last, so its presence means complete."""
+
+    study_id: str
+    study_uid: str
+    patient_id: str
+    series: list[SeriesEntry]
+
+    def to_json(self) -> str:  # pydantic's own JSON, field order (as the first wave wrote it)
+        return self.model_dump_json(indent=1)
+
+
+class ReidEntry(Record):
+    """One study's re-identification map entry (PHI): written outside the lake, never in it."""
+
+    patient_id: str
+    patient_pseudonym: str
+    study_uid: str
+    study_pseudonym_uid: str
+    study_id: str
+
+
+class Label(Record):
+    """A study's training label, stored under its pseudonym (`labels/<study_id>.json`)."""
+
+    indent: ClassVar[int | None] = None
+    label: int
+
+
+# --- preprocess ---------------------------------------------------------------------------
+
+
+class Geometry(Record):
+    size: list[int]
+    spacing_mm: list[float]
+    origin_mm: list[float]
+    direction: list[float]
+
+
+class Registration(Record):
+    """One secondary series registered onto the primary."""
+
+    series: int
+    kind: str
+    metric: float
+    iterations: int
+    parameters: list[float]
+
+
+class VolumeQC(Record):
+    """A preprocessed volume's geometry, registration and warnings (`qc.json`, written last)."""
+
+    study_id: str
+    series: int
+    native: Geometry
+    intensity_hu: list[float]
+    registration: list[Registration]
+    warnings: list[str]
+    preprocessing: Settings
+    preprocessed: Geometry
+    roi_voxels: int
+
+
+# --- features, catalog, dataset -----------------------------------------------------------
+
+
+class FeatureRow(Record):
+    """One study's features (`features/<v>/<hash>.json`) and where they came from."""
+
+    study_id: str
+    patient_id: str
+    deid: str
+    volume: str
+    features: dict[str, float]
+    extraction: Settings
+
+
+class CatalogEntry(Record):
+    """Which feature row is a study's current one (`catalog/<study_id>.json`)."""
+
+    indent: ClassVar[int | None] = None
+    features: str
+
+
+class DatasetRow(FeatureRow):
+    label: int
+    features_key: str
+
+
+class LabelsSummary(Record):
+    labelled_studies: int
+    unlabelled_studies: int
+    labels_without_study: int
+    stale_studies: int
+
+
+class Dataset(Record):
+    """The labelled rows prepared with one set of settings, and what did not join."""
+
+    rows: list[DatasetRow]
+    unlabelled_studies: list[str]
+    labels_without_study: list[str]
+    stale_studies: list[str]
+    preprocessing: Settings
+    extraction: Settings
+
+    def summary(self) -> LabelsSummary:
+        return LabelsSummary(
+            labelled_studies=len(self.rows),
+            unlabelled_studies=len(self.unlabelled_studies),
+            labels_without_study=len(self.labels_without_study),
+            stale_studies=len(self.stale_studies),
+        )
+
+
+# --- candidates and the registry ----------------------------------------------------------
+
+
+class Epoch(Record):
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    val_auc: float | None
+
+
+class Training(Record):
+    """How a network candidate trained (the CNN's history and where it stopped)."""
+
+    device: str
+    best_epoch: int
+    epochs_run: int
+    resumed_from_epoch: int | None
+    history: list[Epoch]
+
+
+class CandidatePredictions(Record):
+    """One fitted candidate's probabilities on the validation and test patients."""
+
+    validation: list[float]
+    test: list[float]
+    cv_auc: float | None
+    importances: dict[str, float] | None = Field(default=None, exclude_if=_absent_if_none)
+    training: Training | None = Field(default=None, exclude_if=_absent_if_none)
+
+
+class Predictions(Record):
+    """`predictions.json` of a candidates folder: by candidate name; written last."""
+
+    candidates: dict[str, CandidatePredictions]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {n: c.model_dump() for n, c in self.candidates.items()}, indent=1, sort_keys=True
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Predictions:
+        return cls(candidates=json.loads(text))
+
+
+class ComparisonRow(Record):
+    candidate: str
+    validation_auc: float
+    test_auc: float
+    cv_auc: float | None
+    chosen: bool
+
+
+class Fingerprint(Record):
+    feature_rows: str
+    labels: str
+
+
+class CodeVersion(Record):
+    radflow: str
+    source_sha256: str
+
+
+class Split(Record):
+    """Row indices into the dataset's rows, by part, and rows per class in each."""
+
+    fit: list[int]
+    validation: list[int]
+    test: list[int]
+    counts: dict[str, dict[str, int]]
+
+
+class Calibration(Record):
+    method: str
+    fitted_on: str
+    test_slope: float | None
+
+
+class Sanity(Record):
+    checks: dict[str, bool]
+    bounds: tuple[float, float]
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, ok in self.checks.items() if not ok]
+
+
+class ModelCard(Record):
+    """A registered model: what it was trained on and how, and how it did (`card.json`)."""
+
+    model_id: str
+    address: str
+    kind: str
+    members: list[str]
+    dataset: str
+    candidates: list[str]
+    params: Settings
+    feature_names: list[str]
+    preprocessing: Settings
+    extraction: Settings
+    fingerprint: Fingerprint
+    code_version: CodeVersion
+    labels: LabelsSummary
+    split: Split
+    calibration: Calibration
+    sanity: Sanity
+    comparison: list[ComparisonRow]
+    training: Training | None
+    feature_importances: dict[str, float]
+    evaluation: Evaluation
+    report: Report
+
+
+class HeldOut(Record):
+    """The held-out metrics a person compares, without the curves."""
+
+    auc: float
+    auc_ci: tuple[float, float]
+    pr_auc: float
+    accuracy: float
+    precision: float
+    recall: float
+    specificity: float
+    f1: float
+    brier: float
+    threshold: float
+    confusion: tuple[tuple[int, int], tuple[int, int]]
+    n: int
+    n_positive: int
+
+    @classmethod
+    def of(cls, report: Report) -> HeldOut:
+        return cls(**{name: getattr(report, name) for name in cls.model_fields})
+
+
+class Metrics(Record):
+    """`metrics.json`: the headline of a registry entry."""
+
+    model_id: str
+    held_out: HeldOut
+    candidates: list[ComparisonRow]
+
+
+class Decision(Record):
+    """Whether a model became the champion, and why (`decision.json`, decided once)."""
+
+    model: str
+    model_id: str
+    auc: float
+    margin: float
+    previous: str | None
+    previous_auc: float | None = Field(default=None, exclude_if=_absent_if_none)
+    promoted: bool
+    reason: str
+
+
+class Champion(Record):
+    """The registry's one mutable pointer (`models/champion.json`)."""
+
+    indent: ClassVar[int | None] = None
+    model: str
+    model_id: str
+    auc: float
+
+
+# --- scoring and arrivals -----------------------------------------------------------------
+
+
+class Score(Record):
+    """A study's calibrated probability and call by one model (`scores/<v>/<hash>.json`)."""
+
+    study_id: str
+    features: str
+    volume: str
+    model: str
+    model_id: str
+    probability: float
+    threshold: float
+    positive: bool
+
+
+class PendingArrival(Record):
+    """An arrival not scored yet (`pending/<arrival>.json`): the inbox's URL and prefix
+    (configuration, not PHI), the arrival's hash, why it waits and since when."""
+
+    indent: ClassVar[int | None] = None
+    source: str
+    prefix: str
+    depth: int
+    arrival: str
+    reason: str = ""
+    since: float = 0.0
+    announcements: int = 0

@@ -1,0 +1,130 @@
+"""Register and preprocess: a de-identified study -> `volumes/<v>/<hash>/`.
+
+Outputs: `image.nii.gz` (HU, resampled and cropped around the ROI; what features read),
+`input.nii.gz` (windowed to [0, 1]; what a network reads), `mask.nii.gz` (the ROI), and
+`qc.json` (geometry, registration, warnings), written last as the commit marker.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from radflow.config import DEFAULT_MAX_SERIES_VOXELS, PreprocessParams, Settings
+from radflow.imaging.pipelines import preprocess_pipelines, preprocessing
+from radflow.imaging.qc import checkerboard_png
+from radflow.imaging.read import read_series_with_warnings
+from radflow.imaging.register import register, resample_onto, write_transform
+from radflow.imaging.roi import lesion_mask
+from radflow.keys import address as content_address
+from radflow.lake import Lake
+from radflow.lake.records import Geometry, Registration, VolumeQC
+
+NAME = "preprocess"
+
+
+def volume_address(deid: str, params: PreprocessParams) -> str:
+    # The lake's prefix for this stage's outputs is `volumes` (inside every address).
+    return content_address("volumes", [deid], preprocessing(params))
+
+
+def address(settings: Settings, deid: str) -> str:
+    return volume_address(deid, settings.preprocess)
+
+
+def run(lake: Lake, settings: Settings, deid: str) -> str:
+    return build_volume(lake, deid, settings.preprocess, settings.max_series_voxels)
+
+
+def _geometry(image: sitk.Image) -> Geometry:
+    return Geometry(
+        size=list(image.GetSize()),
+        spacing_mm=[round(s, 6) for s in image.GetSpacing()],
+        origin_mm=[round(o, 4) for o in image.GetOrigin()],
+        direction=[round(d, 6) for d in image.GetDirection()],
+    )
+
+
+def build_volume(
+    lake: Lake,
+    deid: str,
+    params: PreprocessParams,
+    max_voxels: int = DEFAULT_MAX_SERIES_VOXELS,
+) -> str:
+    """`max_voxels` bounds each series (see `plan_series`); it decides whether a study is
+    refused, not what a built volume holds, so it is not part of the address."""
+    out = volume_address(deid, params)
+    if lake.has(out):
+        return out
+    manifest = lake.manifest(deid)
+    with tempfile.TemporaryDirectory(prefix="radflow-vol-") as tmp_name:
+        tmp = Path(tmp_name)
+        images = []
+        warnings: list[str] = []
+        for entry in manifest.series:
+            files = lake.download_series(deid, entry.series_uid, tmp / entry.series_uid)
+            image, read_warnings = read_series_with_warnings(files, max_voxels)
+            images.append(image)
+            warnings.extend(read_warnings)
+        # The primary series has the most slices; ties go to the first series UID.
+        order = sorted(range(len(images)), key=lambda i: -images[i].GetSize()[2])
+        primary = images[order[0]]
+        modality = manifest.series[order[0]].modality
+        mask = lesion_mask(primary, threshold_hu=params.roi_threshold_hu)
+        pipelines = preprocess_pipelines(params)
+        image_hu, roi = pipelines.geometry(primary, mask)
+        assert roi is not None
+        normalised, _ = pipelines.normalise(image_hu, roi)
+        # CT keeps integer Hounsfield units; anything else keeps its float values.
+        stored = sitk.sitkInt16 if modality == "CT" else sitk.sitkFloat32
+        registrations = []
+        for n, i in enumerate(order[1:], start=1):
+            reg = register(
+                primary,
+                images[i],
+                kind=params.registration,
+                working_spacing_mm=params.registration_spacing_mm,
+            )
+            registrations.append(
+                Registration(
+                    series=n,
+                    kind=reg.kind,
+                    metric=round(reg.metric, 6),
+                    iterations=reg.iterations,
+                    parameters=[round(p, 4) for p in reg.transform.GetParameters()],
+                )
+            )
+            # The secondary on the primary's preprocessed grid, its transform (fixed -> moving
+            # physical points, ITK's convention) and a checkerboard for a person to check.
+            registered = resample_onto(images[i], image_hu, reg.transform)
+            lake.put_image(out, f"secondary_{n}", sitk.Cast(registered, stored))
+            lake.put_volume_file(out, f"secondary_{n}.tfm", write_transform(reg, tmp / f"s{n}.tfm"))
+            lo = params.window_level - params.window_width / 2
+            window = (lo, lo + params.window_width) if modality == "CT" else None
+            png = checkerboard_png(image_hu, registered, window=window)
+            lake.put_volume_file(out, f"registration_{n}.png", png)
+        roi_voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(roi)))
+        if roi_voxels == 0:
+            warnings.append("ROI is empty after cropping")
+        qc = VolumeQC(
+            study_id=manifest.study_id,
+            series=len(images),
+            native=_geometry(primary),
+            intensity_hu=[
+                float(np.min(sitk.GetArrayViewFromImage(primary))),
+                float(np.max(sitk.GetArrayViewFromImage(primary))),
+            ],
+            registration=registrations,
+            warnings=warnings,
+            preprocessing=preprocessing(params),
+            preprocessed=_geometry(image_hu),
+            roi_voxels=roi_voxels,
+        )
+        lake.put_image(out, "image", sitk.Cast(image_hu, stored))
+        lake.put_image(out, "input", normalised)
+        lake.put_image(out, "mask", roi)
+        lake.put_qc(out, qc)
+    return out

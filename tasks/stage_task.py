@@ -1,0 +1,174 @@
+"""The uniform part of every stage's task, derived once from the stage's descriptor.
+
+A stage module (`radflow.stages.<name>`) says its `NAME`, its `address(settings, *inputs)` and
+its `run(lake, settings, *inputs)`. From these, `stage_task` makes the Prefect task: its
+parameters are the stage's inputs, its cache key is the output's address in this lake (a
+`CachePolicy`, so a re-run shows Cached), its run name and tag come from the name, a None input
+(a study set aside upstream) passes through, and bad input becomes a quarantine record and an
+event while the flow goes on.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+from prefect.runtime import task_run
+from prefect.tasks import Task
+
+from radflow.errors import QuarantineError
+from radflow.keys import sha256_bytes, short_id
+from radflow.lake.records import QuarantineRecord
+from tasks.runtime import lake, settings, task
+
+
+class Stage(Protocol):
+    """What `stage_task` reads off a stage module: `address(settings, *inputs)` and
+    `run(lake, settings, *inputs)`, with the same inputs (keys) in the same order."""
+
+    @property
+    def NAME(self) -> str: ...
+
+    @property
+    def address(self) -> Callable[..., str]: ...
+
+    @property
+    def run(self) -> Callable[..., str]: ...
+
+
+@dataclass
+class LakeAddress(CachePolicy):
+    """Prefect's cache key is the output's content address (within this lake): a re-run of the
+    same inputs and settings is Cached, a change to either is not. No key (no caching) when an
+    input is None: the task only passes the None on."""
+
+    name: str = ""
+    address: Callable[..., str] | None = None
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        if self.address is None or any(v is None for v in inputs.values()):
+            return None
+        addr = self.address(**inputs)
+        return f"radflow-{self.name}-{sha256_bytes(f'{lake().url}|{addr}'.encode())}"
+
+
+def run_name(name: str) -> Callable[[], str]:
+    """`<stage>-<short hash of the first input key>`: pseudonymous, never a raw key or a UID."""
+
+    def make() -> str:
+        params = task_run.parameters
+        first = next(iter(params.values()), "") if params else ""
+        return f"{name}-{short_id(str(first))}" if first else name
+
+    return make
+
+
+def announce_quarantine(record_key: str, stage: str, reason: str) -> None:
+    """A `radflow.study.quarantined` event: the record's hash names the input, the reason is
+    radflow's own words (no PHI)."""
+    from prefect.events import emit_event
+
+    emit_event(
+        event="radflow.study.quarantined",
+        resource={"prefect.resource.id": f"radflow.input.{record_key.rsplit('/', 1)[-1][:24]}"},
+        payload={"stage": stage, "reason": reason, "record": record_key},
+    )
+
+
+def quarantine(record: QuarantineRecord) -> str:
+    """Write the record and send its event; returns the record's key."""
+    where = lake().quarantine(record)
+    announce_quarantine(where, record.stage, record.reason)
+    return where
+
+
+def quarantine_on_error(stage: str, input_key: str, fn: Callable[[], str]) -> str | None:
+    """Run a stage; bad input becomes a quarantine record and None, and the flow goes on."""
+    from prefect.logging import get_run_logger
+
+    try:
+        return fn()
+    except QuarantineError as err:
+        record = QuarantineRecord.for_key(
+            lake().url, input_key, stage, err.reason, type(err).__name__
+        )
+        where = quarantine(record)
+        get_run_logger().warning("quarantined %s: %s (%s)", short_id(input_key), err.reason, where)
+        return None
+
+
+def stage_task(
+    stage: Stage, *, tags: tuple[str, ...] = (), after: Callable[..., None] | None = None
+) -> Task[..., str | None]:
+    """The per-study task of `stage`; its parameters are the names of `stage.run`'s inputs
+    (the first is the input a quarantine record names). `after(output, *inputs)` runs when the
+    stage produced an output (an artifact for people, say)."""
+    inputs = list(inspect.signature(stage.run).parameters.values())[2:]
+
+    def body(*keys: str | None) -> str | None:
+        if any(k is None for k in keys):
+            return None
+        present = [k for k in keys if k is not None]
+        out = quarantine_on_error(
+            stage.NAME, present[0], lambda: stage.run(lake(), settings(), *present)
+        )
+        if out is not None and after is not None:
+            after(out, *present)
+        return out
+
+    # Prefect binds a task's arguments by its function's signature: give the body the stage's.
+    body.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [p.replace(annotation=str | None) for p in inputs], return_annotation=str | None
+    )
+    body.__name__ = body.__qualname__ = stage.NAME
+    body.__doc__ = (stage.run.__doc__ or "").strip() or None
+    made: Task[..., str | None] = task(
+        name=stage.NAME,
+        cache_policy=LakeAddress(
+            name=stage.NAME, address=lambda **keys: stage.address(settings(), *keys.values())
+        ),
+        task_run_name=run_name(stage.NAME),
+        tags=[f"stage:{stage.NAME}", *tags],
+    )(body)
+    return made
+
+
+_CONNECTED_TAG_SETS: set[tuple[str, ...]] = set()
+
+
+def connect_tag_checks(*stage_tasks: Task[..., Any]) -> None:
+    """Check each task's stage tag with Prefect once per process, before a flow uses it.
+
+    Prefect checks the concurrency limits of every tagged task run through a client made when
+    its tag set is first used, and 3.8 retries a lost connection only on a client that has
+    connected before: a stage whose first task starts while the server restarts fails at once.
+    Connected here, the same clients wait a restart out (about a minute of backoff). The sets
+    are checked side by side (each costs a round trip and a new client). Tag sets with a real
+    limit (`gpu`) are left alone: checking them would take a slot.
+
+    Prefect's private `prefect.concurrency._sync.concurrency` is used for its
+    `suppress_warnings`: the public `prefect.concurrency.sync.concurrency` (3.8) logs a warning
+    into the flow run for every tag without a limit, that is, for every stage."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefect.concurrency._sync import concurrency
+
+    def check(names: tuple[str, ...]) -> None:
+        with concurrency(list(names), occupy=1, suppress_warnings=True):
+            _CONNECTED_TAG_SETS.add(names)
+
+    wanted = {tuple(sorted(f"tag:{tag}" for tag in t.tags)) for t in stage_tasks}
+    todo = [n for n in wanted if n and "tag:gpu" not in n and n not in _CONNECTED_TAG_SETS]
+    if todo:
+        with ThreadPoolExecutor(len(todo)) as pool:
+            list(pool.map(check, todo))
