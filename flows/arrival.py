@@ -100,7 +100,7 @@ def watch_inbox(
     """Watch `source` (a store URL) under `prefix` until `run_seconds` pass (forever: None);
     with `queue_url`, read S3 notifications from that SQS queue instead of listing. Arrivals
     not scored `retry_after` seconds after their event are announced again."""
-    inbox = open_store(source, settings())
+    inbox = open_store(source, settings().s3_options())
     watcher: PollingWatcher | QueueWatcher
     if queue_url:
         import boto3
@@ -150,7 +150,7 @@ def score_arrival(source: str, arrival: str, prefix: str = "", depth: int = 1) -
     except NotFoundError:
         record_pending(lake(), record, NO_CHAMPION, time.time())
         raise
-    folder = locate(open_store(source, settings()), prefix, arrival, depth)
+    folder = locate(open_store(source, settings().s3_options()), prefix, arrival, depth)
     reports = score_steps(source, folder)
     clear_pending(lake(), arrival)
     return reports

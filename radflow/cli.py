@@ -351,7 +351,7 @@ def score(
         from radflow.store import open_store
 
         settings = load_settings()
-        lake = open_store(settings.store_url, settings)
+        lake = open_store(settings.store_url, settings.s3_options())
         champion(lake)  # before any flow: a clear error
         if pending:
             from flows.arrival import score_arrival
@@ -392,7 +392,7 @@ def report(
         from radflow.store import open_store
 
         settings = load_settings()
-        lake = open_store(settings.store_url, settings)
+        lake = open_store(settings.store_url, settings.s3_options())
         study_features(lake, study)  # before any flow: clear errors
         champion(lake)
         from flows.report import report_flow

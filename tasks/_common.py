@@ -72,7 +72,7 @@ def task(**options: Any) -> Callable[[Callable[P, R]], Task[P, R]]:
 
 @cache
 def lake() -> ObjectStore:
-    return open_store(settings().store_url, settings())
+    return open_store(settings().store_url, settings().s3_options())
 
 
 def cache_key(

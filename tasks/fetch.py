@@ -8,7 +8,9 @@ from tasks._common import announce_quarantine, cache_key, lake, run_name, settin
 
 def _fetch_key(source: str, prefix: str = "") -> str:
     s = settings()
-    return delivery_fingerprint(open_store(source, s), prefix, s.cache_dir, s.max_series_voxels)
+    return delivery_fingerprint(
+        open_store(source, s.s3_options()), prefix, s.cache_dir, s.max_series_voxels
+    )
 
 
 @task(
@@ -19,7 +21,9 @@ def _fetch_key(source: str, prefix: str = "") -> str:
 def fetch(source: str, prefix: str = "") -> list[str]:
     """Study references of a delivery; unreadable files are quarantined."""
     s = settings()
-    result = fetch_delivery(open_store(source, s), prefix, s.cache_dir, s.max_series_voxels)
+    result = fetch_delivery(
+        open_store(source, s.s3_options()), prefix, s.cache_dir, s.max_series_voxels
+    )
     for rec in result.quarantined:
         announce_quarantine(record(lake(), rec), rec.stage, rec.reason)
     return result.studies

@@ -16,10 +16,10 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from radflow.config import DEFAULT_MAX_SERIES_VOXELS
 from radflow.errors import QuarantineError
 from radflow.imaging.nifti import is_nifti
 from radflow.keys import sha256_bytes, sha256_file
+from radflow.limits import DEFAULT_MAX_SERIES_VOXELS
 from radflow.records import QuarantineRecord
 from radflow.store import ObjectInfo, ObjectStore, validate_key
 

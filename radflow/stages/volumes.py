@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from radflow.config import DEFAULT_MAX_SERIES_VOXELS, PreprocessParams
+from radflow.config import PreprocessParams
 from radflow.imaging.preprocess import (
     N4,
     CropPad,
@@ -32,6 +32,7 @@ from radflow.imaging.read import read_series_with_warnings
 from radflow.imaging.register import register, resample_onto, write_transform
 from radflow.imaging.roi import lesion_mask
 from radflow.keys import address
+from radflow.limits import DEFAULT_MAX_SERIES_VOXELS
 from radflow.stages.anonymize import read_manifest
 from radflow.store import ObjectStore
 
