@@ -184,6 +184,12 @@ class Settings(BaseSettings):
     preprocess: PreprocessParams = PreprocessParams()
     features: FeatureParams = FeatureParams()
     train: TrainSettings = TrainSettings()
+    stage_tags: bool = Field(
+        True,
+        description="a `stage:<name>` tag on every task run, to filter by in the UI; Prefect 3.8"
+        " checks each tagged run's concurrency limits with the server (about 2 s per stage on"
+        " a one-process run's temporary server), so `radflow demo` turns them off",
+    )
 
     @field_validator("store_url")
     @classmethod

@@ -59,6 +59,13 @@ def test_the_store_and_the_readers_do_not_import_the_settings() -> None:
     assert subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
 
 
+@pytest.mark.parametrize(("value", "on"), [("false", False), ("0", False), ("true", True)])
+def test_stage_tags(monkeypatch: pytest.MonkeyPatch, value: str, on: bool) -> None:
+    assert load_settings().stage_tags is True
+    monkeypatch.setenv("RADFLOW_STAGE_TAGS", value)
+    assert load_settings().stage_tags is on
+
+
 def test_toml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "radflow.toml").write_text('store_url = "file:///data/lake"\n[train]\nseed = 7\n')
     s = load_settings()
