@@ -1,4 +1,7 @@
-"""The `radflow` command.
+"""The `radflow` command: the outermost layer, above `flows/`.
+
+It lives in the core package (the console script points here) but imports `flows` and
+`flows.runtime` inside its commands, so nothing else in `radflow/` may import it.
 
 Prefect is imported only inside the commands that run flows, after the environment
 (PREFECT_HOME, privacy settings) is set: the core stays importable without it.
