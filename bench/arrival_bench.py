@@ -33,8 +33,8 @@ def main() -> None:
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows import _stack
     from flows.arrival import announce_arrival
+    from flows.runtime import stack as runtime_stack
     from radflow.arrival import PollingWatcher
     from radflow.store import LocalStore
     from radflow.synth import SynthSpec, synthesize
@@ -48,7 +48,7 @@ def main() -> None:
         inbox_root.mkdir()
         env = stack_env(built, tmp)
         print("starting the stack ...", file=sys.stderr)
-        stack = _stack.start(tmp / "stack", env=env)
+        stack = runtime_stack.start(tmp / "stack", env=env)
         try:
             inbox = LocalStore(inbox_root)
             watcher = PollingWatcher(inbox, "", built.lake, stable_age=args.stable_age)
@@ -83,7 +83,7 @@ def main() -> None:
                 rows.append((count, detected - last_write, trigger, pickup, run, done - last_write))
                 print(f"{count} studies: {done - last_write:.1f} s", file=sys.stderr)
         finally:
-            _stack.stop(tmp / "stack")
+            runtime_stack.stop(tmp / "stack")
 
     print(f"\n### Scoring on arrival, stable_age {args.stable_age:g} s (one delivery each)\n")
     print(

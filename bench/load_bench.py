@@ -31,7 +31,7 @@ def main() -> None:
     from load import drop_and_score
     from postgres import throwaway_postgres
 
-    from flows import _stack
+    from flows.runtime import stack as runtime_stack
 
     results = []
     database = nullcontext(None) if args.sqlite else throwaway_postgres()
@@ -40,7 +40,7 @@ def main() -> None:
         print("building a lake with a champion ...", file=sys.stderr)
         built = trained_lake(tmp)
         env = stack_env(built, tmp)
-        stack = _stack.start(tmp / "stack", database_url=url, env=env)
+        stack = runtime_stack.start(tmp / "stack", database_url=url, env=env)
         try:
             for n, run in enumerate(args.run):
                 deliveries, per, rows, columns, slices = (int(x) for x in run.split("x"))
@@ -58,7 +58,7 @@ def main() -> None:
                 results.append((f"{rows}x{columns}x{slices}", result))
                 print(result, file=sys.stderr)
         finally:
-            _stack.stop(tmp / "stack")
+            runtime_stack.stop(tmp / "stack")
 
     print("\n### Load: studies dropped at once, scored on arrival (2 cores)\n")
     print(

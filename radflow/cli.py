@@ -1,4 +1,7 @@
-"""The `radflow` command.
+"""The `radflow` command: the outermost layer, above `flows/`.
+
+It lives in the core package (the console script points here) but imports `flows` and
+`flows.runtime` inside its commands, so nothing else in `radflow/` may import it.
 
 Prefect is imported only inside the commands that run flows, after the environment
 (PREFECT_HOME, privacy settings) is set: the core stays importable without it.
@@ -110,12 +113,12 @@ def demo(
     started = time.perf_counter()
 
     def body() -> dict[str, Any]:
-        from flows import _server
+        from flows.runtime import server as prefect_server
 
-        server = _server.start_in_background()
+        server = prefect_server.start_in_background()
         from flows.demo import demo as demo_flow
 
-        _server.wait(server)
+        prefect_server.wait(server)
         result: dict[str, Any] = demo_flow(str(layout.workdir), studies, seed)
         return result
 
@@ -289,8 +292,8 @@ def ingest(
         url, prefix = _source(source)
         if labels is not None and not labels.is_file():
             raise NotFoundError(f"no labels file at {labels}")
-        from flows._runners import task_runner as runner
         from flows.ingest import ingest as ingest_flow
+        from flows.runtime.runners import task_runner as runner
 
         flow = ingest_flow.with_options(task_runner=runner(task_runner, dask_address))
         keys: list[str] = flow(url, prefix, str(labels.resolve()) if labels else None)
@@ -350,7 +353,7 @@ def score(
         from radflow.store import open_store
 
         settings = load_settings()
-        lake = Lake(open_store(settings.store_url, settings))
+        lake = Lake(open_store(settings.store_url, settings.s3_options()))
         lake.champion()  # before any flow: a clear error
         if pending:
             from flows.arrival import score_arrival
@@ -390,7 +393,7 @@ def report(
         from radflow.store import open_store
 
         settings = load_settings()
-        lake = Lake(open_store(settings.store_url, settings))
+        lake = Lake(open_store(settings.store_url, settings.s3_options()))
         lake.study_features(study)  # before any flow: clear errors
         lake.champion()
         from flows.report import report_flow
@@ -424,9 +427,9 @@ def serve(
 ) -> None:
     """Start a Prefect server on loopback, the cpu and gpu work pools, the GPU limit, the
     deployments of infra/prefect.yaml and a worker per pool; `radflow stop` ends them."""
-    from flows import _stack
+    from flows.runtime import stack as runtime_stack
 
-    stack = _run(lambda: _stack.start(home, port or None, database_url, gpus))
+    stack = _run(lambda: runtime_stack.start(home, port or None, database_url, gpus))
     typer.echo(f"Prefect UI:  {stack.ui_url}")
     typer.echo(f"API:         {stack.api_url}  (export PREFECT_API_URL={stack.api_url})")
     typer.echo(f"logs:        {home.resolve() / 'logs'}")
@@ -442,9 +445,9 @@ def stop(
     ),
 ) -> None:
     """End the server and workers that `radflow serve` started."""
-    from flows import _stack
+    from flows.runtime import stack as runtime_stack
 
-    stopped = _stack.stop(home)
+    stopped = runtime_stack.stop(home)
     typer.echo(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
 
 

@@ -20,15 +20,14 @@ from pydantic_settings import (
 )
 
 from radflow.errors import ConfigError
+from radflow.limits import DEFAULT_MAX_SERIES_VOXELS
+from radflow.store import S3Options, file_url_path
 
 if TYPE_CHECKING:
     from radflow.dicom.deid import DeidConfig
 
 CONFIG_ENV = "RADFLOW_CONFIG"
 DEFAULT_CONFIG_FILE = "radflow.toml"
-# 512 x 512 x 4096: 4 GiB once decoded to float32. What a header declares beyond this is
-# refused before any pixel is read, so one forged file cannot take a worker's memory.
-DEFAULT_MAX_SERIES_VOXELS = 2**30
 
 
 class PreprocessParams(BaseModel, frozen=True):
@@ -185,6 +184,12 @@ class Settings(BaseSettings):
     preprocess: PreprocessParams = PreprocessParams()
     features: FeatureParams = FeatureParams()
     train: TrainSettings = TrainSettings()
+    stage_tags: bool = Field(
+        True,
+        description="a `stage:<name>` tag on every task run, to filter by in the UI; Prefect 3.8"
+        " checks each tagged run's concurrency limits with the server (about 2 s per stage on"
+        " a one-process run's temporary server), so `radflow demo` turns them off",
+    )
 
     @field_validator("store_url")
     @classmethod
@@ -198,8 +203,6 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _reid_outside_the_lake(self) -> Settings:
         """The re-identification map is PHI: it must never land in (or be synced with) the lake."""
-        from radflow.store import file_url_path
-
         if self.store_url.startswith("file://"):
             root = file_url_path(self.store_url).resolve()
             reid = self.deid.reid_dir.resolve()
@@ -210,6 +213,16 @@ class Settings(BaseSettings):
                     hint="choose a folder outside the lake that only re-identifiers can read",
                 )
         return self
+
+    def s3_options(self) -> S3Options:
+        """How the store reaches an S3-compatible server (`open_store(url, s3=...)`)."""
+        return S3Options(
+            endpoint_url=self.s3_endpoint_url,
+            region=self.s3_region,
+            max_attempts=self.s3_max_attempts,
+            connect_timeout=self.s3_connect_timeout,
+            read_timeout=self.s3_read_timeout,
+        )
 
     def with_secret(self, value: str) -> Settings:
         """These settings with the secret given (a Prefect Secret block's value, say)."""

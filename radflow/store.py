@@ -15,14 +15,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from radflow.errors import RadflowError
 from radflow.keys import sha256_bytes
-
-if TYPE_CHECKING:
-    from radflow.config import Settings
 
 _TMP_DIR = ".radflow-tmp"
 _MAX_KEY_BYTES = 1024  # S3's limit on key length
@@ -356,22 +353,38 @@ def file_url_path(url: str) -> Path:
     return Path(unquote(netloc + parsed.path))
 
 
-def open_store(url: str, settings: Settings | None = None) -> ObjectStore:
-    """A store from a URL: `file:///abs/path`, `file://./rel/path`, a bare path, or `s3://bucket/prefix`."""
+@dataclass(frozen=True)
+class S3Options:
+    """How to reach an S3-compatible server: endpoint, region, botocore's retries and timeouts.
+
+    The store's own small options type, so the store never imports the settings;
+    `radflow.config.Settings.s3_options()` builds one from `RADFLOW_S3_*`. The defaults are
+    `S3Store`'s."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    max_attempts: int = 8
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+
+def open_store(url: str, s3: S3Options | None = None) -> ObjectStore:
+    """A store from a URL: `file:///abs/path`, `file://./rel/path`, a bare path, or `s3://bucket/prefix`.
+
+    `s3` applies to an `s3://` URL only; without it the client takes `S3Options()`."""
     parsed = urlparse(url)
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ValueError(f"S3 URL has no bucket: {url}")
-        if settings is None:
-            return S3Store(parsed.netloc, parsed.path.lstrip("/"))
+        options = s3 if s3 is not None else S3Options()
         return S3Store(
             parsed.netloc,
             parsed.path.lstrip("/"),
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
-            max_attempts=settings.s3_max_attempts,
-            connect_timeout=settings.s3_connect_timeout,
-            read_timeout=settings.s3_read_timeout,
+            endpoint_url=options.endpoint_url,
+            region=options.region,
+            max_attempts=options.max_attempts,
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
         )
     if parsed.scheme == "file":
         return LocalStore(file_url_path(url))

@@ -36,6 +36,36 @@ def test_environment_and_nested_values(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.preprocess.shape == (48, 48, 32)
 
 
+def test_s3_options_carry_the_s3_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from radflow.store import S3Options
+
+    assert load_settings().s3_options() == S3Options()  # the store's defaults are the settings'
+    monkeypatch.setenv("RADFLOW_S3_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("RADFLOW_S3_REGION", "eu-west-1")
+    monkeypatch.setenv("RADFLOW_S3_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("RADFLOW_S3_CONNECT_TIMEOUT", "2.5")
+    monkeypatch.setenv("RADFLOW_S3_READ_TIMEOUT", "30")
+    assert load_settings().s3_options() == S3Options(
+        "http://127.0.0.1:9000", "eu-west-1", 3, 2.5, 30.0
+    )
+
+
+def test_the_store_and_the_readers_do_not_import_the_settings() -> None:
+    import subprocess
+    import sys
+
+    modules = "radflow.store, radflow.imaging.read, radflow.imaging.nifti, radflow.stages.fetch"
+    probe = f"import sys, {modules}; sys.exit('radflow.config' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
+
+
+@pytest.mark.parametrize(("value", "on"), [("false", False), ("0", False), ("true", True)])
+def test_stage_tags(monkeypatch: pytest.MonkeyPatch, value: str, on: bool) -> None:
+    assert load_settings().stage_tags is True
+    monkeypatch.setenv("RADFLOW_STAGE_TAGS", value)
+    assert load_settings().stage_tags is on
+
+
 def test_toml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "radflow.toml").write_text('store_url = "file:///data/lake"\n[train]\nseed = 7\n')
     s = load_settings()

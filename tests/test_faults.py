@@ -168,7 +168,9 @@ def test_settings_reach_the_client(moto_server: str, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("RADFLOW_S3_MAX_ATTEMPTS", "4")
     monkeypatch.setenv("RADFLOW_S3_CONNECT_TIMEOUT", "1.5")
     monkeypatch.setenv("RADFLOW_S3_READ_TIMEOUT", "7")
-    store = open_store("s3://some-bucket/lake", load_settings(s3_endpoint_url=moto_server))
+    store = open_store(
+        "s3://some-bucket/lake", load_settings(s3_endpoint_url=moto_server).s3_options()
+    )
     assert isinstance(store, S3Store)
     config = store.client.meta.config
     assert config.retries == {"mode": "adaptive", "total_max_attempts": 4}

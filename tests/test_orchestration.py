@@ -18,7 +18,7 @@ from browser import chromium
 from lakes import TrainedLake, trained_lake
 from load import drop_and_score
 
-from flows import _stack
+from flows.runtime import stack as runtime_stack
 from radflow.arrival import PollingWatcher
 from radflow.store import S3Store
 from radflow.synth import SynthSpec, synthesize
@@ -38,7 +38,7 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
     moto_server: str,
     lake: TrainedLake,
-) -> Iterator[_stack.Stack]:
+) -> Iterator[runtime_stack.Stack]:
     """The whole stack twice: on SQLite (the default) and on PostgreSQL, as production runs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
     env |= {
@@ -51,13 +51,13 @@ def stack(
     }
     home = tmp_path_factory.mktemp("stack")
     database = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    started = _stack.start(home, database_url=database, env=env)
+    started = runtime_stack.start(home, database_url=database, env=env)
     yield started
-    _stack.stop(home)
+    runtime_stack.stop(home)
 
 
 @contextmanager
-def _client(stack: _stack.Stack) -> Iterator[Any]:
+def _client(stack: runtime_stack.Stack) -> Iterator[Any]:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -68,7 +68,7 @@ def _client(stack: _stack.Stack) -> Iterator[Any]:
         yield client
 
 
-def _runs(stack: _stack.Stack, deployment: str) -> list[Any]:
+def _runs(stack: runtime_stack.Stack, deployment: str) -> list[Any]:
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
     with _client(stack) as client:
@@ -79,7 +79,9 @@ def _runs(stack: _stack.Stack, deployment: str) -> list[Any]:
         )
 
 
-def _wait_completed(stack: _stack.Stack, deployment: str, count: int, timeout: float) -> None:
+def _wait_completed(
+    stack: runtime_stack.Stack, deployment: str, count: int, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     states: list[str] = []
     while time.monotonic() < deadline:
@@ -94,7 +96,7 @@ def _wait_completed(stack: _stack.Stack, deployment: str, count: int, timeout: f
     pytest.fail(f"{deployment}: {states} after {timeout} s\n{tails}")
 
 
-def _announce(stack: _stack.Stack, source: str, arrival: str) -> None:
+def _announce(stack: runtime_stack.Stack, source: str, arrival: str) -> None:
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -107,7 +109,7 @@ def _announce(stack: _stack.Stack, source: str, arrival: str) -> None:
         EventsWorker.drain_all()
 
 
-def test_deployments_read_back_through_the_api(stack: _stack.Stack) -> None:
+def test_deployments_read_back_through_the_api(stack: runtime_stack.Stack) -> None:
     with _client(stack) as client:
         nightly = client.read_deployment_by_name("train/nightly-retrain")
         scoring = client.read_deployment_by_name("score-study/score-study")
@@ -122,7 +124,7 @@ def test_deployments_read_back_through_the_api(stack: _stack.Stack) -> None:
 
 
 def test_arrival_triggers_scoring_once(
-    stack: _stack.Stack,
+    stack: runtime_stack.Stack,
     lake: TrainedLake,
     s3_client: Any,
     s3_bucket: str,
@@ -177,7 +179,7 @@ def test_arrival_triggers_scoring_once(
 
 
 def test_ui_shows_the_scoring_run(
-    stack: _stack.Stack, tools: dict[str, str], tmp_path: Path
+    stack: runtime_stack.Stack, tools: dict[str, str], tmp_path: Path
 ) -> None:
     """Headless Chromium loads the UI's runs page: the scoring run (a hash, not a folder name)
     is on it. The screenshot is kept in tests/output/ for a look."""
@@ -209,14 +211,16 @@ def test_ui_shows_the_scoring_run(
     [("docker-cpu", "docker"), ("kubernetes-cpu", "kubernetes"), ("kubernetes-gpu", "kubernetes")],
 )
 def test_work_pool_templates_are_accepted_by_the_server(
-    stack: _stack.Stack, template: str, kind: str
+    stack: runtime_stack.Stack, template: str, kind: str
 ) -> None:
     """The server checks that every placeholder of a template is a declared variable."""
     import json
 
     from prefect.client.schemas.actions import WorkPoolCreate
 
-    body = json.loads((_stack.ROOT / "infra" / "work-pools" / f"{template}.json").read_text())
+    body = json.loads(
+        (runtime_stack.ROOT / "infra" / "work-pools" / f"{template}.json").read_text()
+    )
     with _client(stack) as client:
         pool = client.create_work_pool(
             WorkPoolCreate(name=f"t-{template}", type=kind, base_job_template=body)
@@ -232,7 +236,7 @@ def test_work_pool_templates_are_accepted_by_the_server(
 
 
 def test_sqs_arrival_triggers_scoring(
-    stack: _stack.Stack,
+    stack: runtime_stack.Stack,
     lake: TrainedLake,
     s3_client: Any,
     s3_bucket: str,
@@ -273,7 +277,7 @@ def test_sqs_arrival_triggers_scoring(
 
 
 def test_many_studies_at_once_are_each_scored_exactly_once(
-    stack: _stack.Stack, lake: TrainedLake, tmp_path: Path, request: pytest.FixtureRequest
+    stack: runtime_stack.Stack, lake: TrainedLake, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """Studies dropped into the inbox together, some deliveries announced twice: every study
     ends with exactly one score and one report, nothing waits, the warm worker's memory stays

@@ -702,7 +702,7 @@ def test_open_store_reopens_a_local_store_from_its_url(tmp_path: Path) -> None:
 
 
 def test_open_store_s3_url(s3_settings: Settings, s3_bucket: str, s3_client: Any) -> None:
-    store = open_store(f"s3://{s3_bucket}/pre/fix", s3_settings)
+    store = open_store(f"s3://{s3_bucket}/pre/fix", s3_settings.s3_options())
     assert isinstance(store, S3Store)
     assert (store.bucket, store.prefix) == (s3_bucket, "pre/fix/")
     assert store.url == f"s3://{s3_bucket}/pre/fix/"
@@ -710,7 +710,7 @@ def test_open_store_s3_url(s3_settings: Settings, s3_bucket: str, s3_client: Any
     assert store.get_bytes("a/k") == b"via open_store"
     assert raw_keys(s3_client, s3_bucket) == ["pre/fix/a/k"]
 
-    bare = open_store(f"s3://{s3_bucket}", s3_settings)
+    bare = open_store(f"s3://{s3_bucket}", s3_settings.s3_options())
     assert isinstance(bare, S3Store)
     assert bare.prefix == ""
     assert keys_of(bare) == ["pre/fix/a/k"]

@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
-from radflow.config import DEFAULT_MAX_SERIES_VOXELS
 from radflow.errors import QuarantineError
+from radflow.limits import DEFAULT_MAX_SERIES_VOXELS
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 SAME_ANGLE = 1e-4  # columns of the affine this close to orthogonal are a rotation, not a shear

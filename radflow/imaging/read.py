@@ -28,8 +28,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 
-from radflow.config import DEFAULT_MAX_SERIES_VOXELS
 from radflow.errors import QuarantineError
+from radflow.limits import DEFAULT_MAX_SERIES_VOXELS
 
 Vector = npt.NDArray[np.float64]
 Plane = npt.NDArray[np.float32]

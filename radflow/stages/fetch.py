@@ -15,11 +15,11 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from radflow.config import DEFAULT_MAX_SERIES_VOXELS
 from radflow.errors import QuarantineError
 from radflow.imaging.nifti import is_nifti
 from radflow.keys import sha256_bytes
 from radflow.lake.records import QuarantineRecord
+from radflow.limits import DEFAULT_MAX_SERIES_VOXELS
 from radflow.raw_cache import RawFile, cached_copy, index_study
 from radflow.store import ObjectStore, validate_key
 

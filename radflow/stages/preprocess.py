@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from radflow.config import DEFAULT_MAX_SERIES_VOXELS, PreprocessParams, Settings
+from radflow.config import PreprocessParams, Settings
 from radflow.imaging.pipelines import preprocess_pipelines, preprocessing
 from radflow.imaging.qc import checkerboard_png
 from radflow.imaging.read import read_series_with_warnings
@@ -22,6 +22,7 @@ from radflow.imaging.roi import lesion_mask
 from radflow.keys import address as content_address
 from radflow.lake import Lake
 from radflow.lake.records import Geometry, Registration, VolumeQC
+from radflow.limits import DEFAULT_MAX_SERIES_VOXELS
 
 NAME = "preprocess"
 

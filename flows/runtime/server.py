@@ -20,6 +20,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+# `PREFECT__SERVER_EPHEMERAL` and `PREFECT__SERVER_FINAL` are private (double underscore, no
+# Prefect setting behind them): `create_app` reads them in prefect/server/api/server.py (3.8.8,
+# lines 883-885) and `SubprocessASGIServer._run_uvicorn_command` sets them (lines 1179-1184).
+# EPHEMERAL runs only the services a temporary server needs (no scheduler, no UI); FINAL lets
+# the app drop its copied routes. Prefect 3.8 has no public equivalent: its own helper,
+# `SubprocessASGIServer`, imports the server into this process and blocks until it is
+# healthy, which is what this module exists to avoid; `prefect server start` runs every service (the
+# scheduler too) or, with --no-services, not the task-run recorder and event persister that
+# the runs need. Check these two names on every Prefect upgrade.
 _SERVER_ENV = {
     "PREFECT_UI_ENABLED": "0",
     "PREFECT__SERVER_EPHEMERAL": "1",

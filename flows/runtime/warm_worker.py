@@ -12,7 +12,7 @@ The price of running in-process: a run cannot be killed from the UI once it has 
 finishes on its own; scoring runs take seconds), and a crash of the process takes the runs
 it holds with it (Prefect then shows them Crashed, and a re-run is idempotent).
 
-Usage: python -m flows.warm_worker --pool cpu --queue arrival [--limit 2]
+Usage: python -m flows.runtime.warm_worker --pool cpu --queue arrival [--limit 2]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
     from prefect.flows import Flow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
 # The flows of radflow's deployments, imported when the worker starts (that is the warm part).
 PRELOAD = ("flows.arrival", "flows.score", "flows.ingest")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from radflow.errors import RadflowError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 POOLS = ("cpu", "gpu")
 ARRIVAL_QUEUE = "arrival"
 
@@ -130,7 +130,7 @@ def start(
             worker = ["prefect", "worker", "start", "--pool", pool, "--work-queue", "default"]
             spawn(f"worker-{pool}", worker, base)
         # Scoring on arrival is latency-bound: its queue has a worker that stays imported.
-        warm = ["flows.warm_worker", "--pool", "cpu", "--queue", ARRIVAL_QUEUE]
+        warm = ["flows.runtime.warm_worker", "--pool", "cpu", "--queue", ARRIVAL_QUEUE]
         spawn("worker-cpu-warm", warm, base | {"PREFECT_WORKER_QUERY_SECONDS": "0.5"})
     except BaseException:
         stop(home)
