@@ -33,11 +33,12 @@ def main() -> None:
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.arrival import announce_arrival
     from flows.runtime import stack as runtime_stack
     from radflow.arrival import PollingWatcher
+    from radflow.lake import PendingArrival
     from radflow.store import LocalStore
     from radflow.synth import SynthSpec, synthesize
+    from tasks.arrival import announce_arrival
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="radflow-arrival-") as tmp_name:
@@ -56,7 +57,7 @@ def main() -> None:
                 staging = tmp / f"staging-{n}"
                 spec = SynthSpec(studies=count, rows=40, columns=40, slices=16, seed=100 + n)
                 synthesize(staging, tmp / f"truth-{n}.csv", spec)
-                before = set(built.lake.root.glob("reports/*/*/study.html"))
+                before = set(built.root.glob("reports/*/*/study.html"))
                 # Files appear one by one, as an upload would make them appear.
                 for path in sorted(staging.rglob("*.dcm")):
                     target = inbox_root / f"delivery-{n}" / path.relative_to(staging)
@@ -71,10 +72,15 @@ def main() -> None:
                 announced = datetime.now(UTC)
                 with temporary_settings({PREFECT_API_URL: stack.api_url}):
                     for arrival in arrivals:
-                        announce_arrival(built.lake, inbox.url, "", 1, arrival.arrival_id)
+                        announce_arrival(
+                            built.lake,
+                            PendingArrival(
+                                source=inbox.url, prefix="", depth=1, arrival=arrival.arrival_id
+                            ),
+                        )
                         watcher.done(arrival)
                     EventsWorker.drain_all()
-                while len(set(built.lake.root.glob("reports/*/*/study.html")) - before) < count:
+                while len(set(built.root.glob("reports/*/*/study.html")) - before) < count:
                     time.sleep(0.25)
                     if time.perf_counter() - last_write > 1800:
                         raise TimeoutError(f"{count} studies: no reports after 30 min")

@@ -44,6 +44,14 @@ def demo_runs(studies: int) -> tuple[float, float]:
 
 
 def stage_times(studies: int, size: str) -> dict[str, float]:
+    from radflow.stages.train import (
+        build_dataset,
+        fit_cnn_candidate,
+        fit_feature_candidates,
+        register_model,
+    )
+    from radflow.stages.volumes import build_volume, preprocessing
+
     from radflow.config import load_settings
     from radflow.demo import ensure_secret
     from radflow.stages.anonymize import anonymize_study, store_labels
@@ -52,13 +60,6 @@ def stage_times(studies: int, size: str) -> dict[str, float]:
     from radflow.stages.registry import promote_if_better
     from radflow.stages.report import write_model_report, write_study_report
     from radflow.stages.score import score_study
-    from radflow.stages.train import (
-        build_dataset,
-        fit_cnn_candidate,
-        fit_feature_candidates,
-        register_model,
-    )
-    from radflow.stages.volumes import build_volume, preprocessing
     from radflow.store import LocalStore
     from radflow.synth import SynthSpec, synthesize
 

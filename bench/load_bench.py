@@ -47,7 +47,7 @@ def main() -> None:
                 print(f"{run} ...", file=sys.stderr)
                 result = drop_and_score(
                     stack.api_url,
-                    built.lake,
+                    built.lake.store,
                     tmp / f"load-{n}",
                     stack.pids["worker-cpu-warm"],
                     deliveries,

@@ -5,7 +5,6 @@ Shared by the load test (tests/test_orchestration.py) and bench/load_bench.py.""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections import Counter
@@ -45,7 +44,7 @@ def _peak_rss_mib(pid: int) -> float:
 
 def drop_and_score(
     api_url: str,
-    lake: LocalStore,
+    store: LocalStore,
     work: Path,
     warm_worker_pid: int,
     deliveries: int,
@@ -61,8 +60,10 @@ def drop_and_score(
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.arrival import announce, announce_arrival, announce_overdue
-    from radflow.stages.pending import read_pending
+    from radflow.lake import Lake, PendingArrival
+    from tasks.arrival import announce, announce_arrival, announce_overdue
+
+    lake = Lake(store)
 
     staging, inbox_root = work / "staging", work / "inbox"
     inbox_root.mkdir(parents=True)
@@ -70,8 +71,8 @@ def drop_and_score(
     for n in range(deliveries):
         spec = SynthSpec(per_delivery, rows, columns, slices, seed=1000 + n)
         synthesize(staging / f"delivery-{n:03d}", work / f"truth-{n:03d}.csv", spec)
-    reported = {p.parent for p in lake.root.glob("reports/*/*/study.html")}
-    scored = {o.key for o in lake.list("scores/")}
+    reported = {p.parent for p in store.root.glob("reports/*/*/study.html")}
+    scored = {o.key for o in store.list("scores/")}
     with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
         before = {r.id for r in client.read_flow_runs(limit=200)}
         for folder in sorted(staging.iterdir()):  # "at once": each folder appears whole
@@ -83,9 +84,12 @@ def drop_and_score(
         arrivals: list[str] = []
         while len(arrivals) < deliveries and time.perf_counter() - dropped < timeout:
             for arrival in watcher.poll():
-                announce_arrival(lake, inbox.url, "", 1, arrival.arrival_id)
+                pending = PendingArrival(
+                    source=inbox.url, prefix="", depth=1, arrival=arrival.arrival_id
+                )
+                announce_arrival(lake, pending)
                 if len(arrivals) < duplicates:  # a second watcher, a retry
-                    announce(inbox.url, "", 1, arrival.arrival_id)
+                    announce(pending)
                 watcher.done(arrival)
                 arrivals.append(arrival.arrival_id)
             time.sleep(0.5)
@@ -100,20 +104,20 @@ def drop_and_score(
                 for r in client.read_flow_runs(limit=200)
                 if r.id not in before and r.name.startswith("score-")
             ]
-            records = [r for a in arrivals if (r := read_pending(lake, a)) is not None]
-            waiting = [r["arrival"] for r in records]
-            given_up = all(int(r.get("announcements", 1)) >= 3 for r in records)
+            records = [r for a in arrivals if (r := lake.pending(a)) is not None]
+            waiting = [r.arrival for r in records]
+            given_up = all(r.announcements >= 3 for r in records)
             if given_up and all(r.state and r.state.is_final() for r in runs):
                 break  # nothing in flight, and nothing will be announced again
             time.sleep(1)
         ended = max(r.end_time for r in runs if r.end_time).timestamp()
-    new = {p.parent for p in lake.root.glob("reports/*/*/study.html")} - reported
+    new = {p.parent for p in store.root.glob("reports/*/*/study.html")} - reported
     seconds = ended - dropped_at
     # One score per study and one report per score (its address is the score's): a study
     # scored twice would show as two scores with its pseudonym.
     studies = Counter(
-        json.loads(lake.get_text(o.key))["study_id"]
-        for o in lake.list("scores/")
+        lake.score(o.key).study_id
+        for o in store.list("scores/")
         if o.key not in scored
     )
     shutil.rmtree(staging, ignore_errors=True)

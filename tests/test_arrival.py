@@ -11,15 +11,20 @@ import boto3
 import pytest
 
 from radflow.arrival import (
+    ANNOUNCED,
     MARKER,
+    NO_CHAMPION,
     PollingWatcher,
     QueueWatcher,
     arrival_id,
     connect_bucket_to_queue,
     folder_of,
     locate,
+    mark_pending,
+    overdue,
 )
 from radflow.errors import NotFoundError
+from radflow.lake import Lake, PendingArrival
 from radflow.store import LocalStore, ObjectStore, S3Store
 
 PHI_FOLDER = "DOE^JANE 1961-03-04/"
@@ -54,7 +59,7 @@ def test_folder_of(key: str, depth: int, folder: str | None) -> None:
 
 def test_polling_emits_a_stable_folder_once(tmp_path: Path) -> None:
     inbox, lake, clock = LocalStore(tmp_path / "in"), LocalStore(tmp_path / "lake"), Clock()
-    watcher = PollingWatcher(inbox, "inbox/", lake, stable_age=30, clock=clock)
+    watcher = PollingWatcher(inbox, "inbox/", Lake(lake), stable_age=30, clock=clock)
     _put(inbox, f"inbox/{PHI_FOLDER}1.dcm")
     assert watcher.poll() == []  # just seen: not stable yet
     clock.now += 10
@@ -78,7 +83,7 @@ def test_polling_emits_a_stable_folder_once(tmp_path: Path) -> None:
     assert "DOE" not in lake.get_text(state.key)
 
     # A restarted watcher remembers what it emitted; new content is a new arrival.
-    again = PollingWatcher(inbox, "inbox/", lake, stable_age=30, clock=clock)
+    again = PollingWatcher(inbox, "inbox/", Lake(lake), stable_age=30, clock=clock)
     assert again.poll() == []
     clock.now += 31
     assert again.poll() == []
@@ -92,7 +97,7 @@ def test_polling_emits_a_stable_folder_once(tmp_path: Path) -> None:
 
 def test_marker_completes_a_delivery_at_once(tmp_path: Path) -> None:
     inbox, lake, clock = LocalStore(tmp_path / "in"), LocalStore(tmp_path / "lake"), Clock()
-    watcher = PollingWatcher(inbox, "", lake, stable_age=3600, clock=clock)
+    watcher = PollingWatcher(inbox, "", Lake(lake), stable_age=3600, clock=clock)
     _put(inbox, "d1/1.dcm")
     _put(inbox, "d2/1.dcm")
     _put(inbox, f"d2/{MARKER}", b"")
@@ -124,7 +129,7 @@ def test_queue_watcher_deletes_messages_only_after_the_arrival_is_done(
     url = connect_bucket_to_queue(s3_client, sqs, s3_bucket, "inbox/", f"q-{s3_bucket}")
     inbox = S3Store(s3_bucket, "", endpoint_url=moto_server, region="us-east-1")
     lake, clock = LocalStore(tmp_path / "lake"), Clock()
-    watcher = QueueWatcher(inbox, "inbox/", lake, sqs, url, stable_age=5, clock=clock)
+    watcher = QueueWatcher(inbox, "inbox/", Lake(lake), sqs, url, stable_age=5, clock=clock)
     for name in ("1.dcm", "2 b.dcm"):  # a space: S3 sends it URL-encoded
         s3_client.put_object(Bucket=s3_bucket, Key=f"inbox/{PHI_FOLDER}{name}", Body=b"x")
     s3_client.put_object(Bucket=s3_bucket, Key="elsewhere/x.dcm", Body=b"x")
@@ -151,53 +156,41 @@ def test_an_announced_arrival_stays_pending_until_done_and_is_retried_when_overd
 ) -> None:
     """The safety net under events: a record before the event, retried while its run has not
     finished, at most 3 announcements; one waiting for a champion is left to the promotion."""
-    from radflow.stages.pending import (
-        ANNOUNCED,
-        NO_CHAMPION,
-        clear_pending,
-        overdue,
-        pending_arrivals,
-        read_pending,
-        record_pending,
-    )
-
-    lake = LocalStore(tmp_path / "lake")
-    arrival = {"source": "s3://inbox", "prefix": "in/", "depth": 1, "arrival": "a" * 24}
-    record_pending(lake, arrival, ANNOUNCED, now=100.0)
+    lake = Lake(LocalStore(tmp_path / "lake"))
+    arrival = PendingArrival(source="s3://inbox", prefix="in/", depth=1, arrival="a" * 24)
+    mark_pending(lake, arrival, ANNOUNCED, now=100.0)
     assert overdue(lake, retry_after=600, now=699.0) == []
     [late] = overdue(lake, retry_after=600, now=700.0)
-    assert late["arrival"] == "a" * 24 and late["announcements"] == 1
-    record_pending(lake, late, ANNOUNCED, now=700.0)  # announced again
-    assert read_pending(lake, "a" * 24)["announcements"] == 2  # type: ignore[index]
+    assert late.arrival == "a" * 24 and late.announcements == 1
+    mark_pending(lake, late, ANNOUNCED, now=700.0)  # announced again
+    assert lake.pending("a" * 24).announcements == 2  # type: ignore[union-attr]
     assert overdue(lake, retry_after=600, now=1299.0) == []
     [again] = overdue(lake, retry_after=600, now=1300.0)
-    record_pending(lake, again, ANNOUNCED, now=1300.0)
+    mark_pending(lake, again, ANNOUNCED, now=1300.0)
     assert overdue(lake, retry_after=600, now=10_000.0) == []  # 3 times: left to a person
-    assert len(pending_arrivals(lake)) == 1  # ... and still there for `radflow score --pending`
+    assert len(lake.pending_arrivals()) == 1  # ... and still there for `radflow score --pending`
 
-    other = {**arrival, "arrival": "b" * 24}
-    record_pending(lake, other, NO_CHAMPION, now=100.0)
-    assert [r["arrival"] for r in overdue(lake, 0, now=10_000.0)] == []
-    assert {r["reason"] for r in pending_arrivals(lake)} == {ANNOUNCED, NO_CHAMPION}
-    clear_pending(lake, "a" * 24)
-    clear_pending(lake, "b" * 24)
-    clear_pending(lake, "b" * 24)  # twice is fine
-    assert pending_arrivals(lake) == []
+    other = arrival.model_copy(update={"arrival": "b" * 24})
+    mark_pending(lake, other, NO_CHAMPION, now=100.0)
+    assert [r.arrival for r in overdue(lake, 0, now=10_000.0)] == []
+    assert {r.reason for r in lake.pending_arrivals()} == {ANNOUNCED, NO_CHAMPION}
+    lake.clear_pending("a" * 24)
+    lake.clear_pending("b" * 24)
+    lake.clear_pending("b" * 24)  # twice is fine
+    assert lake.pending_arrivals() == []
 
 
 def test_a_record_deleted_while_the_watcher_reads_is_skipped(tmp_path: Path) -> None:
     """A scoring run clears its record between the watcher's listing and its read (the
     load bench hit this): the watcher carries on with the others."""
-    from radflow.stages.pending import ANNOUNCED, pending_arrivals, record_pending
-
     class ClearedWhileListing(LocalStore):
-        def get_text(self, key: str) -> str:
+        def get_bytes(self, key: str) -> bytes:
             if key.endswith("a" * 24 + ".json"):
                 self.delete(key)
-            return super().get_text(key)
+            return super().get_bytes(key)
 
-    lake = ClearedWhileListing(tmp_path / "lake")
+    lake = Lake(ClearedWhileListing(tmp_path / "lake"))
     for name in ("a", "b"):
-        arrival = {"source": "s3://in", "prefix": "", "depth": 1, "arrival": name * 24}
-        record_pending(lake, arrival, ANNOUNCED, now=1.0)
-    assert [r["arrival"] for r in pending_arrivals(lake)] == ["b" * 24]
+        arrival = PendingArrival(source="s3://in", prefix="", depth=1, arrival=name * 24)
+        mark_pending(lake, arrival, ANNOUNCED, now=1.0)
+    assert [r.arrival for r in lake.pending_arrivals()] == ["b" * 24]

@@ -42,10 +42,10 @@ def stack(
     """The whole stack twice: on SQLite (the default) and on PostgreSQL, as production runs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
     env |= {
-        "RADFLOW_STORE_URL": lake.lake.root.as_uri(),
+        "RADFLOW_STORE_URL": lake.root.as_uri(),
         "RADFLOW_SECRET_FILE": str(lake.secret_file),
         "RADFLOW_CACHE_DIR": str(lake.settings.cache_dir),
-        "RADFLOW_DEID__REID_DIR": str(lake.lake.root.parent / "reid"),
+        "RADFLOW_DEID__REID_DIR": str(lake.root.parent / "reid"),
         "RADFLOW_S3_ENDPOINT_URL": moto_server,
         "RADFLOW_S3_REGION": "us-east-1",
     }
@@ -133,7 +133,7 @@ def test_arrival_triggers_scoring_once(
 ) -> None:
     # Other studies for each database: the lake is shared by both stacks.
     database = request.node.callspec.params["stack"]
-    delivery = lake.lake.root.parent / f"new-{database}"
+    delivery = lake.root.parent / f"new-{database}"
     seed = {"sqlite": 42, "postgresql": 43}[database]
     spec = SynthSpec(studies=2, rows=40, columns=40, slices=16, seed=seed)
     new = synthesize(delivery, delivery / "truth.csv", spec)
@@ -144,7 +144,7 @@ def test_arrival_triggers_scoring_once(
             key = f"inbox/delivery-43/{path.relative_to(delivery)}"
             s3_client.upload_file(str(path), s3_bucket, key)
 
-    reported = set(lake.lake.root.glob("reports/*/*/study.html"))
+    reported = set(lake.root.glob("reports/*/*/study.html"))
     upload()
     inbox = S3Store(s3_bucket, "", endpoint_url=moto_server, region="us-east-1")
     watcher = PollingWatcher(inbox, "inbox/", lake.lake, stable_age=2)
@@ -163,9 +163,9 @@ def test_arrival_triggers_scoring_once(
     assert run.name == f"score-{arrival.arrival_id[:12]}"  # a hash, never a folder name
     # It ran inside the warm worker's own process, not in a new one.
     assert run.infrastructure_pid == str(stack.pids["worker-cpu-warm"])
-    reports = set(lake.lake.root.glob("reports/*/*/study.html")) - reported
+    reports = set(lake.root.glob("reports/*/*/study.html")) - reported
     assert len(reports) == len(new)
-    before = {p: p.stat().st_mtime_ns for p in lake.lake.root.rglob("*") if p.is_file()}
+    before = {p: p.stat().st_mtime_ns for p in lake.root.rglob("*") if p.is_file()}
 
     # The same files again: nothing new under the folder, so no event.
     upload()
@@ -174,7 +174,7 @@ def test_arrival_triggers_scoring_once(
     # A duplicate event (a second watcher, a retry): the run finishes, writing nothing new.
     _announce(stack, source, arrival.arrival_id)
     _wait_completed(stack, "score-study", 2, timeout=300)
-    after = {p: p.stat().st_mtime_ns for p in lake.lake.root.rglob("*") if p.is_file()}
+    after = {p: p.stat().st_mtime_ns for p in lake.root.rglob("*") if p.is_file()}
     assert after == before
 
 
@@ -290,7 +290,7 @@ def test_many_studies_at_once_are_each_scored_exactly_once(
     per_delivery = 5
     result = drop_and_score(
         stack.api_url,
-        lake.lake,
+        lake.lake.store,
         tmp_path,
         stack.pids["worker-cpu-warm"],
         deliveries=studies // per_delivery,

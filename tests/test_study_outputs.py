@@ -24,10 +24,9 @@ from phi import phi_strings
 
 from radflow.reports.dicom import ENCAPSULATED_PDF, SCORE, THRESHOLD
 from radflow.reports.facts import NOTICE
-from radflow.stages.anonymize import read_manifest
+from radflow.lake import Lake, Score
 from radflow.stages.report import write_study_report
-from radflow.stages.score import read_score, score_study
-from radflow.store import LocalStore
+from radflow.stages.score import score_study
 
 pytestmark = pytest.mark.slow
 OUTPUT = Path(__file__).parent / "output"
@@ -35,9 +34,9 @@ OUTPUT = Path(__file__).parent / "output"
 
 @dataclass(frozen=True)
 class Scored:
-    lake: LocalStore
+    lake: Lake
     folder: Path  # the report folder in the lake
-    score: dict[str, object]
+    score: Score
     deid_study_uid: str
     deid_series: set[str]
     phi: set[str]
@@ -49,14 +48,14 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> Scored:
     built = trained_lake(tmp_path_factory.mktemp("reports"))
     lake, deids, rows, model = built.lake, built.deids, built.rows, built.model
     # A study with a second series, so its report has a registration check.
-    pick = next(i for i, d in enumerate(deids) if len(read_manifest(lake, d).series) == 2)
+    pick = next(i for i, d in enumerate(deids) if len(lake.manifest(d).series) == 2)
     score = score_study(lake, rows[pick], model)
     html = write_study_report(lake, score)
-    manifest = read_manifest(lake, deids[pick])
+    manifest = lake.manifest(deids[pick])
     return Scored(
         lake=lake,
-        folder=lake.root / html.rsplit("/", 1)[0],
-        score=read_score(lake, score),
+        folder=built.root / html.rsplit("/", 1)[0],
+        score=lake.score(score),
         deid_study_uid=manifest.study_uid,
         deid_series={s.series_uid for s in manifest.series},
         phi=phi_strings(built.studies),
@@ -93,9 +92,9 @@ def test_html_has_the_score_the_model_and_no_phi(scored: Scored) -> None:
     parser.feed(page)
     parser.close()
     text = " ".join(parser.text)
-    assert f"{scored.score['probability']:.3f}" in text
-    assert str(scored.score["model_id"]) in text
-    assert str(scored.score["study_id"]) in text
+    assert f"{scored.score.probability:.3f}" in text
+    assert str(scored.score.model_id) in text
+    assert str(scored.score.study_id) in text
     assert NOTICE in text
     assert parser.tags.count("img") == 2  # key images and the registration check
     _no_phi(page, scored.phi)
@@ -106,8 +105,8 @@ def test_pdf_text_has_the_score_and_no_phi(scored: Scored) -> None:
     reader = pypdf.PdfReader(io.BytesIO(pdf))
     text = "\n".join(page.extract_text() for page in reader.pages)
     assert len(reader.pages) == 2
-    assert f"Score (calibrated probability) {scored.score['probability']:.3f}" in text
-    assert str(scored.score["model_id"]) in text and NOTICE in text
+    assert f"Score (calibrated probability) {scored.score.probability:.3f}" in text
+    assert str(scored.score.model_id) in text and NOTICE in text
     _no_phi(text, scored.phi)
     _no_phi(pdf, scored.phi)
 
@@ -143,9 +142,9 @@ def test_sr_holds_the_score_in_the_deidentified_study(scored: Scored) -> None:
     sr = hd.sr.srread(path)  # highdicom parses (and so validates) the TID 1500 tree
     group = sr.content.get_image_measurement_groups()[0]
     values = {m.name.value: m.value for m in group.get_measurements()}
-    assert values[SCORE.value] == pytest.approx(scored.score["probability"], abs=1e-6)
-    assert values[THRESHOLD.value] == pytest.approx(scored.score["threshold"], abs=1e-6)
-    assert str(scored.score["model_id"]) in path.read_bytes().decode("latin-1")
+    assert values[SCORE.value] == pytest.approx(scored.score.probability, abs=1e-6)
+    assert values[THRESHOLD.value] == pytest.approx(scored.score.threshold, abs=1e-6)
+    assert str(scored.score.model_id) in path.read_bytes().decode("latin-1")
     _no_phi(path.read_bytes(), scored.phi)
 
 
