@@ -29,9 +29,9 @@ def main() -> None:
     parser.add_argument("--stable-age", type=float, default=2.0)
     args = parser.parse_args()
 
-    from lakes import stack_env, trained_lake
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
+    from support.lakes import stack_env, trained_lake
 
     from flows.runtime import stack as runtime_stack
     from radflow.arrival import PollingWatcher

@@ -27,9 +27,9 @@ def main() -> None:
 
     from contextlib import nullcontext
 
-    from lakes import stack_env, trained_lake
-    from load import drop_and_score
-    from postgres import throwaway_postgres
+    from support.lakes import stack_env, trained_lake
+    from support.load import drop_and_score
+    from support.postgres import throwaway_postgres
 
     from flows.runtime import stack as runtime_stack
 

@@ -33,6 +33,25 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
 
+# ---------------------------------------------------------------------------------- tiers
+
+TIERS = ("flow", "stack")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The folder is the tier: tests under tests/flow/ carry the `flow` marker, those under
+    tests/stack/ `stack`, the unit tests under tests/unit/ neither."""
+    root = Path(__file__).parent
+    for item in items:
+        folder = item.path.relative_to(root).parts[0]
+        want = {folder} & set(TIERS)
+        have = {mark.name for mark in item.iter_markers()} & set(TIERS)
+        if have != want:
+            raise pytest.UsageError(
+                f"{item.nodeid}: marked {sorted(have) or 'unit'} but lives in tests/{folder}/"
+            )
+
+
 # --------------------------------------------------------------------------- object storage
 
 S3_REGION = "us-east-1"
@@ -185,7 +204,7 @@ def tools() -> dict[str, str]:
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL server (Debian's `postgresql`, installed when missing) on a free loopback
     port with a throwaway data directory; the URL of an empty database `prefect`."""
-    from postgres import throwaway_postgres
+    from support.postgres import throwaway_postgres
 
     try:
         with throwaway_postgres() as url:

@@ -20,8 +20,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import SimpleITK as sitk
-from transform_helpers import rotation as _rotation
-from transform_helpers import tre as _tre
+from support.transform_helpers import rotation as _rotation
+from support.transform_helpers import tre as _tre
 
 from radflow.imaging.qc import checkerboard_png
 from radflow.imaging.read import read_series
@@ -37,7 +37,7 @@ from radflow.synth import SynthSpec, synthesize
 
 TRE_BAR_MM = 1.0
 ANATOMICAL = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "anatomical.nii")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 Points = npt.NDArray[np.float64]  # (n, 3) physical points, x y z
 

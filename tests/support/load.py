@@ -1,7 +1,7 @@
 """Many studies dropped into the inbox at once, through the production path: the polling
 watcher, one `radflow.study.arrived` event per delivery (some announced twice, as a second
 watcher or a retry would), the `score-study` deployment on the warm worker of a running stack.
-Shared by the load test (tests/test_orchestration.py) and bench/load_bench.py."""
+Shared by the load test (tests/stack/test_orchestration.py) and bench/load_bench.py."""
 
 from __future__ import annotations
 

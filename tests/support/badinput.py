@@ -16,6 +16,7 @@ writes byte-identical files.
 
 from __future__ import annotations
 
+import json
 import uuid
 import zlib
 from collections.abc import Callable
@@ -31,7 +32,13 @@ from pydicom.encaps import encapsulate
 from pydicom.tag import BaseTag
 from pydicom.uid import RLELossless
 
-from radflow.synth import SynthStudy
+from radflow.config import Settings
+from radflow.keys import sha256_bytes, sha256_file
+from radflow.records import QuarantineRecord
+from radflow.stages.anonymize import deid_address
+from radflow.store import ObjectStore, open_store
+from radflow.synth import SynthSpec, SynthStudy, synthesize
+from support.phi import phi_strings
 
 # 65535 x 65535 x 16 bits is 8.6 GB a frame: 4 frames declare 34 GB in a file of a few KiB.
 ABSURD_ROWS = ABSURD_COLUMNS = 65535
@@ -232,3 +239,60 @@ def make_corpus(inbox: Path, good: list[SynthStudy]) -> list[BadInput]:
     ):
         out.append(BadInput(name, _study_copy(donor, inbox, name, change), "preprocess", reason))
     return out
+
+
+# ------------------------------------------------------- checking a lake against the table
+
+GOOD = SynthSpec(studies=3, rows=32, columns=32, slices=12, seed=5)
+
+
+def corpus(root: Path) -> tuple[Path, list[SynthStudy], list[BadInput]]:
+    folder = root / "inbox"
+    good = synthesize(folder, root / "labels.csv", GOOD)
+    return folder, good, make_corpus(folder, good)
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    return {
+        p.relative_to(root).as_posix(): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def expected_records(
+    bad: list[BadInput], folder: Path, lake: ObjectStore, settings: Settings
+) -> dict[str, str]:
+    """Record key -> reason, one per bad input, keyed as each stage names its input: fetch by
+    the raw key, anonymize by the file's content hash, preprocess by the de-identified study."""
+    source = open_store(folder.resolve().as_uri()).url
+    expected: dict[str, str] = {}
+    for item in bad:
+        if item.stage == "fetch":
+            (path,) = item.files
+            rec = QuarantineRecord.for_key(source, path.relative_to(folder).as_posix(), "fetch", "")
+        elif item.stage == "anonymize":
+            (path,) = item.files
+            rec = QuarantineRecord.for_key("", "raw-sha256:" + sha256_file(path), "anonymize", "")
+        else:
+            hashes = "\n".join(sorted(sha256_file(f) for f in item.files))
+            deid = deid_address("raw-" + sha256_bytes(hashes.encode()), settings.deid_config())
+            rec = QuarantineRecord.for_key(lake.url, deid, item.stage, "")
+        assert rec.store_key not in expected, item.name
+        expected[rec.store_key] = item.reason
+    return expected
+
+
+def records(lake_root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(lake_root).as_posix(): json.loads(p.read_text())["reason"]
+        for p in sorted((lake_root / "quarantine").rglob("*.json"))
+    }
+
+
+def assert_no_phi(lake_root: Path, good: list[SynthStudy]) -> None:
+    phi = phi_strings(good)
+    for path in (lake_root / "quarantine").rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            assert not [s for s in phi if s in text], path.name

@@ -18,9 +18,9 @@ import numpy as np
 import pydicom
 import pypdf
 import pytest
-from browser import chromium
-from lakes import trained_lake
-from phi import phi_strings
+from support.browser import chromium
+from support.lakes import trained_lake
+from support.phi import phi_strings
 
 from radflow.reports.dicom import ENCAPSULATED_PDF, SCORE, THRESHOLD
 from radflow.reports.facts import NOTICE
@@ -28,8 +28,8 @@ from radflow.lake import Lake, Score
 from radflow.stages.report import write_study_report
 from radflow.stages.score import score_study
 
-pytestmark = pytest.mark.slow
-OUTPUT = Path(__file__).parent / "output"
+pytestmark = pytest.mark.stack
+OUTPUT = Path(__file__).resolve().parents[1] / "output"
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ from urllib.parse import quote
 
 import pydicom
 import pytest
-from phi import phi_strings
+from support.phi import phi_strings
 
 from radflow.synth import SynthSpec, SynthStudy, synthesize
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.flow
 
 SECRET = "audit-secret-" + "5eedc0de" * 4
 BLOCK = "radflow-audit-secret"

@@ -14,17 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import chromium
-from lakes import TrainedLake, trained_lake
-from load import drop_and_score
+from support.browser import chromium
+from support.lakes import TrainedLake, trained_lake
+from support.load import drop_and_score
 
 from flows.runtime import stack as runtime_stack
 from radflow.arrival import PollingWatcher
 from radflow.store import S3Store
 from radflow.synth import SynthSpec, synthesize
 
-pytestmark = pytest.mark.slow
-OUTPUT = Path(__file__).parent / "output"
+pytestmark = pytest.mark.stack
+OUTPUT = Path(__file__).resolve().parents[1] / "output"
 
 
 @pytest.fixture(scope="module")

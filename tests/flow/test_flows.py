@@ -10,13 +10,13 @@ from uuid import UUID
 
 import pytest
 import SimpleITK as sitk
-from phi import phi_strings
+from support.phi import phi_strings
 
 from radflow.config import PreprocessParams
 from radflow.keys import short_id
 from radflow.synth import SynthSpec, SynthStudy, synthesize
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.flow
 
 SPEC = SynthSpec(studies=3, rows=48, columns=48, slices=24, seed=7)
 
@@ -227,7 +227,7 @@ def test_a_study_whose_scoring_breaks_holds_up_no_other(
 ) -> None:
     """The same at scoring (the load test found a NaN feature row breaking the model): the
     others get their reports, then the run fails saying how many did not."""
-    from lakes import trained_lake
+    from support.lakes import trained_lake
 
     import tasks.score
     from flows.score import score_flow
@@ -354,7 +354,7 @@ def test_arrival_without_a_champion_waits_then_scores(
 ) -> None:
     """No champion: the triggered run fails with the reason and keeps the delivery pending
     (by hash); once a champion exists, `radflow score --pending` scores it and clears it."""
-    from lakes import trained_lake
+    from support.lakes import trained_lake
     from typer.testing import CliRunner
 
     from flows.arrival import score_arrival

@@ -19,7 +19,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from radflow.models.cnn import CHECKPOINT_NAME, CNNClassifier, ResNet3D
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SIZE = 20
 # Small and quick: the tests check the mechanics, not the model's quality.
 FAST: dict[str, Any] = {"width": 4, "batch_size": 8, "learning_rate": 3e-3}
@@ -130,7 +130,7 @@ def test_killed_training_resumes_to_the_same_model(
 ) -> None:
     killed_dir, full_dir = tmp_path / "killed", tmp_path / "full"
     checkpoint = killed_dir / CHECKPOINT_NAME
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).parent)])}
     with (tmp_path / "stderr.txt").open("wb") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-c", TRAIN_SCRIPT, str(killed_dir)],

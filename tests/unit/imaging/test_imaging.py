@@ -21,8 +21,8 @@ import numpy.typing as npt
 import pydicom
 import pytest
 import SimpleITK as sitk
-from transform_helpers import rotation as _rotation
-from transform_helpers import tre as _tre
+from support.transform_helpers import rotation as _rotation
+from support.transform_helpers import tre as _tre
 
 from radflow.errors import QuarantineError
 from radflow.imaging.preprocess import CropPad, Pipeline, Reorient, Resample, Window
