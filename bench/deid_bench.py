@@ -77,7 +77,7 @@ NAME_ID = ("PatientName", "PatientID")
 DESCRIPTIONS = ("StudyDescription", "SeriesDescription")
 MIN_TOKEN = 3
 # The radflow code on the measured path (for the "code measured" note).
-MEASURED_CODE = ("radflow/dicom", "radflow/keys.py", "radflow/errors.py", "radflow/records.py")
+MEASURED_CODE = ("radflow/dicom", "radflow/keys.py", "radflow/errors.py", "radflow/lake/records.py")
 
 
 @dataclass

@@ -44,20 +44,18 @@ def demo_runs(studies: int) -> tuple[float, float]:
 
 
 def stage_times(studies: int, size: str) -> dict[str, float]:
-    from radflow.stages.train import (
-        build_dataset,
-        fit_cnn_candidate,
-        fit_feature_candidates,
-        register_model,
-    )
-    from radflow.stages.volumes import build_volume, preprocessing
-
     from radflow.config import load_settings
     from radflow.demo import ensure_secret
-    from radflow.stages.anonymize import anonymize_study, store_labels
+    from radflow.imaging.pipelines import preprocessing
+    from radflow.lake import Lake
+    from radflow.stages.anonymize import anonymize_study
+    from radflow.stages.candidates import fit_cnn_candidate, fit_feature_candidates
+    from radflow.stages.dataset import build_dataset
     from radflow.stages.features import extract_features
     from radflow.stages.fetch import fetch_delivery
-    from radflow.stages.registry import promote_if_better
+    from radflow.stages.labels import store_labels
+    from radflow.stages.preprocess import build_volume
+    from radflow.stages.registry import promote_if_better, register_model
     from radflow.stages.report import write_model_report, write_study_report
     from radflow.stages.score import score_study
     from radflow.store import LocalStore
@@ -80,7 +78,7 @@ def stage_times(studies: int, size: str) -> dict[str, float]:
             return out
 
         timed("synthesize", synthesize, tmp / "inbox", tmp / "labels.csv", spec)
-        source, lake = LocalStore(tmp / "inbox"), LocalStore(tmp / "lake")
+        source, lake = LocalStore(tmp / "inbox"), Lake(LocalStore(tmp / "lake"))
         refs = timed("fetch", fetch_delivery, source, "", settings.cache_dir).studies
         store_labels(lake, (tmp / "labels.csv").read_text(), secret)
         deids = [
@@ -91,7 +89,7 @@ def stage_times(studies: int, size: str) -> dict[str, float]:
             timed("register+preprocess", build_volume, lake, d, settings.preprocess) for d in deids
         ]
         feats = [
-            timed("features", extract_features, lake, d, v, settings.features)
+            timed("features", extract_features, lake, v, d, settings.features)
             for d, v in zip(deids, vols, strict=True)
         ]
         data = build_dataset(

@@ -47,14 +47,15 @@ def watch_inbox(
         )
         for arrival in ready:
             announce_arrival(
+                lake(),
                 PendingArrival(
                     source=source, prefix=prefix, depth=depth, arrival=arrival.arrival_id
-                )
+                ),
             )
             watcher.done(arrival)
             emitted += 1
             log.info("delivery %s arrived (%d objects)", arrival.arrival_id[:12], arrival.objects)
-        if again := announce_overdue(retry_after):
+        if again := announce_overdue(lake(), retry_after):
             log.warning("%d deliveries not scored after %g s: announced again", again, retry_after)
         if not queue_url:
             time.sleep(poll_seconds)

@@ -8,8 +8,10 @@ from prefect.events import emit_event
 
 from radflow.arrival import ANNOUNCED, EVENT, NO_CHAMPION, mark_pending, overdue
 from radflow.errors import NotFoundError
+from radflow.lake import Lake
 from radflow.lake.records import PendingArrival
-from tasks.runtime import lake, task
+from tasks.runtime import lake as current_lake
+from tasks.runtime import task
 
 
 def announce(record: PendingArrival) -> None:
@@ -29,30 +31,30 @@ def announce(record: PendingArrival) -> None:
     )
 
 
-def announce_arrival(arrival: PendingArrival) -> None:
+def announce_arrival(lake: Lake, arrival: PendingArrival) -> None:
     """Record the arrival as pending, then send its event: if the event's run never comes, the
     record is still there to announce it again (`radflow.arrival`)."""
-    record = lake().pending(arrival.arrival) or arrival
-    announce(mark_pending(lake(), record, ANNOUNCED, time.time()))
+    record = lake.pending(arrival.arrival) or arrival
+    announce(mark_pending(lake, record, ANNOUNCED, time.time()))
 
 
 @task(task_run_name="announce-waiting", tags=["stage:train"])
 def announce_waiting() -> int:
     """After a promotion: announce again the deliveries that arrived while there was none."""
-    waiting = lake().pending_arrivals()
+    waiting = current_lake().pending_arrivals()
     for record in waiting:
-        announce_arrival(record)
+        announce_arrival(current_lake(), record)
     return len(waiting)
 
 
-def announce_overdue(retry_after: float) -> int:
+def announce_overdue(lake: Lake, retry_after: float) -> int:
     """Announce again the arrivals whose run has not finished `retry_after` seconds later and
     is not waiting or running either (a long queue is no reason to score twice)."""
-    late = overdue(lake(), retry_after, time.time())
+    late = overdue(lake, retry_after, time.time())
     busy = _in_flight([record.arrival for record in late]) if late else set()
     again = [record for record in late if record.arrival[:12] not in busy]
     for record in again:
-        announce_arrival(record)
+        announce_arrival(lake, record)
     return len(again)
 
 
@@ -80,13 +82,13 @@ def _in_flight(arrival_ids: list[str]) -> set[str]:
 def require_champion(arrival: PendingArrival) -> None:
     """Raise "no champion model" and keep the arrival pending for the next promotion."""
     try:
-        lake().champion()
+        current_lake().champion()
     except NotFoundError:
-        record = lake().pending(arrival.arrival) or arrival
-        mark_pending(lake(), record, NO_CHAMPION, time.time())
+        record = current_lake().pending(arrival.arrival) or arrival
+        mark_pending(current_lake(), record, NO_CHAMPION, time.time())
         raise
 
 
 def arrival_scored(arrival: str) -> None:
     """Every study of the arrival is done: it is no longer pending."""
-    lake().clear_pending(arrival)
+    current_lake().clear_pending(arrival)

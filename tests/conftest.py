@@ -160,7 +160,7 @@ def prefect_server() -> Iterator[None]:
 @pytest.fixture
 def pipeline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """RADFLOW_* settings for one test: a local lake, a cache and a secret under tmp_path."""
-    from tasks import _common
+    from tasks import runtime as _common
 
     secret = tmp_path / "secret.key"
     secret.write_text("test-secret-" + "0123456789abcdef" * 2)

@@ -115,7 +115,7 @@ def test_changed_parameter_recomputes_only_downstream(
     prefect_server: None, inbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.ingest import ingest
-    from tasks import _common
+    from tasks import runtime as _common
 
     folder, labels, _ = inbox
     first = ingest(folder.as_uri(), "", str(labels))
@@ -256,7 +256,7 @@ def test_train_and_score_from_s3(
     from flows.ingest import ingest
     from flows.score import score_flow
     from flows.train import train_flow
-    from tasks import _common
+    from tasks import runtime as _common
 
     spec = SynthSpec(studies=12, rows=40, columns=40, slices=16, seed=3)
     train_studies = synthesize(pipeline_env / "train", pipeline_env / "labels.csv", spec)

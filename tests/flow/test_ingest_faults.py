@@ -44,7 +44,7 @@ def test_ingest_from_s3_through_intermittent_faults(
     completes and writes exactly the objects (keys and bytes) a fault-free run writes."""
     from flows.ingest import ingest
     from radflow.synth import SynthSpec, synthesize
-    from tasks import _common
+    from tasks import runtime as _common
 
     synthesize(pipeline_env / "in", pipeline_env / "labels.csv", SynthSpec(studies=3, **SMALL))
     for path in (pipeline_env / "in").rglob("*.dcm"):

@@ -200,7 +200,7 @@ def test_no_phi_leaves_the_inbox(
     from flows.ingest import ingest
     from flows.score import score_flow
     from flows.train import train_flow
-    from tasks import _common
+    from tasks import runtime as _common
 
     tmp = pipeline_env
     inbox = tmp / "inbox"

@@ -70,7 +70,7 @@ def test_ingest_of_a_bad_delivery_quarantines_each_input_in_bounded_memory(
 
     lake_root = pipeline_env / "lake"
     settings = load_settings()
-    lake = open_store(settings.store_url, settings)
+    lake = open_store(settings.store_url, settings.s3_options())
     assert records(lake_root) == expected_records(bad, folder, lake, settings)
     assert_no_phi(lake_root, good)
     assert snapshot(folder) == before  # nothing deleted, changed or touched

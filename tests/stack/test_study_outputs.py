@@ -22,9 +22,9 @@ from support.browser import chromium
 from support.lakes import trained_lake
 from support.phi import phi_strings
 
+from radflow.lake import Lake, Score
 from radflow.reports.dicom import ENCAPSULATED_PDF, SCORE, THRESHOLD
 from radflow.reports.facts import NOTICE
-from radflow.lake import Lake, Score
 from radflow.stages.report import write_study_report
 from radflow.stages.score import score_study
 

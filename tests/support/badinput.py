@@ -34,7 +34,7 @@ from pydicom.uid import RLELossless
 
 from radflow.config import Settings
 from radflow.keys import sha256_bytes, sha256_file
-from radflow.records import QuarantineRecord
+from radflow.lake.records import QuarantineRecord
 from radflow.stages.anonymize import deid_address
 from radflow.store import ObjectStore, open_store
 from radflow.synth import SynthSpec, SynthStudy, synthesize

@@ -56,7 +56,9 @@ def trained_lake(tmp: Path, spec: SynthSpec = SMALL) -> TrainedLake:
     )
     model = register_model(lake, data, [fit_feature_candidates(lake, data, train)], train)
     promote_if_better(lake, model, train)
-    return TrainedLake(lake, tmp / "lake", settings, tmp / "secret.key", deids, rows, model, studies)
+    return TrainedLake(
+        lake, tmp / "lake", settings, tmp / "secret.key", deids, rows, model, studies
+    )
 
 
 def stack_env(built: TrainedLake, tmp: Path) -> dict[str, str]:

@@ -116,9 +116,7 @@ def drop_and_score(
     # One score per study and one report per score (its address is the score's): a study
     # scored twice would show as two scores with its pseudonym.
     studies = Counter(
-        lake.score(o.key).study_id
-        for o in store.list("scores/")
-        if o.key not in scored
+        lake.score(o.key).study_id for o in store.list("scores/") if o.key not in scored
     )
     shutil.rmtree(staging, ignore_errors=True)
     return LoadResult(

@@ -183,6 +183,7 @@ def test_an_announced_arrival_stays_pending_until_done_and_is_retried_when_overd
 def test_a_record_deleted_while_the_watcher_reads_is_skipped(tmp_path: Path) -> None:
     """A scoring run clears its record between the watcher's listing and its read (the
     load bench hit this): the watcher carries on with the others."""
+
     class ClearedWhileListing(LocalStore):
         def get_bytes(self, key: str) -> bytes:
             if key.endswith("a" * 24 + ".json"):

@@ -111,7 +111,7 @@ def test_the_pipeline_writes_the_reid_map_private(tmp_path: Path) -> None:
     reid = tmp_path / "reid"
     reid.mkdir(mode=0o777)
     reid.chmod(0o777)
-    write_reid_entry(reid, "3f9c0a1b2c4d", {"patient_id": "MRN7654321"})
+    write_reid_entry(reid, "3f9c0a1b2c4d", '{"patient_id": "MRN7654321"}')
     summary = BatchSummary()
     summary.mapping[("MRN7654321", "1.2.3")] = ("RF-X", "2.25.1")
     write_reid_map(summary, tmp_path / "cli-reid" / "map.jsonl", b"k" * 32)
@@ -187,7 +187,7 @@ def test_a_secret_block_outside_the_tasks_says_what_to_do(monkeypatch: pytest.Mo
 def test_stage_tags_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     """`radflow demo` turns them off (they cost ~2 s per stage on a temporary server); a
     concurrency limit's tag such as `gpu` stays."""
-    from tasks._common import task
+    from tasks.runtime import task
 
     def body() -> None:
         return None

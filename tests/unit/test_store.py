@@ -730,7 +730,7 @@ def test_unsafe_keys_in_an_s3_inbox_are_quarantined_before_any_io(
 ) -> None:
     """S3 takes any key, `..` included: the listing shows them as they are, every store call
     refuses them, and fetch sets each aside ("unsafe object key") while the rest goes on."""
-    from radflow.records import QuarantineRecord
+    from radflow.lake.records import QuarantineRecord
     from radflow.stages.fetch import fetch_delivery
 
     unsafe = ["inbox/d/../../evil.dcm", "inbox/d/./x.dcm", "inbox/d//y.dcm", "inbox/d/a\\b.dcm"]

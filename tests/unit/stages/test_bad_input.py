@@ -32,10 +32,10 @@ from radflow.dicom.batch import read_dicom
 from radflow.errors import ConfigError, QuarantineError
 from radflow.imaging.nifti import read_nifti
 from radflow.imaging.read import plan_series, read_series
-from radflow.stages.anonymize import anonymize_study, read_manifest
+from radflow.lake import Lake, QuarantineRecord
+from radflow.stages.anonymize import anonymize_study
 from radflow.stages.fetch import delivery_fingerprint, fetch_delivery, read_header
-from radflow.stages.quarantine import record, record_error
-from radflow.stages.volumes import build_volume
+from radflow.stages.preprocess import build_volume
 from radflow.store import LocalStore, open_store
 from radflow.synth import SynthSpec, synthesize
 
@@ -70,11 +70,11 @@ def test_every_bad_input_gets_one_record_at_its_stage(
     folder, good, bad = corpus(tmp_path)
     monkeypatch.setenv("RADFLOW_SECRET", "stage-secret-" + "0123456789abcdef" * 2)
     settings = load_settings(store_url=(tmp_path / "lake").as_uri())
-    lake = LocalStore(tmp_path / "lake")
+    lake = Lake(LocalStore(tmp_path / "lake"))
     before = snapshot(folder)
     fetched = fetch_delivery(open_store(folder.resolve().as_uri()), "", tmp_path / "cache")
     for rec in fetched.quarantined:
-        record(lake, rec)
+        lake.quarantine(rec)
     prepared = []
     for ref in fetched.studies:
         try:
@@ -82,12 +82,18 @@ def test_every_bad_input_gets_one_record_at_its_stage(
                 lake, tmp_path / "cache", ref, settings.deid_config(), tmp_path / "reid"
             )
         except QuarantineError as err:
-            record_error(lake, "anonymize", ref, err)
+            lake.quarantine(
+                QuarantineRecord.for_key(lake.url, ref, "anonymize", err.reason, type(err).__name__)
+            )
             continue
         try:
             prepared.append(build_volume(lake, deid, settings.preprocess))
         except QuarantineError as err:
-            record_error(lake, "preprocess", deid, err)
+            lake.quarantine(
+                QuarantineRecord.for_key(
+                    lake.url, deid, "preprocess", err.reason, type(err).__name__
+                )
+            )
     assert len(prepared) == len(good)
     assert records(tmp_path / "lake") == expected_records(bad, folder, lake, settings)
     assert_no_phi(tmp_path / "lake", good)
@@ -248,9 +254,9 @@ def test_a_second_file_of_one_instance_is_set_aside_not_written_over(tmp_path: P
     ds.PixelData = bytes(len(ds.PixelData))  # other pixels under the same SOP Instance UID
     ds.save_as(study.files[0].with_name("copy.dcm"), enforce_file_format=True)
     (ref,) = fetch_delivery(LocalStore(tmp_path / "inbox"), "", tmp_path / "cache").studies
-    lake = LocalStore(tmp_path / "lake")
+    lake = Lake(LocalStore(tmp_path / "lake"))
     config = load_settings(secret="dup-secret-" + "0123456789abcdef" * 2).deid_config()
     deid = anonymize_study(lake, tmp_path / "cache", ref, config, tmp_path / "reid")
-    assert [s.instances for s in read_manifest(lake, deid).series] == [8]
+    assert [s.instances for s in lake.manifest(deid).series] == [8]
     assert set(records(tmp_path / "lake").values()) == {"duplicate SOP instance"}
     assert len(records(tmp_path / "lake")) == 1

@@ -208,9 +208,7 @@ def test_too_few_patients_is_a_clear_error(lake: Lake, tmp_path: Path) -> None:
         fit_feature_candidates(lake, data, FEATURES_ONLY)
 
 
-def test_scoring_uses_the_model_and_refuses_other_preprocessing(
-    lake: Lake, tmp_path: Path
-) -> None:
+def test_scoring_uses_the_model_and_refuses_other_preprocessing(lake: Lake, tmp_path: Path) -> None:
     model = train(lake, cohort(lake), FEATURES_ONLY)
     card = lake.card(model)
     row = {f"signal_{j}": 1.5 for j in range(4)} | {f"noise_{j}": 0.0 for j in range(5)}
