@@ -8,13 +8,13 @@ Layout, under the store's root (a content address is `<prefix>/<version>/<hash>`
 
     deid/<v>/<h>/<series>/<sop>.dcm, study.json   de-identified study; the manifest commits it
     volumes/<v>/<h>/image|input|mask.nii.gz, ..., qc.json   a preprocessed study
-    features/<v>/<h>.json                          one feature row
+    features/<v>/<h>                               one feature row (JSON)
     labels/<study_id>.json                          a training label, by pseudonym
     catalog/<study_id>.json                         a study's current feature row
-    datasets/<v>/<h>.json                           a training table
+    datasets/<v>/<h>                               a training table (JSON)
     candidates/<v>/<h>/<name>.pkl, predictions.json fitted candidates
     models/<v>/<h>/model.pkl, metrics.json, card.json, decision.json; models/champion.json
-    scores/<v>/<h>.json                             a study's score
+    scores/<v>/<h>                                 a study's score (JSON)
     reports/<v>/<h>/...                             study and model reports
     quarantine/<stage>/<hash>.json                  inputs set aside, and why
     pending/<arrival>.json                          arrivals not scored yet

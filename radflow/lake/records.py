@@ -32,8 +32,12 @@ class Record(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     indent: ClassVar[int | None] = 1
+    # The first wave wrote a few records with pydantic's own JSON (fields in their order).
+    in_field_order: ClassVar[bool] = False
 
     def to_json(self) -> str:
+        if self.in_field_order:
+            return self.model_dump_json(indent=self.indent)
         return json.dumps(self.model_dump(), indent=self.indent, sort_keys=True)
 
     @classmethod
@@ -47,6 +51,7 @@ class Record(BaseModel):
 class QuarantineRecord(Record):
     """Why an input was set aside. Names the input by a hash of its key: keys may hold PHI."""
 
+    in_field_order: ClassVar[bool] = True
     source_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     stage: str
     reason: str
@@ -68,9 +73,6 @@ class QuarantineRecord(Record):
         """Where the lake keeps it: by stage, named by the input's hash."""
         return f"quarantine/{self.stage}/{self.source_hash}.json"
 
-    def to_json(self) -> str:  # pydantic's own JSON, field order (as the first wave wrote it)
-        return self.model_dump_json(indent=1)
-
 
 class SeriesEntry(Record):
     series_uid: str
@@ -81,23 +83,11 @@ class SeriesEntry(Record):
 class StudyManifest(Record):
     """What the de-identified study holds; written last, so its presence means complete."""
 
+    in_field_order: ClassVar[bool] = True
     study_id: str
     study_uid: str
     patient_id: str
     series: list[SeriesEntry]
-
-    def to_json(self) -> str:  # pydantic's own JSON, field order (as the first wave wrote it)
-        return self.model_dump_json(indent=1)
-
-
-class ReidEntry(Record):
-    """One study's re-identification map entry (PHI): written outside the lake, never in it."""
-
-    patient_id: str
-    patient_pseudonym: str
-    study_uid: str
-    study_pseudonym_uid: str
-    study_id: str
 
 
 class Label(Record):
@@ -145,7 +135,7 @@ class VolumeQC(Record):
 
 
 class FeatureRow(Record):
-    """One study's features (`features/<v>/<hash>.json`) and where they came from."""
+    """One study's features (`features/<v>/<hash>` (JSON)) and where they came from."""
 
     study_id: str
     patient_id: str
@@ -362,7 +352,7 @@ class Champion(Record):
 
 
 class Score(Record):
-    """A study's calibrated probability and call by one model (`scores/<v>/<hash>.json`)."""
+    """A study's calibrated probability and call by one model (`scores/<v>/<hash>` (JSON))."""
 
     study_id: str
     features: str

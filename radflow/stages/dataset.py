@@ -1,4 +1,4 @@
-"""The training table: labelled feature rows -> `datasets/<v>/<hash>.json`.
+"""The training table: labelled feature rows -> `datasets/<v>/<hash>` (JSON).
 
 Also a report of what did not join: studies without a label (kept for scoring), labels
 without a study, and rows prepared with other settings (never mixed into one model).

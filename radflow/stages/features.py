@@ -1,4 +1,4 @@
-"""Extract: a preprocessed volume -> one feature row, `features/<v>/<hash>.json`."""
+"""Extract: a preprocessed volume -> one feature row, `features/<v>/<hash>` (JSON)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Score: one study's features (and volume, for a CNN) and a model -> `scores/<v>/<hash>.json`."""
+"""Score: one study's features (and volume, for a CNN) and a model -> `scores/<v>/<hash>` (JSON)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,130 @@
+"""The lake's records read back and written again give the bytes the stages wrote: content
+addresses that hash a record (a dataset) and the byte-identical demo depend on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from support.lakes import TrainedLake, trained_lake
+
+from radflow.errors import NotFoundError
+from radflow.lake import Lake
+from radflow.lake.records import (
+    Champion,
+    Dataset,
+    Decision,
+    FeatureRow,
+    Label,
+    Metrics,
+    ModelCard,
+    PendingArrival,
+    Predictions,
+    QuarantineRecord,
+    Record,
+    StudyManifest,
+    VolumeQC,
+)
+from radflow.stages.score import score_study
+from radflow.store import LocalStore
+
+
+def _record_type(key: str) -> type[Record] | None:
+    name = key.rsplit("/", 1)[-1]
+    by_name: dict[str, type[Record]] = {
+        "study.json": StudyManifest,
+        "qc.json": VolumeQC,
+        "predictions.json": Predictions,
+        "card.json": ModelCard,
+        "metrics.json": Metrics,
+        "decision.json": Decision,
+        "champion.json": Champion,
+    }
+    by_prefix: dict[str, type[Record]] = {
+        "features/": FeatureRow,
+        "datasets/": Dataset,
+        "labels/": Label,
+        "quarantine/": QuarantineRecord,
+    }
+    found = by_name.get(name)
+    return found or next((t for p, t in by_prefix.items() if key.startswith(p)), None)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> TrainedLake:
+    built = trained_lake(tmp_path_factory.mktemp("lake"))
+    score_study(built.lake, built.rows[0], built.model)
+    return built
+
+
+def test_every_record_the_stages_wrote_round_trips_to_the_same_bytes(built: TrainedLake) -> None:
+    seen: set[str] = set()
+    for info in built.lake.store.list():
+        record_type = _record_type(info.key)
+        if record_type is None:
+            continue
+        data = built.lake.store.get_bytes(info.key)
+        assert record_type.from_json(data).to_json().encode() == data, info.key
+        seen.add(record_type.__name__)
+    assert seen >= {
+        "StudyManifest",
+        "VolumeQC",
+        "FeatureRow",
+        "Label",
+        "Dataset",
+        "Predictions",
+        "ModelCard",
+        "Metrics",
+        "Decision",
+        "Champion",
+    }
+
+
+def test_records_refuse_what_they_do_not_define(built: TrainedLake) -> None:
+    qc = json.loads(
+        built.lake.store.get_text(f"{built.lake.feature_row(built.rows[0]).volume}/qc.json")
+    )
+    with pytest.raises(ValidationError):
+        VolumeQC.model_validate({**qc, "roi_source": "rule"})  # unknown: a newer writer's
+    with pytest.raises(ValidationError):
+        VolumeQC.model_validate({k: v for k, v in qc.items() if k != "roi_voxels"})
+    with pytest.raises(ValidationError):
+        built.lake.card(built.model).model_copy().__setattr__("kind", "x")  # frozen
+
+
+def test_optional_fields_are_absent_not_null() -> None:
+    decision = Decision(
+        model="m", model_id="lr-1", auc=0.9, margin=0.01, previous=None, promoted=True, reason="r"
+    )
+    assert "previous_auc" not in json.loads(decision.to_json())
+    assert json.loads(decision.to_json())["previous"] is None  # a field that is always there
+    compared = decision.model_copy(update={"previous_auc": 0.8})
+    assert json.loads(compared.to_json())["previous_auc"] == 0.8
+
+
+def test_an_output_is_there_only_once_its_committing_object_is(tmp_path: Path) -> None:
+    lake = Lake(LocalStore(tmp_path / "lake"))
+    volume = "volumes/v3/" + "a" * 64
+    lake.put_volume_file(volume, "registration_1.png", b"png")
+    assert not lake.has(volume)  # a folder half written (a killed run) is not an output
+    lake.store.put_text(f"{volume}/qc.json", "{}")
+    assert lake.has(volume)
+    assert not lake.has("features/v3/" + "b" * 64)
+
+
+def test_the_champion_and_pending_arrivals(tmp_path: Path) -> None:
+    lake = Lake(LocalStore(tmp_path / "lake"))
+    with pytest.raises(NotFoundError, match="no champion model"):
+        lake.champion()
+    lake.set_champion(Champion(model="models/v3/x", model_id="lr-x", auc=0.9))
+    assert lake.champion() == "models/v3/x"
+    assert lake.store.get_text("models/champion.json") == (
+        '{"auc": 0.9, "model": "models/v3/x", "model_id": "lr-x"}'
+    )
+    record = PendingArrival(source="file:///in", prefix="", depth=1, arrival="c" * 24)
+    lake.put_pending(record)
+    assert lake.pending("c" * 24) == record and lake.pending("d" * 24) is None
+    lake.clear_pending("c" * 24)
+    assert lake.pending_arrivals() == []
