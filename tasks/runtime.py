@@ -31,10 +31,9 @@ def settings() -> Settings:
         from prefect.blocks.system import Secret
 
         try:
-            # `Block.load` returns the block in a sync caller and a coroutine in an async one;
-            # `_sync=True` (Prefect's private switch of its async_dispatch, 3.8 has no public
-            # sync-only loader) makes the sync form certain in a task's worker thread.
-            block: Any = Secret.load(s.secret_block, _sync=True)  # type: ignore[call-arg]
+            # `Block.load` returns the block in a sync caller (radflow's flows and tasks are all
+            # sync) and a coroutine in an async one, which radflow never is.
+            block: Any = Secret.load(s.secret_block)
             value = block.get()
         except Exception:  # its message names the block only, but may hold a server's URL
             raise ConfigError(

@@ -194,13 +194,11 @@ def test_one_study_failing_unexpectedly_holds_up_no_other(
 ) -> None:
     """Not bad input but an error (a bug, a lost disk): the other studies are finished and
     catalogued, then the run fails saying how many did not make it."""
-    import tasks.features
+    import radflow.stages.features as features_stage
     from flows.ingest import ingest
 
-    real = tasks.features.extract_features
-    monkeypatch.setattr(
-        tasks.features, "extract_features", _first_call_raises(real, OSError("disk went away"))
-    )
+    real = features_stage.run  # what the features task calls, looked up at each call
+    monkeypatch.setattr(features_stage, "run", _first_call_raises(real, OSError("disk went away")))
     folder, labels, _ = inbox
     state = ingest(folder.as_uri(), "", str(labels), return_state=True)
     assert state.is_failed()
@@ -218,7 +216,7 @@ def test_one_study_failing_unexpectedly_holds_up_no_other(
     assert "| prepared | 2 |" in str(summary.data)
     assert "| failed (an error, not the input: see the failed task runs) | 1 |" in str(summary.data)
 
-    monkeypatch.setattr(tasks.features, "extract_features", real)
+    monkeypatch.setattr(features_stage, "run", real)
     assert len(ingest(folder.as_uri(), "", str(labels))) == 3  # fixed: the run goes through
 
 
@@ -229,12 +227,12 @@ def test_a_study_whose_scoring_breaks_holds_up_no_other(
     others get their reports, then the run fails saying how many did not."""
     from support.lakes import trained_lake
 
-    import tasks.score
+    import radflow.stages.score as score_stage
     from flows.score import score_flow
 
     trained_lake(pipeline_env)  # a champion in this lake
-    breaking = _first_call_raises(tasks.score.score_study, ValueError("Input X contains NaN."))
-    monkeypatch.setattr(tasks.score, "score_study", breaking)
+    breaking = _first_call_raises(score_stage.run, ValueError("Input X contains NaN."))
+    monkeypatch.setattr(score_stage, "run", breaking)
     folder, _, studies = inbox
     reported = set((pipeline_env / "lake").glob("reports/*/*/study.html"))
     state = score_flow(folder.as_uri(), "", return_state=True)
