@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import nibabel
 import numpy as np
 import numpy.typing as npt
+import pydicom
 import pytest
 import SimpleITK as sitk
 from support.transform_helpers import rotation as _rotation
@@ -33,7 +35,7 @@ from radflow.imaging.register import (
     working_copy,
     write_transform,
 )
-from radflow.synth import SynthSpec, synthesize
+from radflow.synth import SynthSpec, SynthStudy, synthesize
 
 TRE_BAR_MM = 1.0
 ANATOMICAL = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "anatomical.nii")
@@ -175,6 +177,64 @@ def test_working_copy_keeps_the_physical_extent(synthetic_ct: tuple[sitk.Image, 
     assert working_copy(fixed, None).GetSize() == fixed.GetSize()
     with pytest.raises(ValueError, match="levels"):
         register(fixed, fixed, levels=0)
+
+
+# --------------------------------------------------------------------------- synthetic motion
+
+
+def _series(study: SynthStudy, number: int) -> list[Path]:
+    return sorted(f for f in study.files if f.parent.name == f"S{number}")
+
+
+@pytest.fixture(scope="module")
+def moved_study(tmp_path_factory: pytest.TempPathFactory) -> SynthStudy:
+    root = tmp_path_factory.mktemp("full")
+    studies = synthesize(root / "inbox", root / "labels.csv", SynthSpec(studies=2))
+    return next(s for s in studies if len(s.series_uids) == 2)
+
+
+def _true_motion(s2_file: Path, centre: Points) -> sitk.AffineTransform:
+    """A from S2's ImageComments: A(x) = R_z(theta) (x - c) + c + t, c the volume centre.
+
+    synth._moved builds Euler3DTransform(centre=0, angleZ=theta, translation=t) and resamples
+    with its inverse, so anatomy at x in S1 appears at A(x) in S2; its physical coordinates
+    put the volume centre at the origin, which the caller checks.
+    """
+    comment = str(pydicom.dcmread(s2_file, stop_before_pixels=True).ImageComments)
+    found = re.search(r"motion rz=([-+.\d]+)deg t=\(([-+.\d]+),([-+.\d]+),([-+.\d]+)\)mm", comment)
+    assert found, comment
+    angle, tx, ty, tz = (float(v) for v in found.groups())
+    return _motion(_rotation((0.0, 0.0, 1.0), angle), centre, (tx, ty, tz))
+
+
+def test_registration_recovers_the_synthetic_motion(moved_study: SynthStudy) -> None:
+    fixed = read_series(_series(moved_study, 1))
+    moving = read_series(_series(moved_study, 2))
+    size = np.array(fixed.GetSize())
+    centre = np.array(fixed.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2).tolist()))
+    assert np.allclose(centre, 0.0, atol=1e-6)  # the synthetic volume is centred on 0
+    truth = _true_motion(_series(moved_study, 2)[0], centre)
+    body = _physical_points(fixed, sitk.GetArrayFromImage(fixed) > -500)
+    assert len(body) > 10_000
+
+    # The convention, checked without registration: pulling S2 through A onto S1's grid
+    # gives S1 back (up to interpolation), and neither the identity nor A^-1 does.
+    def misfit(t: sitk.Transform) -> float:
+        pulled = sitk.GetArrayFromImage(resample_onto(moving, fixed, t))
+        inside = sitk.GetArrayFromImage(fixed) > -500
+        return float(np.abs(pulled - sitk.GetArrayFromImage(fixed))[inside].mean())
+
+    assert misfit(truth) < 0.5 * misfit(sitk.Euler3DTransform())
+    assert misfit(truth) < 0.5 * misfit(truth.GetInverse())
+
+    identity_tre = _tre(sitk.Euler3DTransform(), truth, body)
+    assert identity_tre > 2 * TRE_BAR_MM  # doing nothing fails the bar: the test can fail
+
+    result = rigid_register(fixed, moving)
+    tre = _tre(result.transform, truth, body)
+    assert tre < TRE_BAR_MM, f"TRE {tre:.3f} mm (identity {identity_tre:.3f} mm)"
+    assert _tre(result.transform, truth.GetInverse(), body) > TRE_BAR_MM  # direction matters
+    assert result.iterations > 0
 
 
 # --------------------------------------------------------------------------- outputs
