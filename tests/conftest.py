@@ -176,38 +176,31 @@ def pipeline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     _common.lake.cache_clear()
 
 
+# --------------------------------------------------------------------------- system tools
+
+# Installed by `make test-deps`, never by a test: a missing one fails the test with this line.
+MISSING_TOOL = "{what} is not installed: run `make test-deps`"
+
+
 @pytest.fixture(scope="session")
 def tools() -> dict[str, str]:
-    """Debian's Chromium and poppler's pdftoppm, installed with apt-get when missing (CI starts
-    on a bare machine; installing both takes about two minutes)."""
+    """Debian's Chromium and poppler's pdftoppm."""
     import shutil
-    import subprocess
 
-    wanted = {"chromium": "chromium", "pdftoppm": "poppler-utils"}
-    missing = [package for command, package in wanted.items() if not shutil.which(command)]
+    found = {command: shutil.which(command) for command in ("chromium", "pdftoppm")}
+    missing = [command for command, path in found.items() if path is None]
     if missing:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        done = subprocess.run(
-            ["apt-get", "install", "-y", "-q", *missing],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if done.returncode != 0:
-            pytest.fail(f"could not install {missing}: {done.stderr[-500:]}")
-    return {command: str(shutil.which(command)) for command in wanted}
+        pytest.fail(MISSING_TOOL.format(what=" and ".join(missing)), pytrace=False)
+    return {command: str(path) for command, path in found.items()}
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A PostgreSQL server (Debian's `postgresql`, installed when missing) on a free loopback
-    port with a throwaway data directory; the URL of an empty database `prefect`."""
-    from support.postgres import throwaway_postgres
+    """A PostgreSQL server (Debian's `postgresql`) on a free loopback port with a throwaway
+    data directory; the URL of an empty database `prefect`."""
+    from support.postgres import bindir, throwaway_postgres
 
-    try:
-        with throwaway_postgres() as url:
-            yield url
-    except RuntimeError as err:
-        pytest.fail(str(err))
+    if bindir() is None:
+        pytest.fail(MISSING_TOOL.format(what="PostgreSQL's server"), pytrace=False)
+    with throwaway_postgres() as url:
+        yield url
