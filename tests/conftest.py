@@ -14,13 +14,17 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
 
 from radflow.store import LocalStore, ObjectStore, S3Store
+
+if TYPE_CHECKING:
+    from support.lakes import IngestedLake, TrainedLake
 
 # Prefect must never touch the developer's ~/.prefect, phone home, or time out on a first
 # start of its temporary server: set before any test module imports prefect.
@@ -174,6 +178,39 @@ def pipeline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     yield tmp_path
     _common.settings.cache_clear()
     _common.lake.cache_clear()
+
+
+# ------------------------------------------------------------------------ lakes, built once
+
+
+@pytest.fixture(scope="session")
+def ingested(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IngestedLake]:
+    """12 studies ingested by the stages (no Prefect): labels, volumes, features, catalog.
+    Shared by the session, so read only: a test that writes takes `ingested.copy(tmp_path)`."""
+    from support.lakes import ingested_lake
+
+    with _without_radflow_settings():
+        yield ingested_lake(tmp_path_factory.mktemp("ingested"))
+
+
+@pytest.fixture(scope="session")
+def trained(
+    ingested: IngestedLake, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TrainedLake]:
+    """`ingested`, copied and trained by the stages to a champion. Read only, as `ingested`."""
+    from support.lakes import train
+
+    with _without_radflow_settings():
+        yield train(ingested.copy(tmp_path_factory.mktemp("trained")))
+
+
+@contextmanager
+def _without_radflow_settings() -> Iterator[None]:
+    """A session lake is built with the defaults, whatever the test that asks first has set."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in [n for n in os.environ if n.startswith("RADFLOW_")]:
+            mp.delenv(name)
+        yield
 
 
 # --------------------------------------------------------------------------- system tools

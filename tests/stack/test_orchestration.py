@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from support.browser import chromium
-from support.lakes import TrainedLake, trained_lake
+from support.lakes import TrainedLake
 from support.load import drop_and_score
 
 from flows import _stack
@@ -28,8 +28,8 @@ OUTPUT = Path(__file__).resolve().parents[1] / "output"
 
 
 @pytest.fixture(scope="module")
-def lake(tmp_path_factory: pytest.TempPathFactory) -> TrainedLake:
-    return trained_lake(tmp_path_factory.mktemp("orchestration"))
+def lake(trained: TrainedLake, tmp_path_factory: pytest.TempPathFactory) -> TrainedLake:
+    return trained.copy(tmp_path_factory.mktemp("orchestration"))
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
