@@ -32,14 +32,21 @@ def lake(trained: TrainedLake, tmp_path_factory: pytest.TempPathFactory) -> Trai
     return trained.copy(tmp_path_factory.mktemp("orchestration"))
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+# The stack on PostgreSQL, as production runs it, for every test; on SQLite (the default) too
+# where the database makes a difference: the arrival, as the smoke test of the default stack.
+POSTGRESQL = pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
+DATABASES = pytest.mark.parametrize("stack", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(scope="module")
 def stack(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     moto_server: str,
     lake: TrainedLake,
 ) -> Iterator[_stack.Stack]:
-    """The whole stack twice: on SQLite (the default) and on PostgreSQL, as production runs."""
+    """The whole stack on the database the test is parametrised with (one stack per database
+    for the module: pytest runs the tests of one together)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
     env |= {
         "RADFLOW_STORE_URL": lake.lake.root.as_uri(),
@@ -107,6 +114,7 @@ def _announce(stack: _stack.Stack, source: str, arrival: str) -> None:
         EventsWorker.drain_all()
 
 
+@POSTGRESQL
 def test_deployments_read_back_through_the_api(stack: _stack.Stack) -> None:
     with _client(stack) as client:
         nightly = client.read_deployment_by_name("train/nightly-retrain")
@@ -121,6 +129,7 @@ def test_deployments_read_back_through_the_api(stack: _stack.Stack) -> None:
     assert limits == {"gpu": 1}
 
 
+@DATABASES
 def test_arrival_triggers_scoring_once(
     stack: _stack.Stack,
     lake: TrainedLake,
@@ -176,6 +185,7 @@ def test_arrival_triggers_scoring_once(
     assert after == before
 
 
+@POSTGRESQL
 def test_ui_shows_the_scoring_run(
     stack: _stack.Stack, tools: dict[str, str], tmp_path: Path
 ) -> None:
@@ -204,6 +214,7 @@ def test_ui_shows_the_scoring_run(
     assert shot.stat().st_size > 10_000
 
 
+@POSTGRESQL
 @pytest.mark.parametrize(
     ("template", "kind"),
     [("docker-cpu", "docker"), ("kubernetes-cpu", "kubernetes"), ("kubernetes-gpu", "kubernetes")],
@@ -231,6 +242,7 @@ def test_work_pool_templates_are_accepted_by_the_server(
     assert variables["image"]["default"] == "radflow:latest"
 
 
+@POSTGRESQL
 def test_sqs_arrival_triggers_scoring(
     stack: _stack.Stack,
     lake: TrainedLake,
@@ -272,16 +284,15 @@ def test_sqs_arrival_triggers_scoring(
     )
 
 
+@POSTGRESQL
 def test_many_studies_at_once_are_each_scored_exactly_once(
-    stack: _stack.Stack, lake: TrainedLake, tmp_path: Path, request: pytest.FixtureRequest
+    stack: _stack.Stack, lake: TrainedLake, tmp_path: Path
 ) -> None:
     """Studies dropped into the inbox together, some deliveries announced twice: every study
     ends with exactly one score and one report, nothing waits, the warm worker's memory stays
     bounded. RADFLOW_LOAD_STUDIES scales it (the issue's 500: bench/RESULTS.md); on SQLite
     Prefect's server can drop a triggered run under load, which the pending records make up
     for, so the test runs on PostgreSQL, as a long-lived server should."""
-    if request.node.callspec.params["stack"] != "postgresql":
-        pytest.skip("load runs on the PostgreSQL stack")
     studies = int(os.environ.get("RADFLOW_LOAD_STUDIES", "40"))
     per_delivery = 5
     result = drop_and_score(
