@@ -4,6 +4,7 @@ chosen, what is promoted, what is reported, and what scoring refuses."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +98,29 @@ def train(store: LocalStore, keys: list[str], settings: TrainSettings) -> str:
     return register_model(store, data, [fit_feature_candidates(store, data, settings)], settings)
 
 
+@pytest.fixture(scope="module")
+def trained_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lake holding the default cohort and its model trained with FEATURES_ONLY, once for
+    the module (a training takes 10-30 s here)."""
+    root = tmp_path_factory.mktemp("cohort")
+    store = LocalStore(root / "lake")
+    train(store, cohort(store, root), FEATURES_ONLY)
+    return root / "lake"
+
+
 @pytest.fixture
-def lake(tmp_path: Path) -> LocalStore:
+def lake(request: pytest.FixtureRequest, tmp_path: Path) -> LocalStore:
+    """An empty lake; with the parameter "trained" (`TRAINED`), a copy of `trained_cohort`'s,
+    where the test's own training of the default cohort finds its model by address."""
+    if getattr(request, "param", None) == "trained":
+        shutil.copytree(request.getfixturevalue("trained_cohort"), tmp_path / "lake")
     return LocalStore(tmp_path / "lake")
 
 
+TRAINED = pytest.mark.parametrize("lake", ["trained"], indirect=True)
+
+
+@TRAINED
 def test_best_model_reaches_auc_and_becomes_champion(lake: LocalStore, tmp_path: Path) -> None:
     model = train(lake, cohort(lake, tmp_path), FEATURES_ONLY)
     card = read_card(lake, model)
@@ -124,6 +143,7 @@ def test_best_model_reaches_auc_and_becomes_champion(lake: LocalStore, tmp_path:
     assert promote_if_better(lake, model, FEATURES_ONLY) == decision
 
 
+@TRAINED
 def test_worse_model_is_not_promoted(lake: LocalStore, tmp_path: Path) -> None:
     keys = cohort(lake, tmp_path)
     good = train(lake, keys, FEATURES_ONLY)
@@ -141,6 +161,7 @@ def test_worse_model_is_not_promoted(lake: LocalStore, tmp_path: Path) -> None:
     assert json.loads(lake.get_text(f"{weak}/decision.json")) == decision
 
 
+@TRAINED
 def test_margin_keeps_an_equal_model_out(lake: LocalStore, tmp_path: Path) -> None:
     keys = cohort(lake, tmp_path)
     first = train(lake, keys, FEATURES_ONLY)
@@ -165,6 +186,7 @@ def test_failed_sanity_check_is_never_promoted(lake: LocalStore, tmp_path: Path)
     assert not lake.exists(CHAMPION)
 
 
+@TRAINED
 def test_card_records_data_fingerprint_code_and_metrics(lake: LocalStore, tmp_path: Path) -> None:
     keys = cohort(lake, tmp_path)
     model = train(lake, keys, FEATURES_ONLY)
@@ -208,6 +230,7 @@ def test_too_few_patients_is_a_clear_error(lake: LocalStore, tmp_path: Path) -> 
         fit_feature_candidates(lake, data, FEATURES_ONLY)
 
 
+@TRAINED
 def test_scoring_uses_the_model_and_refuses_other_preprocessing(
     lake: LocalStore, tmp_path: Path
 ) -> None:
