@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo serve stop test lint typecheck pytest bench clean
+.PHONY: demo serve stop test check test-deps lint typecheck pytest unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,11 +40,41 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy radflow
 
-# pytest exits 5 when it collected nothing: a broken suite, so it fails loudly here.
-pytest: $(VENV)/.installed-dev
-	$(BIN)/pytest; rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests" >&2; exit $$rc
+# The system tools the stack tests run: Debian's Chromium, poppler's pdftoppm and the
+# PostgreSQL server (where tests/support/postgres.py looks for it). Only what is missing is
+# installed, after one apt-get update; with everything there this takes no time.
+test-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v pdftoppm >/dev/null || missing="$$missing poppler-utils"; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		echo "installing$$missing"; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q$$missing; \
+	fi
 
-test: lint typecheck pytest
+# pytest exits 5 when it collected nothing: a broken suite, so it fails loudly here. The
+# slowest tests are listed at the end of every run, so the cost of each stays visible.
+PYTEST := $(BIN)/pytest --durations=25
+define run-pytest
+	$(PYTEST) $(1); rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests" >&2; exit $$rc
+endef
+
+# The whole suite: unit, flow (real Prefect runs in process) and stack (servers, subprocesses,
+# browsers, PostgreSQL).
+pytest: $(VENV)/.installed-dev test-deps
+	$(call run-pytest)
+
+# The unit tier alone: what `make check` runs.
+unit: $(VENV)/.installed-dev
+	$(call run-pytest,-m "not flow and not stack")
+
+test: test-deps lint typecheck pytest
+
+# The developer's loop: everything `make test` checks except the flow and stack tiers.
+check: lint typecheck unit
 
 $(VENV)/.installed-bench: $(VENV)/.installed-dev
 	$(BIN)/pip install --quiet -e ".[bench]"

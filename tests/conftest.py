@@ -14,13 +14,17 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
 
 from radflow.store import LocalStore, ObjectStore, S3Store
+
+if TYPE_CHECKING:
+    from support.lakes import IngestedLake, TrainedLake
 
 # Prefect must never touch the developer's ~/.prefect, phone home, or time out on a first
 # start of its temporary server: set before any test module imports prefect.
@@ -176,38 +180,64 @@ def pipeline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     _common.lake.cache_clear()
 
 
+# ------------------------------------------------------------------------ lakes, built once
+
+
+@pytest.fixture(scope="session")
+def ingested(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IngestedLake]:
+    """12 studies ingested by the stages (no Prefect): labels, volumes, features, catalog.
+    Shared by the session, so read only: a test that writes takes `ingested.copy(tmp_path)`."""
+    from support.lakes import ingested_lake
+
+    with _without_radflow_settings():
+        yield ingested_lake(tmp_path_factory.mktemp("ingested"))
+
+
+@pytest.fixture(scope="session")
+def trained(
+    ingested: IngestedLake, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TrainedLake]:
+    """`ingested`, copied and trained by the stages to a champion. Read only, as `ingested`."""
+    from support.lakes import train
+
+    with _without_radflow_settings():
+        yield train(ingested.copy(tmp_path_factory.mktemp("trained")))
+
+
+@contextmanager
+def _without_radflow_settings() -> Iterator[None]:
+    """A session lake is built with the defaults, whatever the test that asks first has set."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in [n for n in os.environ if n.startswith("RADFLOW_")]:
+            mp.delenv(name)
+        yield
+
+
+# --------------------------------------------------------------------------- system tools
+
+# Installed by `make test-deps`, never by a test: a missing one fails the test with this line.
+MISSING_TOOL = "{what} is not installed: run `make test-deps`"
+
+
 @pytest.fixture(scope="session")
 def tools() -> dict[str, str]:
-    """Debian's Chromium and poppler's pdftoppm, installed with apt-get when missing (CI starts
-    on a bare machine; installing both takes about two minutes)."""
+    """Debian's Chromium and poppler's pdftoppm."""
     import shutil
-    import subprocess
 
-    wanted = {"chromium": "chromium", "pdftoppm": "poppler-utils"}
-    missing = [package for command, package in wanted.items() if not shutil.which(command)]
+    found = {command: shutil.which(command) for command in ("chromium", "pdftoppm")}
+    missing = [command for command, path in found.items() if path is None]
     if missing:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        done = subprocess.run(
-            ["apt-get", "install", "-y", "-q", *missing],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if done.returncode != 0:
-            pytest.fail(f"could not install {missing}: {done.stderr[-500:]}")
-    return {command: str(shutil.which(command)) for command in wanted}
+        pytest.fail(MISSING_TOOL.format(what=" and ".join(missing)), pytrace=False)
+    return {command: str(path) for command, path in found.items()}
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A PostgreSQL server (Debian's `postgresql`, installed when missing) on a free loopback
-    port with a throwaway data directory; the URL of an empty database `prefect`."""
-    from support.postgres import throwaway_postgres
+    """A PostgreSQL server (Debian's `postgresql`) on a free loopback port with a throwaway
+    data directory; the URL of an empty database `prefect`."""
+    from support.postgres import bindir, throwaway_postgres
 
-    try:
-        with throwaway_postgres() as url:
-            yield url
-    except RuntimeError as err:
-        pytest.fail(str(err))
+    if bindir() is None:
+        pytest.fail(MISSING_TOOL.format(what="PostgreSQL's server"), pytrace=False)
+    with throwaway_postgres() as url:
+        yield url

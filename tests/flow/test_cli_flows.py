@@ -1,15 +1,18 @@
 """The `radflow` commands that run flows, in process on the session's Prefect server: what they
-print (`score` without a champion, `train --json`, `report`)."""
+print (`score` without a champion, `train --json`, `report`). The lakes they start from are the
+session's, built by the stages (tests/support/lakes.py): only the command under test runs a flow."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shutil
 from pathlib import Path
 
 import pytest
+from support.lakes import IngestedLake, TrainedLake
 from typer.testing import CliRunner
 
 from radflow.cli import app
+from radflow.stages.anonymize import store_labels
 
 pytestmark = pytest.mark.flow
 
@@ -26,33 +29,27 @@ def test_score_without_a_champion_says_so(prefect_server: None, pipeline_env: Pa
     assert "Traceback" not in result.output
 
 
-def _ingest(
-    workdir: Path, studies: int, seed: int, edit_labels: Callable[[Path], str] | None = None
-) -> str:
-    """Synthetic studies ingested with `radflow ingest --labels`; what `edit_labels` returns."""
-    from radflow.synth import SynthSpec, synthesize
-
-    inbox, labels = workdir / "inbox", workdir / "labels.csv"
-    synthesize(inbox, labels, SynthSpec(studies=studies, rows=40, columns=40, slices=16, seed=seed))
-    edited = edit_labels(labels) if edit_labels else ""
-    assert runner.invoke(app, ["ingest", str(inbox), "--labels", str(labels)]).exit_code == 0
-    return edited
+def _drop_one_add_one(built: IngestedLake) -> str:
+    """The labels as `radflow ingest --labels` stores them from a file with one study without a
+    label and one label whose study never arrived; the original UID of the unlabelled study."""
+    first, *rest = built.studies
+    shutil.rmtree(built.root / "labels")
+    rows = ["study_uid,label", *(f"{s.study_uid},{s.label}" for s in rest), "1.2.3.4.5.6.7.8.9,1"]
+    store_labels(built.lake, "\n".join(rows) + "\n", built.settings.pseudonym_secret())
+    return first.study_uid
 
 
 def test_train_json_is_one_object_and_reports_labels(
-    prefect_server: None, pipeline_env: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_server: None,
+    pipeline_env: Path,
+    ingested: IngestedLake,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import json
 
     monkeypatch.setenv("RADFLOW_TRAIN__CANDIDATES", '["lr","rf"]')
-
-    def drop_one_add_one(labels: Path) -> str:
-        """One study without a label, and one label whose study never arrived."""
-        header, first, *rest = labels.read_text().splitlines()
-        labels.write_text("\n".join([header, *rest, "1.2.3.4.5.6.7.8.9,1"]) + "\n")
-        return first
-
-    first = _ingest(pipeline_env, studies=14, seed=5, edit_labels=drop_one_add_one)
+    built = ingested.copy(pipeline_env)  # 12 studies, as `radflow ingest` leaves them
+    first = _drop_one_add_one(built)
 
     result = runner.invoke(app, ["train", "--json"])
     assert result.exit_code == 0, result.output
@@ -62,26 +59,25 @@ def test_train_json_is_one_object_and_reports_labels(
     assert out["kind"] in {"lr", "rf", "ensemble"}
     assert 0.0 <= out["metrics"]["auc"] <= 1.0 and len(out["metrics"]["auc_ci"]) == 2
     assert out["labels"] == {
-        "labelled_studies": 13,
+        "labelled_studies": 11,
         "unlabelled_studies": 1,
         "labels_without_study": 1,
         "stale_studies": 0,
     }
-    assert first.split(",")[0] not in result.stdout  # an original UID never comes back
+    assert first not in result.stdout  # an original UID never comes back
 
 
 def test_report_rebuilds_a_studys_reports_once(
-    prefect_server: None, pipeline_env: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_server: None, pipeline_env: Path, ingested: IngestedLake, trained: TrainedLake
 ) -> None:
     import json
 
-    monkeypatch.setenv("RADFLOW_TRAIN__CANDIDATES", '["lr"]')
-    _ingest(pipeline_env, studies=12, seed=6)
+    ingested.copy(pipeline_env)  # as `radflow ingest` leaves the lake
     lake = pipeline_env / "lake"
     study = sorted(p.stem for p in (lake / "catalog").iterdir())[0]
     missing = runner.invoke(app, ["report", study])
     assert missing.exit_code == 2 and "no champion model" in missing.output
-    assert runner.invoke(app, ["train"]).exit_code == 0
+    trained.copy(pipeline_env)  # as `radflow train` leaves it: a champion
 
     first = runner.invoke(app, ["report", study, "--json"])
     assert first.exit_code == 0, first.output

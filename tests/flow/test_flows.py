@@ -10,6 +10,7 @@ from uuid import UUID
 
 import pytest
 import SimpleITK as sitk
+from support.lakes import TrainedLake
 from support.phi import phi_strings
 
 from radflow.config import PreprocessParams
@@ -221,16 +222,18 @@ def test_one_study_failing_unexpectedly_holds_up_no_other(
 
 
 def test_a_study_whose_scoring_breaks_holds_up_no_other(
-    prefect_server: None, inbox: Any, pipeline_env: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_server: None,
+    inbox: Any,
+    pipeline_env: Path,
+    trained: TrainedLake,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The same at scoring (the load test found a NaN feature row breaking the model): the
     others get their reports, then the run fails saying how many did not."""
-    from support.lakes import trained_lake
-
     import radflow.stages.score as score_stage
     from flows.score import score_flow
 
-    trained_lake(pipeline_env)  # a champion in this lake
+    trained.copy(pipeline_env)  # a champion in this lake
     breaking = _first_call_raises(score_stage.run, ValueError("Input X contains NaN."))
     monkeypatch.setattr(score_stage, "run", breaking)
     folder, _, studies = inbox
@@ -348,11 +351,10 @@ def test_ingest_fans_out_on_a_local_dask_cluster(prefect_server: None, inbox: An
 
 
 def test_arrival_without_a_champion_waits_then_scores(
-    prefect_server: None, inbox: Any, pipeline_env: Path
+    prefect_server: None, inbox: Any, pipeline_env: Path, trained: TrainedLake
 ) -> None:
     """No champion: the triggered run fails with the reason and keeps the delivery pending
     (by hash); once a champion exists, `radflow score --pending` scores it and clears it."""
-    from support.lakes import trained_lake
     from typer.testing import CliRunner
 
     from flows.arrival import score_arrival
@@ -370,7 +372,7 @@ def test_arrival_without_a_champion_waits_then_scores(
     [pending] = list((lake / "pending").iterdir())
     assert pending.name == f"{arrival}.json" and delivery not in pending.read_text()
 
-    trained_lake(pipeline_env)  # a champion, made by the stages in this lake
+    trained.copy(pipeline_env)  # a champion, made by the stages, into this lake
     result = CliRunner().invoke(app, ["score", "--pending", "--json"])
     assert result.exit_code == 0, result.output
     reports = json.loads(result.stdout)

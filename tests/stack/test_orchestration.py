@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from support.browser import chromium
-from support.lakes import TrainedLake, trained_lake
+from support.lakes import TrainedLake
 from support.load import drop_and_score
 
 from flows.runtime import stack as runtime_stack
@@ -28,18 +28,25 @@ OUTPUT = Path(__file__).resolve().parents[1] / "output"
 
 
 @pytest.fixture(scope="module")
-def lake(tmp_path_factory: pytest.TempPathFactory) -> TrainedLake:
-    return trained_lake(tmp_path_factory.mktemp("orchestration"))
+def lake(trained: TrainedLake, tmp_path_factory: pytest.TempPathFactory) -> TrainedLake:
+    return trained.copy(tmp_path_factory.mktemp("orchestration"))
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+# The stack on PostgreSQL, as production runs it, for every test; on SQLite (the default) too
+# where the database makes a difference: the arrival, as the smoke test of the default stack.
+POSTGRESQL = pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
+DATABASES = pytest.mark.parametrize("stack", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(scope="module")
 def stack(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     moto_server: str,
     lake: TrainedLake,
 ) -> Iterator[runtime_stack.Stack]:
-    """The whole stack twice: on SQLite (the default) and on PostgreSQL, as production runs."""
+    """The whole stack on the database the test is parametrised with (one stack per database
+    for the module: pytest runs the tests of one together)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
     env |= {
         "RADFLOW_STORE_URL": lake.root.as_uri(),
@@ -109,6 +116,7 @@ def _announce(stack: runtime_stack.Stack, source: str, arrival: str) -> None:
         EventsWorker.drain_all()
 
 
+@POSTGRESQL
 def test_deployments_read_back_through_the_api(stack: runtime_stack.Stack) -> None:
     with _client(stack) as client:
         nightly = client.read_deployment_by_name("train/nightly-retrain")
@@ -123,6 +131,7 @@ def test_deployments_read_back_through_the_api(stack: runtime_stack.Stack) -> No
     assert limits == {"gpu": 1}
 
 
+@DATABASES
 def test_arrival_triggers_scoring_once(
     stack: runtime_stack.Stack,
     lake: TrainedLake,
@@ -178,6 +187,7 @@ def test_arrival_triggers_scoring_once(
     assert after == before
 
 
+@POSTGRESQL
 def test_ui_shows_the_scoring_run(
     stack: runtime_stack.Stack, tools: dict[str, str], tmp_path: Path
 ) -> None:
@@ -206,6 +216,7 @@ def test_ui_shows_the_scoring_run(
     assert shot.stat().st_size > 10_000
 
 
+@POSTGRESQL
 @pytest.mark.parametrize(
     ("template", "kind"),
     [("docker-cpu", "docker"), ("kubernetes-cpu", "kubernetes"), ("kubernetes-gpu", "kubernetes")],
@@ -235,6 +246,7 @@ def test_work_pool_templates_are_accepted_by_the_server(
     assert variables["image"]["default"] == "radflow:latest"
 
 
+@POSTGRESQL
 def test_sqs_arrival_triggers_scoring(
     stack: runtime_stack.Stack,
     lake: TrainedLake,
@@ -276,16 +288,15 @@ def test_sqs_arrival_triggers_scoring(
     )
 
 
+@POSTGRESQL
 def test_many_studies_at_once_are_each_scored_exactly_once(
-    stack: runtime_stack.Stack, lake: TrainedLake, tmp_path: Path, request: pytest.FixtureRequest
+    stack: runtime_stack.Stack, lake: TrainedLake, tmp_path: Path
 ) -> None:
     """Studies dropped into the inbox together, some deliveries announced twice: every study
     ends with exactly one score and one report, nothing waits, the warm worker's memory stays
     bounded. RADFLOW_LOAD_STUDIES scales it (the issue's 500: bench/RESULTS.md); on SQLite
     Prefect's server can drop a triggered run under load, which the pending records make up
     for, so the test runs on PostgreSQL, as a long-lived server should."""
-    if request.node.callspec.params["stack"] != "postgresql":
-        pytest.skip("load runs on the PostgreSQL stack")
     studies = int(os.environ.get("RADFLOW_LOAD_STUDIES", "40"))
     per_delivery = 5
     result = drop_and_score(

@@ -19,7 +19,7 @@ import pydicom
 import pypdf
 import pytest
 from support.browser import chromium
-from support.lakes import trained_lake
+from support.lakes import TrainedLake
 from support.phi import phi_strings
 
 from radflow.lake import Lake, Score
@@ -43,9 +43,9 @@ class Scored:
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory: pytest.TempPathFactory) -> Scored:
+def scored(trained: TrainedLake, tmp_path_factory: pytest.TempPathFactory) -> Scored:
     """Twelve synthetic studies through every stage (no Prefect), then one of them reported."""
-    built = trained_lake(tmp_path_factory.mktemp("reports"))
+    built = trained.copy(tmp_path_factory.mktemp("reports"))
     lake, deids, rows, model = built.lake, built.deids, built.rows, built.model
     # A study with a second series, so its report has a registration check.
     pick = next(i for i, d in enumerate(deids) if len(lake.manifest(d).series) == 2)

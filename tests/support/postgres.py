@@ -1,6 +1,6 @@
 """A throwaway PostgreSQL server on a free loopback port, for the tests and benchmarks that run
-Prefect's server as production would (Debian's `postgresql`, installed with apt-get when
-missing; PostgreSQL refuses to run as root, so its files belong to the `postgres` user)."""
+Prefect's server as production would (Debian's `postgresql`, which `make test-deps` installs;
+PostgreSQL refuses to run as root, so its files belong to the `postgres` user)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def _bindir() -> str | None:
+def bindir() -> str | None:
+    """Where Debian keeps the server's programs (the Makefile's `test-deps` looks there too)."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     return os.path.dirname(found[-1]) if found else None
 
@@ -29,18 +30,9 @@ def _free_port() -> int:
 @contextmanager
 def throwaway_postgres() -> Iterator[str]:
     """The URL of an empty database `prefect` on a server that is gone afterwards."""
-    if _bindir() is None:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "postgresql"],
-            env=env,
-            capture_output=True,
-            timeout=900,
-        )
-    bin_dir = _bindir()
+    bin_dir = bindir()
     if bin_dir is None:
-        raise RuntimeError("PostgreSQL is not installed and apt-get could not install it")
+        raise RuntimeError("PostgreSQL's server is not installed: run `make test-deps`")
     data = Path(tempfile.mkdtemp(prefix="radflow-pg-"))
     shutil.chown(data, "postgres", "postgres")
     port = _free_port()

@@ -59,6 +59,20 @@ def _ball(
     return inside
 
 
+def _sphere_mask(
+    image: sitk.Image, centre_index: tuple[float, float, float], radius_mm: float
+) -> sitk.Image:
+    size = image.GetSize()
+    k, j, i = np.meshgrid(*(np.arange(n) for n in size[::-1]), indexing="ij")
+    offsets = [
+        (a - c) * s for a, c, s in zip((i, j, k), centre_index, image.GetSpacing(), strict=True)
+    ]
+    inside = sum(o**2 for o in offsets) <= radius_mm**2
+    mask = sitk.GetImageFromArray(inside.astype(np.uint8))
+    mask.CopyInformation(image)
+    return mask
+
+
 def _on(image: sitk.Image, values: npt.NDArray[np.generic]) -> sitk.Image:
     out = sitk.GetImageFromArray(values)
     out.CopyInformation(image)
@@ -314,3 +328,139 @@ def test_describe_lists_the_new_steps_parameters() -> None:
         Pipeline((CropPad((8, 8, 8), body_threshold=-500.0),)).describe()
         != Pipeline((CropPad((8, 8, 8)),)).describe()
     )
+
+
+# ---------------------------------------------------------------------- the steps one by one
+
+
+def test_resample_to_isotropic_spacing() -> None:
+    size, spacing = (50, 47, 21), (0.9, 0.9, 2.0)
+    image = _image(size, spacing)
+    mask = _sphere_mask(image, (25, 23, 10), 8.0)
+    out, out_mask = Resample((1.5, 1.5, 1.5))(image, mask)
+
+    expected = tuple(round(n * s / 1.5) for n, s in zip(size, spacing, strict=True))
+    assert expected == (30, 28, 28)
+    assert out.GetSize() == expected
+    assert out.GetSpacing() == (1.5, 1.5, 1.5)
+    assert out.GetOrigin() == image.GetOrigin()
+    assert out.GetDirection() == image.GetDirection()
+    assert out.GetPixelID() == image.GetPixelID()
+    assert out_mask.GetSize() == expected
+    assert out_mask.GetOrigin() == image.GetOrigin()
+
+    m = sitk.GetArrayFromImage(out_mask)
+    assert set(np.unique(m).tolist()) == {0, 1}  # nearest neighbour: still binary
+    sphere_voxels = 4 / 3 * np.pi * 8.0**3 / 1.5**3
+    assert m.sum() == pytest.approx(sphere_voxels, rel=0.2)
+    # The first voxel sits on the same physical point, so it keeps its value exactly.
+    assert out.GetPixel(0, 0, 0) == pytest.approx(image.GetPixel(0, 0, 0))
+
+
+def test_croppad_centres_the_mask_and_pads_with_air() -> None:
+    image = _image((40, 30, 20), (0.8, 0.8, 1.5), seed=1)
+    mask = _sphere_mask(image, (6.3, 24.0, 10.0), 3.0)  # near two edges: the crop pads there
+    shape = (24, 16, 12)
+    out, out_mask = CropPad(shape)(image, mask)
+    assert out.GetSize() == shape
+    assert out_mask.GetSize() == shape
+    assert out.GetSpacing() == image.GetSpacing()
+    assert out.GetDirection() == image.GetDirection()
+
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(mask)
+    centroid = np.array(stats.GetCentroid(1))
+    centre = np.array(out.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in shape]))
+    assert (np.abs(centroid - centre) <= np.array(image.GetSpacing()) + 1e-9).all()
+
+    # Every output voxel is the input voxel at the same physical point, or -1000 outside it.
+    values, source = sitk.GetArrayFromImage(out), sitk.GetArrayFromImage(image)
+    offset = np.rint(
+        np.array(image.TransformPhysicalPointToContinuousIndex(out.GetOrigin()))
+    ).astype(int)
+    zyx = np.indices(values.shape).reshape(3, -1) + offset[::-1, None]  # source (z, y, x)
+    inside = ((zyx >= 0) & (zyx < np.array(source.shape)[:, None])).all(axis=0)
+    flat = values.reshape(-1)
+    np.testing.assert_array_equal(flat[inside], source[tuple(zyx[:, inside])])
+    assert (flat[~inside] == -1000.0).all()
+    padded = int((~inside).sum())
+    assert padded > 0  # the test did exercise padding
+    m = sitk.GetArrayFromImage(out_mask)
+    assert m.sum() == sitk.GetArrayFromImage(mask).sum()  # the whole lesion is kept
+
+
+def test_croppad_without_a_mask_uses_the_image_centre() -> None:
+    image = _image((21, 20, 9), (1.0, 0.7, 2.5))
+    empty = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(image)
+    shape = (11, 12, 5)
+    out, _ = CropPad(shape)(image, empty)
+    assert out.GetSize() == shape
+    middle = image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()])
+    centre = out.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in shape])
+    assert (np.abs(np.subtract(middle, centre)) <= np.array(image.GetSpacing()) + 1e-9).all()
+    i, j, k = np.rint(image.TransformPhysicalPointToContinuousIndex(out.GetOrigin())).astype(int)
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(out),
+        sitk.GetArrayFromImage(image)[k : k + shape[2], j : j + shape[1], i : i + shape[0]],
+    )
+
+
+def test_window_maps_the_window_to_unit_range_and_clips() -> None:
+    level, width = 40.0, 400.0
+    hu = np.array([-2000, -160, 40, 140, 240, 3000], dtype=np.float32).reshape(1, 1, 6)
+    image = sitk.GetImageFromArray(hu)
+    mask = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    out, out_mask = Window(level, width)(image, mask)
+    assert out.GetPixelID() == sitk.sitkFloat32
+    assert out_mask is mask
+    np.testing.assert_allclose(
+        sitk.GetArrayFromImage(out).ravel(), [0.0, 0.0, 0.5, 0.75, 1.0, 1.0], atol=1e-6
+    )
+
+
+def test_pipeline_describe_lists_every_parameter() -> None:
+    steps = (Reorient(), Resample((1.5, 1.5, 1.5)), CropPad((32, 32, 16)), Window(40, 400))
+    pipeline = Pipeline(steps)
+    assert pipeline.describe() == [
+        {"step": "Reorient", "orientation": "LPS"},
+        {
+            "step": "Resample",
+            "spacing_mm": (1.5, 1.5, 1.5),
+            "fill_hu": -1000.0,
+            "mask_interpolator": "nearest",
+        },
+        {"step": "CropPad", "shape": (32, 32, 16), "fill_hu": -1000.0, "body_threshold": None},
+        {"step": "Window", "level": 40, "width": 400},
+    ]
+    changed = [
+        Pipeline((Reorient(), steps[1], steps[2], Window(40, 350))),
+        Pipeline((Reorient(), Resample((1.0, 1.0, 1.0)), steps[2], steps[3])),
+        Pipeline((Reorient(), steps[1], CropPad((32, 32, 16), fill_hu=0.0), steps[3])),
+        Pipeline(steps[:3]),
+    ]
+    for other in changed:
+        assert other.describe() != pipeline.describe()
+    assert Pipeline(steps).describe() == pipeline.describe()
+
+    # And the steps compose: the pipeline's output is each step's in turn.
+    image = _image((30, 30, 10), (0.9, 0.9, 2.0))
+    mask = _sphere_mask(image, (15, 15, 5), 5.0)
+    out, out_mask = pipeline(image, mask)
+    assert out.GetSize() == (32, 32, 16) and out_mask.GetSize() == (32, 32, 16)
+    values = sitk.GetArrayFromImage(out)
+    assert values.min() >= 0.0 and values.max() <= 1.0
+
+
+def test_reorient_keeps_physical_content() -> None:
+    flipped = (-1, 0, 0, 0, 1, 0, 0, 0, -1)
+    image = _image((7, 6, 5), (0.9, 1.1, 2.0), origin=(10.0, -4.0, 3.0), direction=flipped)
+    mask = sitk.Cast(image > 0, sitk.sitkUInt8)
+    out, out_mask = Reorient()(image, mask)
+    assert out.GetDirection() == pytest.approx((1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert out.GetSize() == image.GetSize()
+    for index in np.ndindex(image.GetSize()):
+        point = image.TransformIndexToPhysicalPoint(tuple(int(v) for v in index))
+        there = out.TransformPhysicalPointToIndex(point)
+        assert out.GetPixel(there) == image.GetPixel(*index)
+        assert out_mask.GetPixel(there) == mask.GetPixel(*index)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import random
+import shutil
 import uuid
 import warnings
 from collections import Counter
@@ -38,9 +39,10 @@ from radflow.imaging.read import (
     slice_order,
     split_series,
 )
-from radflow.synth import SynthSpec, synthesize
+from radflow.synth import SynthSpec, SynthStudy, synthesize
 
 SPEC = SynthSpec(studies=1, rows=24, columns=20, slices=12, pixel_spacing=0.7, slice_thickness=2.5)
+SMALL = SynthSpec(studies=1, rows=48, columns=48, slices=20)
 TWO = SynthSpec(studies=2, rows=20, columns=16, slices=8)  # study 1 has two series
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
 PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
@@ -328,6 +330,84 @@ def test_duplicate_positions_are_quarantined(series: list[Path], tmp_path: Path)
         read_series([*files, tmp_path / "twin.dcm"])
     assert caught.value.reason == "duplicate slice positions"
     assert caught.value.detail == "1 of 13 frames repeat a position"
+
+
+# ------------------------------------------------------------------ one series, by position
+
+
+def _series_files(study: SynthStudy, number: int) -> list[Path]:
+    return sorted(f for f in study.files if f.parent.name == f"S{number}")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The files of one 48 x 48 x 20 series, IM0001 (lowest z) first."""
+    root = tmp_path_factory.mktemp("small")
+    (study,) = synthesize(root / "inbox", root / "labels.csv", SMALL)
+    files = _series_files(study, 1)
+    assert len(files) == SMALL.slices
+    return files
+
+
+def test_read_series_geometry_and_hounsfield_units(small: list[Path]) -> None:
+    image = read_series(small)
+    assert image.GetSize() == (SMALL.columns, SMALL.rows, SMALL.slices)
+    assert image.GetPixelID() == sitk.sitkFloat32
+    assert image.GetSpacing() == (SMALL.pixel_spacing, SMALL.pixel_spacing, SMALL.slice_thickness)
+    first = pydicom.dcmread(small[0])
+    assert image.GetOrigin() == tuple(float(v) for v in first.ImagePositionPatient)
+    assert image.GetDirection() == (1, 0, 0, 0, 1, 0, 0, 0, 1)
+
+    hu = sitk.GetArrayFromImage(image)
+    expected = np.stack(
+        [
+            pydicom.dcmread(f).pixel_array.astype(np.float32) * float(first.RescaleSlope)
+            + float(first.RescaleIntercept)
+            for f in small
+        ]
+    )
+    np.testing.assert_array_equal(hu, expected)
+    assert (hu[:, 0, 0] == -1000.0).all()  # the corners are air: exactly -1000 after rescale
+    assert (hu > -500).mean() > 0.2  # and there is a body
+
+
+def test_slice_order_comes_from_positions_not_names(small: list[Path], tmp_path: Path) -> None:
+    reference = read_series(small)
+    # Copy slice k to a name that sorts in reverse (IM0001 holds the highest z), then shuffle.
+    renamed = []
+    for k, f in enumerate(small):
+        target = tmp_path / f"IM{len(small) - k:04d}.dcm"
+        shutil.copyfile(f, target)
+        renamed.append(target)
+    shuffled = renamed[:]
+    random.Random(7).shuffle(shuffled)
+    assert shuffled != renamed
+
+    assert slice_order(shuffled) == renamed  # lowest z first, whatever the names say
+    image = read_series(shuffled)
+    assert image.GetSize() == reference.GetSize()
+    assert image.GetOrigin() == reference.GetOrigin()
+    assert image.GetSpacing() == reference.GetSpacing()
+    assert image.GetDirection() == reference.GetDirection()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(reference))
+
+
+def test_a_slice_without_position_is_quarantined(small: list[Path], tmp_path: Path) -> None:
+    files = []
+    for f in small:
+        shutil.copyfile(f, tmp_path / f.name)
+        files.append(tmp_path / f.name)
+    broken = pydicom.dcmread(files[5])
+    del broken.ImagePositionPatient
+    broken.save_as(files[5], enforce_file_format=True)
+    with pytest.raises(QuarantineError) as caught:
+        read_series(files)
+    assert caught.value.reason == "missing geometry"
+
+
+def test_an_empty_series_is_quarantined() -> None:
+    with pytest.raises(QuarantineError):
+        read_series([])
 
 
 # --------------------------------------------------------------------------- series

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,28 +11,9 @@ import pytest
 import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import log_loss, roc_auc_score
+from support.volumes import FAST, volumes
 
 from radflow.models.cnn import CHECKPOINT_NAME, CNNClassifier, ResNet3D
-
-ROOT = Path(__file__).resolve().parents[3]
-SIZE = 20
-# Small and quick: the tests check the mechanics, not the model's quality.
-FAST: dict[str, Any] = {"width": 4, "batch_size": 8, "learning_rate": 3e-3}
-
-
-def volumes(n: int, seed: int, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy volumes with one sphere somewhere: bright in positives (label 1), dark in negatives."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    rng.shuffle(y)
-    grid = np.indices((size,) * 3, dtype=np.float32)
-    x = rng.normal(0.4, 0.08, (n, size, size, size)).astype(np.float32)
-    for i in range(n):
-        centre = rng.uniform(0.3 * size, 0.7 * size, 3).astype(np.float32)
-        radius = rng.uniform(0.12 * size, 0.22 * size)
-        inside = ((grid - centre[:, None, None, None]) ** 2).sum(0) <= radius**2
-        x[i][inside] = 0.8 if y[i] else 0.1
-    return x, y
 
 
 @pytest.fixture(scope="module")
@@ -114,57 +90,6 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
     assert rerun.resumed_from_epoch_ == len(losses)
     assert rerun.history_ == model.history_ and rerun.best_epoch_ == model.best_epoch_
     assert np.array_equal(rerun.predict_proba(x_val), model.predict_proba(x_val))
-
-
-RESUME_PARAMS: dict[str, Any] = {**FAST, "epochs": 8}
-TRAIN_SCRIPT = """
-import sys
-from radflow.models.cnn import CNNClassifier
-from test_cnn import RESUME_PARAMS, volumes
-CNNClassifier(**RESUME_PARAMS, checkpoint_dir=sys.argv[1]).fit(*volumes(24, seed=0))
-"""
-
-
-def test_killed_training_resumes_to_the_same_model(
-    tmp_path: Path, data: tuple[np.ndarray, np.ndarray]
-) -> None:
-    killed_dir, full_dir = tmp_path / "killed", tmp_path / "full"
-    checkpoint = killed_dir / CHECKPOINT_NAME
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).parent)])}
-    with (tmp_path / "stderr.txt").open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", TRAIN_SCRIPT, str(killed_dir)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not checkpoint.exists() and proc.poll() is None:
-                assert time.monotonic() < deadline, "no checkpoint after 60 s"
-                time.sleep(0.01)
-            proc.send_signal(signal.SIGKILL)
-        finally:
-            proc.kill()  # a no-op when it is gone already
-            returncode = proc.wait()
-    assert checkpoint.exists(), (tmp_path / "stderr.txt").read_text()
-    # Killed mid-training (-SIGKILL) or, rarely, finished before the kill (0).
-    assert returncode in (-signal.SIGKILL, 0), (tmp_path / "stderr.txt").read_text()
-
-    resumed = CNNClassifier(**RESUME_PARAMS, checkpoint_dir=str(killed_dir)).fit(*data)
-    if returncode == 0:
-        assert resumed.resumed_from_epoch_ == RESUME_PARAMS["epochs"]
-    else:
-        assert 1 <= resumed.resumed_from_epoch_ < RESUME_PARAMS["epochs"]
-    assert len(resumed.history_) == RESUME_PARAMS["epochs"]
-
-    full = CNNClassifier(**RESUME_PARAMS, checkpoint_dir=str(full_dir)).fit(*data)
-    assert full.resumed_from_epoch_ == 0
-    assert resumed.history_ == full.history_
-    for name, value in full.module_.state_dict().items():
-        assert torch.equal(resumed.module_.state_dict()[name], value), name
-    assert np.array_equal(resumed.predict_proba(data[0]), full.predict_proba(data[0]))
 
 
 def test_checkpoint_of_other_data_is_not_resumed(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ chosen, what is promoted, what is reported, and what scoring refuses."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +97,29 @@ def train(lake: Lake, keys: list[str], settings: TrainSettings) -> str:
     return register_model(lake, data, [fit_feature_candidates(lake, data, settings)], settings)
 
 
+@pytest.fixture(scope="module")
+def trained_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lake holding the default cohort and its model trained with FEATURES_ONLY, once for
+    the module (a training takes 10-30 s here)."""
+    root = tmp_path_factory.mktemp("cohort")
+    lake = Lake(LocalStore(root / "lake"))
+    train(lake, cohort(lake), FEATURES_ONLY)
+    return root / "lake"
+
+
 @pytest.fixture
-def lake(tmp_path: Path) -> Lake:
+def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Lake:
+    """An empty lake; with the parameter "trained" (`TRAINED`), a copy of `trained_cohort`'s,
+    where the test's own training of the default cohort finds its model by address."""
+    if getattr(request, "param", None) == "trained":
+        shutil.copytree(request.getfixturevalue("trained_cohort"), tmp_path / "lake")
     return Lake(LocalStore(tmp_path / "lake"))
 
 
+TRAINED = pytest.mark.parametrize("lake", ["trained"], indirect=True)
+
+
+@TRAINED
 def test_best_model_reaches_auc_and_becomes_champion(lake: Lake, tmp_path: Path) -> None:
     model = train(lake, cohort(lake), FEATURES_ONLY)
     card = lake.card(model)
@@ -123,6 +142,7 @@ def test_best_model_reaches_auc_and_becomes_champion(lake: Lake, tmp_path: Path)
     assert promote_if_better(lake, model, FEATURES_ONLY) == decision
 
 
+@TRAINED
 def test_worse_model_is_not_promoted(lake: Lake, tmp_path: Path) -> None:
     keys = cohort(lake)
     good = train(lake, keys, FEATURES_ONLY)
@@ -140,6 +160,7 @@ def test_worse_model_is_not_promoted(lake: Lake, tmp_path: Path) -> None:
     assert lake.decision(weak) == decision
 
 
+@TRAINED
 def test_margin_keeps_an_equal_model_out(lake: Lake, tmp_path: Path) -> None:
     keys = cohort(lake)
     first = train(lake, keys, FEATURES_ONLY)
@@ -165,6 +186,7 @@ def test_failed_sanity_check_is_never_promoted(lake: Lake, tmp_path: Path) -> No
     assert not lake.has_champion()
 
 
+@TRAINED
 def test_card_records_data_fingerprint_code_and_metrics(lake: Lake, tmp_path: Path) -> None:
     keys = cohort(lake)
     model = train(lake, keys, FEATURES_ONLY)
@@ -208,6 +230,7 @@ def test_too_few_patients_is_a_clear_error(lake: Lake, tmp_path: Path) -> None:
         fit_feature_candidates(lake, data, FEATURES_ONLY)
 
 
+@TRAINED
 def test_scoring_uses_the_model_and_refuses_other_preprocessing(lake: Lake, tmp_path: Path) -> None:
     model = train(lake, cohort(lake), FEATURES_ONLY)
     card = lake.card(model)
