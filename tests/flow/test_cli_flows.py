@@ -12,7 +12,7 @@ from support.lakes import IngestedLake, TrainedLake
 from typer.testing import CliRunner
 
 from radflow.cli import app
-from radflow.stages.anonymize import store_labels
+from radflow.stages.labels import store_labels
 
 pytestmark = pytest.mark.flow
 
