@@ -107,12 +107,13 @@ def _announce(stack: runtime_stack.Stack, source: str, arrival: str) -> None:
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.arrival import announce
+    from radflow.lake import PendingArrival
+    from tasks.arrival import announce
 
     with temporary_settings({PREFECT_API_URL: stack.api_url}):
         # An events worker started by an earlier test still sends to that test's server.
         EventsWorker.drain_all()
-        announce(source, "inbox/", 1, arrival)
+        announce(PendingArrival(source=source, prefix="inbox/", depth=1, arrival=arrival))
         EventsWorker.drain_all()
 
 
