@@ -29,8 +29,12 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 
 
 RESUME_PARAMS: dict[str, Any] = {**FAST, "epochs": 8}
+# The child computes with this process's thread count: float sums depend on it, and an earlier
+# test may have left OMP_NUM_THREADS in the environment the child inherits.
 TRAIN_SCRIPT = """
 import sys
+import torch
+torch.set_num_threads(int(sys.argv[2]))
 from radflow.models.cnn import CNNClassifier
 from support.volumes import volumes
 from test_cnn_resume import RESUME_PARAMS
@@ -47,7 +51,7 @@ def test_killed_training_resumes_to_the_same_model(
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     with (tmp_path / "stderr.txt").open("wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-c", TRAIN_SCRIPT, str(killed_dir)],
+            [sys.executable, "-c", TRAIN_SCRIPT, str(killed_dir), str(torch.get_num_threads())],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
