@@ -1,0 +1,1 @@
+"""What the tests share (bench/ imports some of it too): lakes, corpora, servers, helpers."""

@@ -753,3 +753,22 @@ def test_unsafe_keys_in_an_s3_inbox_are_quarantined_before_any_io(
     assert by_hash[ok.source_hash] == "not a DICOM instance"  # downloaded, read, refused
     assert len(files_under(tmp_path / "cache")) == 1  # only the safe key was downloaded
     assert files_under(tmp_path) == files_under(tmp_path / "cache")
+
+
+def test_settings_reach_the_client(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from radflow.config import load_settings
+    from radflow.store import open_store
+
+    monkeypatch.setenv("RADFLOW_S3_MAX_ATTEMPTS", "4")
+    monkeypatch.setenv("RADFLOW_S3_CONNECT_TIMEOUT", "1.5")
+    monkeypatch.setenv("RADFLOW_S3_READ_TIMEOUT", "7")
+    store = open_store(
+        "s3://some-bucket/lake", load_settings(s3_endpoint_url=moto_server).s3_options()
+    )
+    assert isinstance(store, S3Store)
+    config = store.client.meta.config
+    assert config.retries == {"mode": "adaptive", "total_max_attempts": 4}
+    assert (config.connect_timeout, config.read_timeout) == (1.5, 7.0)
+    monkeypatch.setenv("RADFLOW_S3_MAX_ATTEMPTS", "0")
+    with pytest.raises(Exception, match="RADFLOW_S3_MAX_ATTEMPTS"):
+        load_settings()

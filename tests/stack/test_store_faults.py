@@ -1,4 +1,5 @@
-"""Reliability of the store: S3 faults through a fault-injecting proxy.
+"""Reliability of the store: S3 faults through a fault-injecting proxy, a server of its own per
+test whose stalls and throttling cost real timeouts (45 s in all).
 
 The proxy (`support/faultproxy.py`) sits between boto3 and moto's server on loopback and breaks
 chosen requests: connection resets, stalls past the read timeout, 500 and 503 answers.
@@ -17,6 +18,8 @@ import pytest
 from support.faultproxy import FAULTS, FaultProxy
 
 from radflow.store import S3Store, StoreError
+
+pytestmark = pytest.mark.stack
 
 MiB = 1024 * 1024
 READ_TIMEOUT = 0.5  # a stalled request is given up after this, then retried
@@ -154,22 +157,3 @@ def test_exhausted_retries_give_one_clear_phi_free_line(
     assert "\n" not in message and "Doe" not in message and "MRN" not in message
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     assert "RADFLOW_S3_MAX_ATTEMPTS" in caught.value.hint
-
-
-def test_settings_reach_the_client(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from radflow.config import load_settings
-    from radflow.store import open_store
-
-    monkeypatch.setenv("RADFLOW_S3_MAX_ATTEMPTS", "4")
-    monkeypatch.setenv("RADFLOW_S3_CONNECT_TIMEOUT", "1.5")
-    monkeypatch.setenv("RADFLOW_S3_READ_TIMEOUT", "7")
-    store = open_store(
-        "s3://some-bucket/lake", load_settings(s3_endpoint_url=moto_server).s3_options()
-    )
-    assert isinstance(store, S3Store)
-    config = store.client.meta.config
-    assert config.retries == {"mode": "adaptive", "total_max_attempts": 4}
-    assert (config.connect_timeout, config.read_timeout) == (1.5, 7.0)
-    monkeypatch.setenv("RADFLOW_S3_MAX_ATTEMPTS", "0")
-    with pytest.raises(Exception, match="RADFLOW_S3_MAX_ATTEMPTS"):
-        load_settings()
