@@ -42,10 +42,14 @@ os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
 TIERS = ("flow", "stack")
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The folder is the tier: tests under tests/flow/ carry the `flow` marker, those under
-    tests/stack/ `stack`, the unit tests under tests/unit/ neither."""
+    tests/stack/ `stack`, the unit tests under tests/unit/ neither. The unit tier runs first,
+    then flow, then stack (a stable sort: each module's order, and pytest's grouping of
+    parametrised fixtures, stay as they were)."""
     root = Path(__file__).parent
+    tiers: dict[str, int] = {}
     for item in items:
         folder = item.path.relative_to(root).parts[0]
         want = {folder} & set(TIERS)
@@ -54,6 +58,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             raise pytest.UsageError(
                 f"{item.nodeid}: marked {sorted(have) or 'unit'} but lives in tests/{folder}/"
             )
+        tiers[item.nodeid] = 1 + TIERS.index(folder) if want else 0
+    items.sort(key=lambda item: tiers[item.nodeid])
 
 
 # --------------------------------------------------------------------------- object storage

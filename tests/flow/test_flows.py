@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -315,7 +316,22 @@ def test_train_and_score_from_s3(
     assert all("sr.dcm" in str(a.data) and "score" in str(a.data) for a in linked)
 
 
-def test_ingest_fans_out_on_a_local_dask_cluster(prefect_server: None, inbox: Any) -> None:
+@pytest.fixture
+def environ_restored() -> Iterator[None]:
+    """Dask's LocalCluster leaves OMP_NUM_THREADS=1 (and MKL_, OPENBLAS_, PYTHONHASHSEED...) in
+    this process's environment: every child process started later would inherit them (the CNN
+    resume test's child then computes with one thread where this process uses two)."""
+    import os
+
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_ingest_fans_out_on_a_local_dask_cluster(
+    prefect_server: None, inbox: Any, environ_restored: None
+) -> None:
     """Two Dask worker processes run the per-study tasks; the outputs are the same content
     addresses the default runner writes, and a second run over the cluster is all Cached."""
     import os
