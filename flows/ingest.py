@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.outcomes import prepared
+from flows.runtime.tag_checks import connect_tag_checks
 from radflow.delivery import Prepared
 from radflow.keys import short_id
 from tasks.anonymize import anonymize, record_labels
@@ -12,7 +13,6 @@ from tasks.catalog import catalog
 from tasks.features import features
 from tasks.fetch import fetch
 from tasks.preprocess import preprocess
-from tasks.stage_task import connect_tag_checks
 
 
 def prepare_studies(source: str, prefix: str = "") -> Prepared:

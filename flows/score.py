@@ -6,10 +6,10 @@ from prefect import flow, unmapped
 
 from flows.ingest import delivery_run_name, prepare_studies
 from flows.outcomes import broke, outcome
+from flows.runtime.tag_checks import connect_tag_checks
 from radflow.delivery import Prepared
 from tasks.report import study_report
 from tasks.score import current_champion, score
-from tasks.stage_task import connect_tag_checks
 
 
 def score_steps(source: str, prefix: str = "") -> list[str]:

@@ -8,11 +8,11 @@ from typing import Any
 
 from prefect import flow
 
+from flows.runtime.tag_checks import connect_tag_checks
 from tasks.arrival import announce_waiting
 from tasks.catalog import current_rows
 from tasks.report import model_report
 from tasks.runtime import settings
-from tasks.stage_task import connect_tag_checks
 from tasks.train import cnn_candidate, dataset, feature_candidates, promote, register, trained
 
 

@@ -13,31 +13,18 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from prefect import get_run_logger
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from prefect.runtime import task_run
 from prefect.tasks import Task
 
-from radflow.errors import QuarantineError
 from radflow.keys import sha256_bytes, short_id
 from radflow.lake.records import QuarantineRecord
+from radflow.stages import Stage, run_stage
 from tasks.runtime import lake, settings, task
-
-
-class Stage(Protocol):
-    """What `stage_task` reads off a stage module: `address(settings, *inputs)` and
-    `run(lake, settings, *inputs)`, with the same inputs (keys) in the same order."""
-
-    @property
-    def NAME(self) -> str: ...
-
-    @property
-    def address(self) -> Callable[..., str]: ...
-
-    @property
-    def run(self) -> Callable[..., str]: ...
 
 
 @dataclass
@@ -92,21 +79,6 @@ def quarantine(record: QuarantineRecord) -> str:
     return where
 
 
-def quarantine_on_error(stage: str, input_key: str, fn: Callable[[], str]) -> str | None:
-    """Run a stage; bad input becomes a quarantine record and None, and the flow goes on."""
-    from prefect.logging import get_run_logger
-
-    try:
-        return fn()
-    except QuarantineError as err:
-        record = QuarantineRecord.for_key(
-            lake().url, input_key, stage, err.reason, type(err).__name__
-        )
-        where = quarantine(record)
-        get_run_logger().warning("quarantined %s: %s (%s)", short_id(input_key), err.reason, where)
-        return None
-
-
 def stage_task(
     stage: Stage, *, tags: tuple[str, ...] = (), after: Callable[..., None] | None = None
 ) -> Task[..., str | None]:
@@ -116,15 +88,15 @@ def stage_task(
     inputs = list(inspect.signature(stage.run).parameters.values())[2:]
 
     def body(*keys: str | None) -> str | None:
-        if any(k is None for k in keys):
-            return None
-        present = [k for k in keys if k is not None]
-        out = quarantine_on_error(
-            stage.NAME, present[0], lambda: stage.run(lake(), settings(), *present)
-        )
-        if out is not None and after is not None:
-            after(out, *present)
-        return out
+        outcome = run_stage(stage, lake(), settings(), keys)
+        if (record := outcome.quarantined) is not None:
+            announce_quarantine(record.store_key, record.stage, record.reason)
+            get_run_logger().warning(
+                "quarantined %s: %s (%s)", short_id(str(keys[0])), record.reason, record.store_key
+            )
+        if outcome.key is not None and after is not None:
+            after(outcome.key, *keys)
+        return outcome.key
 
     # Prefect binds a task's arguments by its function's signature: give the body the stage's.
     body.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -141,34 +113,3 @@ def stage_task(
         tags=[f"stage:{stage.NAME}", *tags],
     )(body)
     return made
-
-
-_CONNECTED_TAG_SETS: set[tuple[str, ...]] = set()
-
-
-def connect_tag_checks(*stage_tasks: Task[..., Any]) -> None:
-    """Check each task's stage tag with Prefect once per process, before a flow uses it.
-
-    Prefect checks the concurrency limits of every tagged task run through a client made when
-    its tag set is first used, and 3.8 retries a lost connection only on a client that has
-    connected before: a stage whose first task starts while the server restarts fails at once.
-    Connected here, the same clients wait a restart out (about a minute of backoff). The sets
-    are checked side by side (each costs a round trip and a new client). Tag sets with a real
-    limit (`gpu`) are left alone: checking them would take a slot.
-
-    Prefect's private `prefect.concurrency._sync.concurrency` is used for its
-    `suppress_warnings`: the public `prefect.concurrency.sync.concurrency` (3.8) logs a warning
-    into the flow run for every tag without a limit, that is, for every stage."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from prefect.concurrency._sync import concurrency
-
-    def check(names: tuple[str, ...]) -> None:
-        with concurrency(list(names), occupy=1, suppress_warnings=True):
-            _CONNECTED_TAG_SETS.add(names)
-
-    wanted = {tuple(sorted(f"tag:{tag}" for tag in t.tags)) for t in stage_tasks}
-    todo = [n for n in wanted if n and "tag:gpu" not in n and n not in _CONNECTED_TAG_SETS]
-    if todo:
-        with ThreadPoolExecutor(len(todo)) as pool:
-            list(pool.map(check, todo))

@@ -11,3 +11,54 @@ one descriptor, from which `tasks.stage_task` derives their tasks: `NAME` (the t
 names, its `stage:` tag and its quarantine folder), `address(settings, *keys)` and
 `run(lake, settings, *keys)`, the keys in the same order in both.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from radflow.errors import QuarantineError
+from radflow.lake import Lake
+from radflow.lake.records import QuarantineRecord
+
+if TYPE_CHECKING:  # fetch is imported where the settings are not (see tests/unit/test_config.py)
+    from radflow.config import Settings
+
+
+class Stage(Protocol):
+    """A per-study stage module: `address(settings, *keys)` and `run(lake, settings, *keys)`,
+    with the same keys in the same order."""
+
+    @property
+    def NAME(self) -> str: ...
+
+    @property
+    def address(self) -> Callable[..., str]: ...
+
+    @property
+    def run(self) -> Callable[..., str]: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A stage's output key, or the record of why its first input was set aside (None and
+    None: an input was already set aside upstream)."""
+
+    key: str | None = None
+    quarantined: QuarantineRecord | None = None
+
+
+def run_stage(stage: Stage, lake: Lake, settings: Settings, keys: Sequence[str | None]) -> Outcome:
+    """Run `stage` on `keys`; bad input becomes a quarantine record written to the lake."""
+    present = [k for k in keys if k is not None]
+    if len(present) != len(keys):
+        return Outcome()
+    try:
+        return Outcome(key=stage.run(lake, settings, *present))
+    except QuarantineError as err:
+        record = QuarantineRecord.for_key(
+            lake.url, present[0], stage.NAME, err.reason, type(err).__name__
+        )
+        lake.quarantine(record)
+        return Outcome(quarantined=record)
