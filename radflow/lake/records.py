@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from radflow.keys import sha256_bytes
 from radflow.models.results import Evaluation, Report
 
-Settings = dict[str, Any]
+SettingsDescription = dict[str, Any]
 """A description of settings (preprocessing, extraction, training parameters): opaque here."""
 
 
@@ -126,7 +126,7 @@ class VolumeQC(Record):
     intensity_hu: list[float]
     registration: list[Registration]
     warnings: list[str]
-    preprocessing: Settings
+    preprocessing: SettingsDescription
     preprocessed: Geometry
     roi_voxels: int
 
@@ -142,7 +142,7 @@ class FeatureRow(Record):
     deid: str
     volume: str
     features: dict[str, float]
-    extraction: Settings
+    extraction: SettingsDescription
 
 
 class CatalogEntry(Record):
@@ -171,8 +171,8 @@ class Dataset(Record):
     unlabelled_studies: list[str]
     labels_without_study: list[str]
     stale_studies: list[str]
-    preprocessing: Settings
-    extraction: Settings
+    preprocessing: SettingsDescription
+    extraction: SettingsDescription
 
     def summary(self) -> LabelsSummary:
         return LabelsSummary(
@@ -279,10 +279,10 @@ class ModelCard(Record):
     members: list[str]
     dataset: str
     candidates: list[str]
-    params: Settings
+    params: SettingsDescription
     feature_names: list[str]
-    preprocessing: Settings
-    extraction: Settings
+    preprocessing: SettingsDescription
+    extraction: SettingsDescription
     fingerprint: Fingerprint
     code_version: CodeVersion
     labels: LabelsSummary
