@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo serve stop test check test-deps lint typecheck pytest unit bench clean
+.PHONY: demo serve stop test check test-deps test-data lint typecheck pytest unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,22 @@ test-deps:
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q$$missing; \
 	fi
 
+# Real images nobody here wrote, for the tests: pyradiomics' five cases (lung1/2 CT, brain1/2
+# and breast1 MR, with their labels) and its published feature baseline, from its source
+# package on PyPI (it ships no wheel for this Python). Fetched once; tests/support/realdata.py
+# reads them.
+TEST_DATA := tests/.data
+$(TEST_DATA)/pyradiomics/.fetched: | $(VENV)/.installed-dev
+	rm -rf $(TEST_DATA)/pyradiomics $(TEST_DATA)/download
+	$(BIN)/pip download --quiet --no-deps --no-build-isolation -d $(TEST_DATA)/download pyradiomics==3.0.1
+	mkdir -p $(TEST_DATA)/pyradiomics
+	tar -xzf $(TEST_DATA)/download/pyradiomics-3.0.1.tar.gz -C $(TEST_DATA)/pyradiomics \
+		--strip-components=2 pyradiomics-3.0.1/data
+	rm -rf $(TEST_DATA)/download
+	touch $@
+
+test-data: $(TEST_DATA)/pyradiomics/.fetched
+
 # pytest exits 5 when it collected nothing: a broken suite, so it fails loudly here. The
 # slowest tests are listed at the end of every run, so the cost of each stays visible.
 PYTEST := $(BIN)/pytest --durations=25
@@ -64,11 +80,11 @@ endef
 
 # The whole suite: unit, flow (real Prefect runs in process) and stack (servers, subprocesses,
 # browsers, PostgreSQL).
-pytest: $(VENV)/.installed-dev test-deps
+pytest: $(VENV)/.installed-dev test-deps test-data
 	$(call run-pytest)
 
 # The unit tier alone: what `make check` runs.
-unit: $(VENV)/.installed-dev
+unit: $(VENV)/.installed-dev test-data
 	$(call run-pytest,-m "not flow and not stack")
 
 test: test-deps lint typecheck pytest
