@@ -30,6 +30,70 @@ CONFIG_ENV = "RADFLOW_CONFIG"
 DEFAULT_CONFIG_FILE = "radflow.toml"
 
 
+# Image storage SOP classes a primary or secondary series may be, by pydicom's keywords
+# (`pydicom.uid`): single-frame, enhanced and legacy-converted CT and MR.
+IMAGE_SOP_CLASSES = (
+    "CTImageStorage",
+    "EnhancedCTImageStorage",
+    "LegacyConvertedEnhancedCTImageStorage",
+    "MRImageStorage",
+    "EnhancedMRImageStorage",
+    "LegacyConvertedEnhancedMRImageStorage",
+)
+
+
+class SeriesRules(BaseModel, frozen=True):
+    """Which image series of a study may be its volume (see `radflow.imaging.selection`).
+
+    A series is kept when it passes every rule; the first rule it fails is recorded. Among
+    the kept series the primary is the one the study's annotation references, else the most
+    slices of the thinnest recon; the others are registered onto it. SeriesDescription
+    patterns are Python regular expressions searched case-insensitively; the Annex E Basic
+    Profile removes descriptions unless the clean-descriptors option keeps them.
+    """
+
+    modalities: tuple[str, ...] = ("CT", "MR")
+    sop_classes: tuple[str, ...] = IMAGE_SOP_CLASSES
+    allow_derived: bool = Field(False, description="keep DERIVED/SECONDARY images (reformats)")
+    axial_tolerance_degrees: float | None = Field(
+        30.0, ge=0, le=90, description="slice normal within this of the patient's axis; None: any"
+    )
+    slice_thickness_mm: tuple[float, float] = (0.0, 10.0)
+    min_slices: int = Field(4, ge=4, description="fewer cannot be smoothed or registered in 3-D")
+    description_include: tuple[str, ...] = ()
+    description_exclude: tuple[str, ...] = ()
+
+    @field_validator("sop_classes")
+    @classmethod
+    def _known_sop_classes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from pydicom.uid import UID_dictionary
+
+        known = {entry[4] for entry in UID_dictionary.values() if entry[1] == "SOP Class"}
+        unknown = sorted(set(v) - known)
+        if unknown:
+            raise ValueError(f"unknown SOP class keyword(s) {', '.join(unknown)}")
+        return v
+
+    @field_validator("description_include", "description_exclude")
+    @classmethod
+    def _patterns(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        import re
+
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"{pattern!r} is not a regular expression: {err}") from None
+        return v
+
+    @field_validator("slice_thickness_mm")
+    @classmethod
+    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] <= v[1]:
+            raise ValueError(f"need 0 <= low <= high, got {list(v)}")
+        return v
+
+
 class PreprocessParams(BaseModel, frozen=True):
     """Parameters of the preprocess stage; hashed into its content address."""
 
@@ -38,11 +102,13 @@ class PreprocessParams(BaseModel, frozen=True):
     window_width: float = 400.0
     shape: tuple[int, int, int] = (40, 40, 40)
     roi_threshold_hu: float = 80.0
-    # The network input's intensity scaling: CT windowing, or for MR z-score / percentiles.
-    normalize: Literal["window", "zscore", "percentile"] = "window"
+    # The network input's intensity scaling: CT windowing, or for MR z-score / percentiles;
+    # "auto" chooses by the primary series' modality (CT: window, anything else: zscore).
+    normalize: Literal["auto", "window", "zscore", "percentile"] = "auto"
     n4: bool = Field(False, description="N4 bias-field correction first (MR)")
     registration: Literal["rigid", "affine"] = "rigid"
     registration_spacing_mm: float = Field(2.0, gt=0)
+    series: SeriesRules = SeriesRules()
 
     @field_validator("spacing_mm")
     @classmethod

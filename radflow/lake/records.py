@@ -117,6 +117,58 @@ class Registration(Record):
     parameters: list[float]
 
 
+class SeriesChoice(Record):
+    """One image series of a study and what selection made of it (`rule`: the first rule
+    it failed, "" when kept; `reason`: that rule's words). Attributes as the de-identified
+    headers give them."""
+
+    series_uid: str
+    series_number: int | None
+    modality: str
+    sop_class: str
+    image_type: list[str]
+    description: str
+    images: int
+    frames: int
+    slice_thickness_mm: float | None
+    plane: str
+    normal_angle_degrees: float | None
+    role: str  # "primary", "secondary" or "dropped"
+    rule: str
+    reason: str
+
+
+class StudyObject(Record):
+    """A series of non-image objects (SEG, RTSTRUCT, SR, ...): kept in the study, never read
+    as an image series."""
+
+    series_uid: str
+    series_number: int | None
+    modality: str
+    kind: str
+    sop_class: str
+    instances: int
+    description: str
+
+
+class SeriesSelection(Record):
+    """Every series and object of a study, kept or dropped and why, and the primary's
+    (de-identified) series UID (None: nothing could be the volume)."""
+
+    series: list[SeriesChoice]
+    objects: list[StudyObject]
+    primary: str | None
+    primary_rule: str
+
+    @property
+    def kept(self) -> list[SeriesChoice]:
+        return [s for s in self.series if s.role != "dropped"]
+
+    @property
+    def dropped(self) -> list[SeriesChoice]:
+        return [s for s in self.series if s.role == "dropped"]
+
+
 class VolumeQC(Record):
     """A preprocessed volume's geometry, registration and warnings (`qc.json`, written last)."""
 
@@ -129,6 +181,8 @@ class VolumeQC(Record):
     preprocessing: SettingsDescription
     preprocessed: Geometry
     roi_voxels: int
+    modality: str = ""
+    selection: SeriesSelection | None = Field(default=None, exclude_if=_absent_if_none)
 
 
 # --- features, catalog, dataset -----------------------------------------------------------

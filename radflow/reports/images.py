@@ -14,11 +14,21 @@ CT_LEVEL = 40.0
 CT_WIDTH = 400.0  # soft-tissue window: lesions stand out, bone and air saturate
 
 
-def key_image_png(image: sitk.Image, mask: sitk.Image) -> bytes:
+def display_window(volume: np.ndarray, modality: str) -> tuple[float, float]:
+    """The grey scale of key images: CT's soft-tissue window in HU; for MR and anything else
+    without an absolute scale, the volume's own 1st..99th percentile."""
+    if modality == "CT":
+        return CT_LEVEL - CT_WIDTH / 2, CT_LEVEL + CT_WIDTH / 2
+    low, high = (float(v) for v in np.percentile(volume, [1, 99]))
+    return low, high if high > low else low + 1.0
+
+
+def key_image_png(image: sitk.Image, mask: sitk.Image, modality: str = "CT") -> bytes:
     """Axial, coronal and sagittal slices through the mask's centroid, as deterministic PNG bytes.
 
     Slices are shown in array orientation with pixels scaled by the voxel spacing, superior up in
-    the coronal and sagittal views; the mask outline is drawn in red.
+    the coronal and sagittal views; the mask outline is drawn in red; the grey scale is the
+    modality's (`display_window`).
     """
     if image.GetDimension() != 3 or image.GetSize() != mask.GetSize():
         raise ValueError(
@@ -38,7 +48,7 @@ def key_image_png(image: sitk.Image, mask: sitk.Image) -> bytes:
     )
     fig = Figure(figsize=(9, 3), dpi=80, facecolor="black")
     FigureCanvasAgg(fig)
-    low, high = CT_LEVEL - CT_WIDTH / 2, CT_LEVEL + CT_WIDTH / 2
+    low, high = display_window(volume, modality)
     for n, (title, pixels, region, aspect, origin) in enumerate(panels, start=1):
         ax = fig.add_subplot(1, 3, n)
         ax.imshow(

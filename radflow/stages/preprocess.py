@@ -1,6 +1,9 @@
 """Register and preprocess: a de-identified study -> `volumes/<v>/<hash>/`.
 
-Outputs: `image.nii.gz` (HU, resampled and cropped around the ROI; what features read),
+The primary series and the secondaries come from declarative rules (`params.series`); the
+selection (every series kept or dropped, and why) goes into `qc.json`.
+
+Outputs: `image.nii.gz` (HU for CT, resampled and cropped around the ROI; what features read),
 `input.nii.gz` (windowed to [0, 1]; what a network reads), `mask.nii.gz` (the ROI), and
 `qc.json` (geometry, registration, warnings), written last as the commit marker.
 """
@@ -14,11 +17,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from radflow.config import PreprocessParams, Settings
-from radflow.imaging.pipelines import preprocess_pipelines, preprocessing
+from radflow.errors import QuarantineError
+from radflow.imaging.pipelines import ct_only_warnings, preprocess_pipelines, preprocessing
 from radflow.imaging.qc import checkerboard_png
 from radflow.imaging.read import read_series_with_warnings
 from radflow.imaging.register import register, resample_onto, write_transform
 from radflow.imaging.roi import lesion_mask
+from radflow.imaging.selection import require_primary, select_series, summarise_series
 from radflow.keys import address as content_address
 from radflow.lake import Lake
 from radflow.lake.records import Geometry, Registration, VolumeQC
@@ -56,39 +61,62 @@ def build_volume(
     max_voxels: int = DEFAULT_MAX_SERIES_VOXELS,
 ) -> str:
     """`max_voxels` bounds each series (see `plan_series`); it decides whether a study is
-    refused, not what a built volume holds, so it is not part of the address."""
+    refused, not what a built volume holds, so it is not part of the address.
+
+    The series are chosen by `params.series` (`radflow.imaging.selection`): non-image objects
+    are listed, never read; the primary is read and gets the ROI; each other kept series is
+    registered onto it, and one that cannot be is a QC warning, not a failed study."""
     out = volume_address(deid, params)
     if lake.has(out):
         return out
     manifest = lake.manifest(deid)
     with tempfile.TemporaryDirectory(prefix="radflow-vol-") as tmp_name:
         tmp = Path(tmp_name)
-        images = []
-        warnings: list[str] = []
-        for entry in manifest.series:
-            files = lake.download_series(deid, entry.series_uid, tmp / entry.series_uid)
-            image, read_warnings = read_series_with_warnings(files, max_voxels)
-            images.append(image)
-            warnings.extend(read_warnings)
-        # The primary series has the most slices; ties go to the first series UID.
-        order = sorted(range(len(images)), key=lambda i: -images[i].GetSize()[2])
-        primary = images[order[0]]
-        modality = manifest.series[order[0]].modality
+        files = {
+            entry.series_uid: lake.download_series(deid, entry.series_uid, tmp / entry.series_uid)
+            for entry in manifest.series
+        }
+        summaries = [summarise_series(uid, paths, max_voxels) for uid, paths in files.items()]
+        selection = select_series(summaries, params.series)
+        primary_uid = require_primary(selection, summaries)
+        chosen = {c.series_uid: c for c in selection.kept}
+        primary, warnings = read_series_with_warnings(files[primary_uid], max_voxels)
+        modality = chosen[primary_uid].modality
+        warnings += ct_only_warnings(params, modality)
+        if modality != "CT":
+            warnings.append(f"ROI rule uses an HU threshold on {modality}")
         mask = lesion_mask(primary, threshold_hu=params.roi_threshold_hu)
-        pipelines = preprocess_pipelines(params)
+        pipelines = preprocess_pipelines(params, modality)
         image_hu, roi = pipelines.geometry(primary, mask)
         assert roi is not None
         normalised, _ = pipelines.normalise(image_hu, roi)
         # CT keeps integer Hounsfield units; anything else keeps its float values.
         stored = sitk.sitkInt16 if modality == "CT" else sitk.sitkFloat32
-        registrations = []
-        for n, i in enumerate(order[1:], start=1):
-            reg = register(
-                primary,
-                images[i],
-                kind=params.registration,
-                working_spacing_mm=params.registration_spacing_mm,
-            )
+        registrations: list[Registration] = []
+        for choice in selection.kept:
+            if choice.series_uid == primary_uid:
+                continue
+            what = f"secondary series {choice.series_number or '?'} ({choice.modality}, "
+            what += f"{choice.frames} slices)"
+            try:
+                moving, moving_warnings = read_series_with_warnings(
+                    files[choice.series_uid], max_voxels
+                )
+                reg = register(
+                    primary,
+                    moving,
+                    kind=params.registration,
+                    working_spacing_mm=params.registration_spacing_mm,
+                )
+                registered = resample_onto(moving, image_hu, reg.transform)
+            except QuarantineError as err:
+                warnings.append(f"{what} not registered: {err.reason}")
+                continue
+            except RuntimeError:  # ITK's messages name source files, not data; kept out
+                warnings.append(f"{what} not registered: ITK could not register it")
+                continue
+            warnings += [f"{what}: {w}" for w in moving_warnings]
+            n = len(registrations) + 1
             registrations.append(
                 Registration(
                     series=n,
@@ -100,7 +128,6 @@ def build_volume(
             )
             # The secondary on the primary's preprocessed grid, its transform (fixed -> moving
             # physical points, ITK's convention) and a checkerboard for a person to check.
-            registered = resample_onto(images[i], image_hu, reg.transform)
             lake.put_image(out, f"secondary_{n}", sitk.Cast(registered, stored))
             lake.put_volume_file(out, f"secondary_{n}.tfm", write_transform(reg, tmp / f"s{n}.tfm"))
             lo = params.window_level - params.window_width / 2
@@ -112,7 +139,7 @@ def build_volume(
             warnings.append("ROI is empty after cropping")
         qc = VolumeQC(
             study_id=manifest.study_id,
-            series=len(images),
+            series=1 + len(registrations),
             native=_geometry(primary),
             intensity_hu=[
                 float(np.min(sitk.GetArrayViewFromImage(primary))),
@@ -123,6 +150,8 @@ def build_volume(
             preprocessing=preprocessing(params),
             preprocessed=_geometry(image_hu),
             roi_voxels=roi_voxels,
+            modality=modality,
+            selection=selection,
         )
         lake.put_image(out, "image", sitk.Cast(image_hu, stored))
         lake.put_image(out, "input", normalised)

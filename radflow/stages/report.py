@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from radflow.config import Settings
 from radflow.keys import address as content_address
 from radflow.lake import STUDY_HTML, Lake
-from radflow.lake.records import Decision
+from radflow.lake.records import Decision, SeriesSelection
 from radflow.models.plots import calibration_png, confusion_png, pr_png, roc_png
 from radflow.reports.dicom import encapsulated_pdf, score_sr
 from radflow.reports.facts import StudyFacts, report_date
@@ -38,19 +38,42 @@ def run(lake: Lake, settings: Settings, score: str) -> str:
     return write_study_report(lake, score)
 
 
-def _evidence(lake: Lake, deid: str, tmp: Path) -> Dataset:
-    """One de-identified instance of the primary series (most instances, then the first
-    series UID, as the volumes stage chooses): the SR's evidence and the source of the
-    patient and study modules of both DICOM outputs."""
-    manifest = lake.manifest(deid)
-    primary = sorted(manifest.series, key=lambda s: (-s.instances, s.series_uid))[0]
+def _evidence(lake: Lake, deid: str, primary: str | None, tmp: Path) -> Dataset:
+    """One de-identified instance of the primary series (the volume's selection; for a
+    volume without one, most instances, then the first series UID): the SR's evidence and
+    the source of the patient and study modules of both DICOM outputs."""
+    if primary is None:
+        manifest = lake.manifest(deid)
+        primary = sorted(manifest.series, key=lambda s: (-s.instances, s.series_uid))[0].series_uid
     path = tmp / "evidence.dcm"
-    lake.download(lake.instances(deid, primary.series_uid)[0], path)
+    lake.download(lake.instances(deid, primary)[0], path)
     return pydicom.dcmread(path, stop_before_pixels=True)
 
 
-def study_facts(lake: Lake, score: str) -> tuple[StudyFacts, str]:
-    """What the study's reports say, and the de-identified study they belong to."""
+def _series_lines(selection: SeriesSelection | None) -> dict[str, str]:
+    """The series selection in two short QC rows: what was used and what was left out."""
+    if selection is None:
+        return {}
+
+    def name(modality: str, number: int | None, count: int, unit: str) -> str:
+        return f"{modality} #{number if number is not None else '?'} ({count} {unit})"
+
+    kept = [
+        name(c.modality, c.series_number, c.frames, "slices") + f" {c.role}" for c in selection.kept
+    ]
+    dropped = [
+        name(c.modality, c.series_number, c.frames, "slices") + f": {c.rule}"
+        for c in selection.dropped
+    ] + [
+        name(o.kind, o.series_number, o.instances, "objects") + ": not an image"
+        for o in selection.objects
+    ]
+    return {"Series kept": "; ".join(kept), "Series dropped": "; ".join(dropped) or "none"}
+
+
+def study_facts(lake: Lake, score: str) -> tuple[StudyFacts, str, str | None]:
+    """What the study's reports say, the de-identified study they belong to, and its
+    primary series (None for a volume without a selection)."""
     result = lake.score(score)
     row = lake.feature_row(result.features)
     qc = lake.qc(result.volume)
@@ -75,14 +98,17 @@ def study_facts(lake: Lake, score: str) -> tuple[StudyFacts, str]:
             "Registration metric (Mattes MI)": ", ".join(f"{r.metric:.4f}" for r in qc.registration)
             or "single series",
             "Warnings": "; ".join(qc.warnings) or "none",
+            **_series_lines(qc.selection),
         },
         features=row.features,
         key_image_png=key_image_png(
-            lake.image(result.volume, "image"), lake.image(result.volume, "mask")
+            lake.image(result.volume, "image"),
+            lake.image(result.volume, "mask"),
+            qc.modality or "CT",
         ),
         registration_png=lake.registration_png(result.volume),
     )
-    return facts, row.deid
+    return facts, row.deid, qc.selection.primary if qc.selection else None
 
 
 def write_study_report(lake: Lake, score: str) -> str:
@@ -92,11 +118,11 @@ def write_study_report(lake: Lake, score: str) -> str:
     html = f"{out}/{STUDY_HTML}"
     if lake.has(html):
         return html
-    facts, deid = study_facts(lake, score)
+    facts, deid, primary = study_facts(lake, score)
     pdf = study_report_pdf(facts)
     with tempfile.TemporaryDirectory(prefix="radflow-report-") as tmp_name:
         tmp = Path(tmp_name)
-        evidence = _evidence(lake, deid, tmp)
+        evidence = _evidence(lake, deid, primary, tmp)
         for name, ds in (
             (SR_DICOM, score_sr(facts, [evidence], out)),
             (PDF_DICOM, encapsulated_pdf(facts, pdf, evidence, out)),
