@@ -212,14 +212,16 @@ def inspect(
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Print size, spacing, origin, direction (LPS) and modality of an image."""
+    """Print size, spacing, origin, direction (LPS) and modality of an image; for a folder
+    (a delivery), also each study's series kept or dropped by the series rules."""
 
     def body() -> dict[str, Any]:
+        from radflow.config import load_settings
         from radflow.imaging.inspect import inspect_path
 
         if not path.exists():
             raise NotFoundError(f"nothing at {path}", hint="give a folder, a .dcm or a .nii(.gz)")
-        return inspect_path(path)
+        return inspect_path(path, load_settings().preprocess.series)
 
     result = _run(body)
     if as_json:

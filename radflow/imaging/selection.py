@@ -382,7 +382,9 @@ def select_series(
         primary = min(kept, key=_primary_key)
         primary_rule = "thinnest recon, then most slices"
     choices = []
-    for s in sorted(images, key=_primary_key):
+    for s in sorted(
+        images, key=lambda s: (s is not primary, bool(verdicts[s.series_uid]), _primary_key(s))
+    ):
         verdict = verdicts[s.series_uid]
         role = "dropped" if verdict else "primary" if s is primary else "secondary"
         choices.append(

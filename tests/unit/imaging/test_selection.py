@@ -23,6 +23,7 @@ from support.realstudies import (
 
 from radflow.config import SeriesRules, load_settings
 from radflow.errors import ConfigError, QuarantineError
+from radflow.imaging.inspect import format_inspection, inspect_path
 from radflow.imaging.selection import (
     OBJECT_SOP_CLASSES,
     group_studies,
@@ -120,9 +121,9 @@ def test_topogram_coronal_reformat_and_thick_recon(tmp_path: Path) -> None:
     selection, _ = _select(tmp_path)
     assert _verdicts(selection) == [
         ("CT", 6, "primary", ""),
+        ("CT", 10, "secondary", ""),
         ("CT", 12, "dropped", "orientation"),
         ("CT", 8, "dropped", "derived"),
-        ("CT", 10, "secondary", ""),
         ("CT", 1, "dropped", "localizer"),
     ]
     assert selection.primary == uid("series s thin")
@@ -149,7 +150,9 @@ def test_topogram_coronal_reformat_and_thick_recon(tmp_path: Path) -> None:
     thick_only = SeriesRules(slice_thickness_mm=(2.0, 6.0))
     selection = _select(tmp_path, thick_only)[0]
     assert selection.primary == uid("series s thick")
-    assert selection.series[0].reason == "slice thickness 1.25 mm outside 2 to 6 mm"
+    thin = next(c for c in selection.series if c.series_number == 3)
+    assert (thin.role, thin.rule) == ("dropped", "slice_thickness")
+    assert thin.reason == "slice thickness 1.25 mm outside 2 to 6 mm"
 
 
 def test_the_annotated_series_wins_when_kept(tmp_path: Path) -> None:
@@ -180,8 +183,8 @@ def test_description_patterns(tmp_path: Path) -> None:
     ]
     rules = SeriesRules(description_include=("lung",))
     assert [(c.frames, c.rule) for c in _select(tmp_path, rules)[0].series] == [
-        (6, "description_include"),
         (5, ""),
+        (6, "description_include"),
     ]
 
 
@@ -284,3 +287,46 @@ def test_the_reason_is_the_series_that_got_furthest(tmp_path: Path) -> None:
     ct_series(tmp_path, "s", "axial", 1, number=2)
     real_object(tmp_path, "s", "liver.dcm")
     assert _reason(tmp_path) == "too few slices for a 3-D volume: 1 (need 4)"
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+def test_inspect_shows_each_studys_selection_without_uids(tmp_path: Path) -> None:
+    """`radflow inspect DELIVERY`: per study, every series kept or dropped with its rule, and
+    the objects; a SEG is an object, not an image series block."""
+    ct_series(tmp_path, "s", "thin", 6, spacing_mm=1.25, number=3)
+    ct_series(tmp_path, "s", "coronal", 12, spacing_mm=2.0, number=4, orientation=CORONAL)
+    topogram(tmp_path, "s")
+    real_object(tmp_path, "s", "liver.dcm", number=300)
+    real_file(tmp_path, "one", "CT_small.dcm")
+    d = inspect_path(tmp_path)
+    assert [e["series_number"] for e in d["series"]] == [1, 1, 3, 4]  # images only
+    assert d["skipped_files"] == 1  # the SEG
+    first, second = sorted(d["studies"], key=lambda s: len(s["series"]), reverse=True)
+    assert [(c["series_number"], c["role"], c["rule"]) for c in first["series"]] == [
+        (3, "primary", ""),
+        (4, "dropped", "orientation"),
+        (1, "dropped", "localizer"),
+    ]
+    assert first["objects"] == [
+        {
+            "series_number": 300,
+            "modality": "SEG",
+            "kind": "SEG",
+            "sop_class": "Segmentation Storage",
+            "instances": 1,
+        }
+    ]
+    assert first["refused"] is None
+    assert second["refused"] == {
+        "reason": "too few slices for a 3-D volume: 1 (need 4)",
+        "detail": "every image series dropped (CT 1: min_slices)",
+    }
+    text = format_inspection(d)
+    assert "\n  #3     CT         6 slices   1.25 mm  axial     primary\n" in text
+    assert "  #300   SEG        1 object            -         object: Segmentation Storage" in text
+    assert "  refused    too few slices for a 3-D volume: 1 (need 4)" in text
+    every_uid = {uid(f"series s {n}") for n in ("thin", "coronal", "topogram", "liver.dcm")}
+    for u in every_uid | {uid("study s"), uid("study one")}:
+        assert u not in text and u not in str(d)
