@@ -7,6 +7,10 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from radflow.lake.records import SeriesSelection
 
 NOTICE = "Research use only. Not for diagnosis."
 KEY_FEATURES = (
@@ -74,3 +78,25 @@ def report_date() -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     seconds = int(epoch) if epoch and epoch.isdigit() else int(time.time())
     return time.strftime("%Y%m%d", time.gmtime(seconds))
+
+
+def selection_rows(selection: SeriesSelection | None) -> dict[str, str]:
+    """The series selection as two short QC rows: the series used (primary, secondaries)
+    and those left out with the rule that dropped them, objects included."""
+    if selection is None:
+        return {}
+
+    def name(modality: str, number: int | None, count: int, unit: str) -> str:
+        plural = "s" * (count != 1)
+        return f"{modality} #{number if number is not None else '?'} ({count} {unit}{plural})"
+
+    kept = [
+        f"{name(c.modality, c.series_number, c.frames, 'slice')} {c.role}" for c in selection.kept
+    ]
+    dropped = [
+        f"{name(c.modality, c.series_number, c.frames, 'slice')}: {c.rule}"
+        for c in selection.dropped
+    ] + [
+        f"{name(o.kind, o.series_number, o.instances, 'object')}: object" for o in selection.objects
+    ]
+    return {"Series kept": "; ".join(kept), "Series dropped": "; ".join(dropped) or "none"}

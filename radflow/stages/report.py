@@ -12,10 +12,10 @@ from pydicom.dataset import Dataset
 from radflow.config import Settings
 from radflow.keys import address as content_address
 from radflow.lake import STUDY_HTML, Lake
-from radflow.lake.records import Decision, SeriesSelection
+from radflow.lake.records import Decision
 from radflow.models.plots import calibration_png, confusion_png, pr_png, roc_png
 from radflow.reports.dicom import encapsulated_pdf, score_sr
-from radflow.reports.facts import StudyFacts, report_date
+from radflow.reports.facts import StudyFacts, report_date, selection_rows
 from radflow.reports.html import model_report, study_report
 from radflow.reports.images import key_image_png
 from radflow.reports.pdf import study_report_pdf
@@ -50,27 +50,6 @@ def _evidence(lake: Lake, deid: str, primary: str | None, tmp: Path) -> Dataset:
     return pydicom.dcmread(path, stop_before_pixels=True)
 
 
-def _series_lines(selection: SeriesSelection | None) -> dict[str, str]:
-    """The series selection in two short QC rows: what was used and what was left out."""
-    if selection is None:
-        return {}
-
-    def name(modality: str, number: int | None, count: int, unit: str) -> str:
-        return f"{modality} #{number if number is not None else '?'} ({count} {unit})"
-
-    kept = [
-        name(c.modality, c.series_number, c.frames, "slices") + f" {c.role}" for c in selection.kept
-    ]
-    dropped = [
-        name(c.modality, c.series_number, c.frames, "slices") + f": {c.rule}"
-        for c in selection.dropped
-    ] + [
-        name(o.kind, o.series_number, o.instances, "objects") + ": not an image"
-        for o in selection.objects
-    ]
-    return {"Series kept": "; ".join(kept), "Series dropped": "; ".join(dropped) or "none"}
-
-
 def study_facts(lake: Lake, score: str) -> tuple[StudyFacts, str, str | None]:
     """What the study's reports say, the de-identified study they belong to, and its
     primary series (None for a volume without a selection)."""
@@ -98,7 +77,7 @@ def study_facts(lake: Lake, score: str) -> tuple[StudyFacts, str, str | None]:
             "Registration metric (Mattes MI)": ", ".join(f"{r.metric:.4f}" for r in qc.registration)
             or "single series",
             "Warnings": "; ".join(qc.warnings) or "none",
-            **_series_lines(qc.selection),
+            **selection_rows(qc.selection),
         },
         features=row.features,
         key_image_png=key_image_png(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,3 +194,53 @@ def test_dicom_outputs_are_deterministic_and_join_the_evidence_study() -> None:
     assert back.EncapsulatedDocumentLength == len(pdf)
     assert back.StudyInstanceUID == evidence.StudyInstanceUID
     assert back.SeriesInstanceUID not in (sr.SeriesInstanceUID, evidence.SeriesInstanceUID)
+
+
+def test_key_images_are_windowed_per_modality() -> None:
+    """pydicom's MR_small (values 127..2145): CT's 40/400 window turns a quarter of the
+    figure white; MR's own 1st..99th percentile window almost none."""
+    import io
+
+    import matplotlib.image as mpimg
+    import pydicom
+    from support.realdata import pydicom_file
+
+    from radflow.reports.images import display_window
+
+    plane = pydicom.dcmread(pydicom_file("MR_small.dcm")).pixel_array.astype(np.float32)
+    volume = np.stack([plane] * 8)
+    inside = np.zeros(volume.shape, np.uint8)
+    inside[2:6, 20:40, 20:40] = 1
+    image, mask = sitk.GetImageFromArray(volume), sitk.GetImageFromArray(inside)
+    assert display_window(volume, "CT") == (-160.0, 240.0)
+    low, high = np.percentile(volume, [1, 99])
+    assert display_window(volume, "MR") == (pytest.approx(low), pytest.approx(high))
+    white = {}
+    for modality in ("CT", "MR"):
+        pixels = mpimg.imread(io.BytesIO(key_image_png(image, mask, modality)))
+        white[modality] = float((pixels[..., 0] > 0.99).mean())
+    assert white["CT"] > 0.2 and white["MR"] < 0.02
+
+
+def test_qc_rows_list_the_series_kept_and_dropped(tmp_path: Path) -> None:
+    """The study report's QC table: series used and series left out, with the rule."""
+    from support.realstudies import ct_series, real_object, topogram
+
+    from radflow.config import SeriesRules
+    from radflow.imaging.selection import group_studies, select_files
+    from radflow.reports.facts import selection_rows
+
+    ct_series(tmp_path, "s", "thin", 6, spacing_mm=2.5, number=3)
+    ct_series(tmp_path, "s", "thick", 5, spacing_mm=5.0, number=2)
+    topogram(tmp_path, "s")
+    real_object(tmp_path, "s", "liver.dcm", number=300)
+    (study,) = group_studies(p for p in tmp_path.rglob("*") if p.is_file()).values()
+    selection, _ = select_files(study, SeriesRules())
+    rows = selection_rows(selection)
+    assert rows == {
+        "Series kept": "CT #3 (6 slices) primary; CT #2 (5 slices) secondary",
+        "Series dropped": "CT #1 (1 slice): localizer; SEG #300 (1 object): object",
+    }
+    page = _study(qc=rows)
+    assert "CT #1 (1 slice): localizer" in page
+    assert selection_rows(None) == {}
