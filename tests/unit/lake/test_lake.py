@@ -128,3 +128,21 @@ def test_the_champion_and_pending_arrivals(tmp_path: Path) -> None:
     assert lake.pending("c" * 24) == record and lake.pending("d" * 24) is None
     lake.clear_pending("c" * 24)
     assert lake.pending_arrivals() == []
+
+
+def test_volume_qc_carries_the_series_selection(built: TrainedLake) -> None:
+    """Every series of the de-identified study is in the volume's selection, under its
+    de-identified UID; a record without a selection leaves the field out."""
+    row = built.lake.feature_row(built.rows[0])
+    qc = built.lake.qc(row.volume)
+    manifest = built.lake.manifest(row.deid)
+    selection = qc.selection
+    assert selection is not None and qc.modality == "CT"
+    listed = [c.series_uid for c in selection.series] + [o.series_uid for o in selection.objects]
+    assert sorted(listed) == sorted(s.series_uid for s in manifest.series)
+    assert selection.primary == selection.series[0].series_uid
+    assert selection.series[0].role == "primary" and selection.series[0].rule == ""
+    assert qc.series == len(selection.kept)
+    bare = qc.model_copy(update={"selection": None})
+    assert "selection" not in json.loads(bare.to_json())
+    assert VolumeQC.from_json(bare.to_json()) == bare

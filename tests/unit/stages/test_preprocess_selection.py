@@ -167,3 +167,24 @@ def test_mr_is_normalised_as_mr_and_warned_about_ct_rules(
     ]
     windowed = sitk.GetArrayFromImage(lake.image(preprocess.address(explicit, deid), "input"))
     assert np.all((windowed >= 0) & (windowed <= 1))
+
+
+def test_ct_only_settings_on_mr_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from radflow.config import PreprocessParams
+    from radflow.imaging.pipelines import ct_only_warnings, normalisation
+
+    auto = PreprocessParams()
+    assert (normalisation(auto, "CT"), normalisation(auto, "MR")) == ("window", "zscore")
+    assert normalisation(PreprocessParams(normalize="percentile"), "CT") == "percentile"
+    assert ct_only_warnings(PreprocessParams(window_level=60.0, normalize="window"), "CT") == []
+    assert ct_only_warnings(PreprocessParams(window_level=60.0), "MR") == [
+        "window_level set (CT window): not used on MR"
+    ]
+    assert ct_only_warnings(PreprocessParams(window_width=350.0, window_level=50.0), "MR") == [
+        "window_level and window_width set (CT window): not used on MR"
+    ]
+    # The rules are settings like any other: RADFLOW_PREPROCESS__SERIES__*.
+    monkeypatch.setenv("RADFLOW_PREPROCESS__SERIES__MODALITIES", '["MR"]')
+    monkeypatch.setenv("RADFLOW_PREPROCESS__SERIES__ALLOW_DERIVED", "true")
+    rules = load_settings().preprocess.series
+    assert rules.modalities == ("MR",) and rules.allow_derived and rules.min_slices == 4
