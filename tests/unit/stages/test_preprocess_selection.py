@@ -5,6 +5,7 @@ the tasks run it (no Prefect); the pixels are pydicom's CT_small and MR_small.""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,16 @@ import pytest
 import SimpleITK as sitk
 from pydicom.encaps import encapsulate
 from pydicom.uid import RLELossless
-from support.realstudies import ct_series, real_file, real_object, topogram, uid
+from support.realstudies import (
+    DICOMDIR_TESTS,
+    copy_tree,
+    ct_series,
+    mosaic,
+    real_file,
+    real_object,
+    topogram,
+    uid,
+)
 
 from radflow.config import Settings, load_settings
 from radflow.dicom.deid import pseudo_uid
@@ -188,3 +198,40 @@ def test_ct_only_settings_on_mr_are_named(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("RADFLOW_PREPROCESS__SERIES__ALLOW_DERIVED", "true")
     rules = load_settings().preprocess.series
     assert rules.modalities == ("MR",) and rules.allow_derived and rules.min_slices == 4
+
+
+def test_a_delivery_of_real_studies_gets_a_reason_for_every_study(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """pydicom's three dicomdirtests trees (CR, CT and MR studies, 6 in all), nibabel's
+    MOSAIC pair and four single real files: 11 studies, none fails, each refusal has
+    radflow's reason. 98892001's CT passes selection (its 2-image localizer dropped) and
+    meets the demo's ROI rule, which finds nothing above 80 HU in its 16 x 16 slices."""
+    inbox = tmp_path / "inbox"
+    for tree in ("77654033", "98892001", "98892003"):
+        copy_tree(DICOMDIR_TESTS / tree, inbox / tree)
+    mosaic(inbox / "mosaic")
+    for name in ("eCT_Supplemental.dcm", "emri_small.dcm", "MR_small.dcm", "693_J2KR.dcm"):
+        real_file(inbox / "single", name, name)
+    lake = Lake(LocalStore(tmp_path / "lake"))
+    fetched = fetch_delivery(open_store(inbox.resolve().as_uri()), "", tmp_path / "cache")
+    assert fetched.quarantined == [] and len(fetched.studies) == 11
+    reasons: Counter[str] = Counter()
+    for ref in fetched.studies:
+        deid = anonymize_study(
+            lake, tmp_path / "cache", ref, settings.deid_config(), tmp_path / "reid"
+        )
+        outcome = run_stage(preprocess, lake, settings, [deid])
+        assert outcome.quarantined is not None
+        reasons[outcome.quarantined.reason] += 1
+    assert reasons == {
+        "too few slices for a 3-D volume: 1 (need 4)": 3,  # 693_J2KR, MR_small, 2 MR images
+        "too few slices for a 3-D volume: 2 (need 4)": 1,  # enhanced CT, 2 frames
+        "too few slices for a 3-D volume: 3 (need 4)": 1,  # MR, a 3-plane localizer
+        "projection radiograph (CR/DX): not a 3-D series": 1,
+        "missing slices": 1,  # 77654033's 4 CT slices, 202.5 mm apart
+        "Siemens MOSAIC: not unpacked": 1,
+        "missing geometry": 1,  # enhanced MR without functional groups
+        "derived image (ImageType DERIVED\\SECONDARY), not ORIGINAL\\PRIMARY": 1,
+        "no lesion found": 1,  # 98892001: selected, then the ROI rule
+    }
