@@ -6,6 +6,7 @@ the tasks run it (no Prefect); the pixels are pydicom's CT_small and MR_small.""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -100,21 +101,40 @@ def test_good_ct_with_topogram_seg_rtstruct_and_thick_recon_is_prepared(
     assert qc.preprocessing["steps"][-1]["step"] == "ByModality"
 
 
-def test_a_secondary_that_cannot_be_read_is_a_warning(tmp_path: Path, settings: Settings) -> None:
+def _undecodable(ds: pydicom.Dataset) -> None:
+    """RLE that no decoder can read: the pixels are noise."""
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    ds.PixelData = encapsulate([bytes(64)])
+    ds["PixelData"].VR = "OB"
+
+
+def _four_by_four(ds: pydicom.Dataset) -> None:
+    """A 4 x 4 corner of the slice: readable, too small for ITK's registration pyramid."""
+    corner = ds.pixel_array[:4, :4].copy()
+    ds.Rows = ds.Columns = 4
+    ds.PixelData = corner.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [(_undecodable, "undecodable pixel data"), (_four_by_four, "ITK could not register it")],
+    ids=["undecodable", "itk-error"],
+)
+def test_a_secondary_that_cannot_be_registered_is_a_warning(
+    tmp_path: Path, settings: Settings, change: Callable[[pydicom.Dataset], None], why: str
+) -> None:
     inbox = tmp_path / "inbox"
     ct_series(inbox, "s", "thin", 6, spacing_mm=2.5, number=3)
     for path in ct_series(inbox, "s", "thick", 5, spacing_mm=5.0, number=2):
-        ds = pydicom.dcmread(path)  # RLE that no decoder can read: the pixels are noise
-        ds.file_meta.TransferSyntaxUID = RLELossless
-        ds.PixelData = encapsulate([bytes(64)])
-        ds["PixelData"].VR = "OB"
+        ds = pydicom.dcmread(path)
+        change(ds)
         ds.save_as(path, enforce_file_format=True)
     lake, deid = _ingest(tmp_path, inbox, settings)
-    qc = lake.qc(preprocess.build_volume(lake, deid, settings.preprocess))
-    assert qc.warnings == [
-        "secondary series 2 (CT, 5 slices) not registered: undecodable pixel data"
-    ]
+    volume = preprocess.build_volume(lake, deid, settings.preprocess)
+    qc = lake.qc(volume)
+    assert qc.warnings == [f"secondary series 2 (CT, 5 slices) not registered: {why}"]
     assert qc.series == 1 and qc.registration == []
+    assert not lake.store.exists(f"{volume}/secondary_1.nii.gz")
 
 
 @pytest.mark.parametrize(
