@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,7 +96,8 @@ class SeriesSummary:
     series_number: int | None
     modality: str
     sop_class_uid: str
-    image_type: tuple[str, ...]
+    image_type: tuple[str, ...]  # the first file's
+    flags: frozenset[str]  # every ImageType value any file carries (localizers may mix them)
     description: str
     images: int
     frames: int
@@ -217,20 +219,18 @@ def summarise_series(
             continue
     if not headers:
         return SeriesSummary(
-            series_uid, None, "", "", (), "", len(paths), 0, None, None, None, False,
-            ("unreadable DICOM", "no file of the series could be read"),
+            series_uid, None, "", "", (), frozenset(), "", len(paths), 0, None, None, None,
+            True, ("unreadable DICOM", "no file of the series could be read"),
         )  # fmt: skip
     first = headers[0]
-    image_type = tuple(
-        dict.fromkeys(str(v).upper() for ds in headers for v in _image_type(ds))
-    )  # every value any file carries (a localizer series may mix them), first file's first
     number = _number(first, "SeriesNumber")
     summary = SeriesSummary(
         series_uid=series_uid,
         series_number=int(number) if number is not None else None,
         modality=_text(first, "Modality").upper(),
         sop_class_uid=_text(first, "SOPClassUID"),
-        image_type=image_type,
+        image_type=tuple(v.upper() for v in _image_type(first)),
+        flags=frozenset(v.upper() for ds in headers for v in _image_type(ds)),
         description=_text(first, "SeriesDescription"),
         images=len(paths),
         frames=sum(_frames(ds) for ds in headers),
@@ -293,14 +293,20 @@ def select_files(
 # --------------------------------------------------------------------------- rules
 
 
+@cache
+def _sop_class_uids(keywords: tuple[str, ...]) -> frozenset[str]:
+    """The UIDs of SOP classes named by pydicom keyword (`CTImageStorage`)."""
+    return frozenset(uid for uid, entry in UID_dictionary.items() if entry[4] in keywords)
+
+
 def _failed_rule(s: SeriesSummary, rules: SeriesRules) -> tuple[str, str] | None:
     """The first rule (in `RULES` order) `s` fails, with its words; None when it passes all."""
     if s.modality in PROJECTION_MODALITIES:
         which = "CR/DX" if s.modality in ("CR", "DX") else s.modality
         return "projection", f"projection radiograph ({which}): not a 3-D series"
-    if "MOSAIC" in s.image_type:
+    if "MOSAIC" in s.flags:
         return "mosaic", "Siemens MOSAIC: not unpacked"
-    if {"LOCALIZER", "SCOUT"} & set(s.image_type):
+    if {"LOCALIZER", "SCOUT"} & s.flags:
         return "localizer", "localizer or scout (ImageType LOCALIZER): not a 3-D series"
     if s.frames < rules.min_slices:
         return "min_slices", (
@@ -308,10 +314,10 @@ def _failed_rule(s: SeriesSummary, rules: SeriesRules) -> tuple[str, str] | None
         )
     if s.modality not in rules.modalities:
         return "modality", f"modality {s.modality or 'absent'} is not {', '.join(rules.modalities)}"
-    allowed = {uid for uid, e in UID_dictionary.items() if e[4] in rules.sop_classes}
-    if s.sop_class_uid not in allowed:
+    if s.sop_class_uid not in _sop_class_uids(rules.sop_classes):
         return "sop_class", f"SOP class {s.sop_class} is not a selected image class"
-    if s.image_type[:2] and s.image_type[:2] != ("ORIGINAL", "PRIMARY") and not rules.allow_derived:
+    original = s.image_type[:1] == ("ORIGINAL",) and s.image_type[1:2] in ((), ("PRIMARY",))
+    if s.image_type and not original and not rules.allow_derived:
         value = "\\".join(s.image_type[:2])
         return "derived", f"derived image (ImageType {value}), not ORIGINAL\\PRIMARY"
     if s.problem is not None:
