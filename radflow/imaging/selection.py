@@ -415,7 +415,7 @@ def select_series(
         )
     return SeriesSelection(
         series=choices,
-        objects=sorted(objects, key=lambda o: (o.kind, o.series_uid)),
+        objects=sorted(objects, key=lambda o: (o.kind, o.series_number or 0, o.series_uid)),
         primary=primary.series_uid if primary else None,
         primary_rule=primary_rule,
     )

@@ -97,9 +97,14 @@ def topogram(folder: Path, study: str, number: int = 1) -> Path:
 
 
 def real_object(folder: Path, study: str, name: str, number: int = 300) -> Path:
-    """pydicom's `rtstruct.dcm` or pydicom-data's `liver.dcm` (SEG) moved into `study`."""
+    """A real non-image object (pydicom's `rtstruct.dcm`, `test-SR.dcm`, `reportsi.dcm`,
+    `rtdose.dcm`, `SC_rgb_rle.dcm`, pydicom-data's `liver.dcm` SEG ...) moved into `study`.
+    A secondary capture says it has no burned-in text (else de-identification sets it
+    aside, as it should)."""
     ds = pydicom.dcmread(pydicom_file(name), force=True)
     _into_study(ds, study)
+    if "Secondary Capture" in ds.SOPClassUID.name:
+        ds.BurnedInAnnotation = "NO"
     ds.SeriesInstanceUID = uid(f"series {study} {name}")
     ds.SOPInstanceUID = uid(f"{study} {name}")
     ds.SeriesNumber = number
@@ -123,3 +128,18 @@ def mosaic(folder: Path) -> list[Path]:
     """nibabel's two Siemens MOSAIC DWI files (one series)."""
     folder.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copy(NIBABEL_DICOM / n, folder / n)) for n in ("0.dcm", "1.dcm")]
+
+
+def encapsulated_pdf(folder: Path, study: str, number: int = 400) -> Path:
+    """A minimal Encapsulated PDF in `study` (pydicom ships none): a document, not an image."""
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"
+    ds.SOPInstanceUID = uid(f"{study} pdf")
+    ds.SeriesInstanceUID = uid(f"series {study} pdf")
+    ds.Modality = "DOC"
+    ds.SeriesNumber = number
+    ds.BurnedInAnnotation = "NO"
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = b"%PDF-1.4\n%%EOF\n"
+    _into_study(ds, study)
+    return _save(ds, folder / "pdf" / "0.dcm")

@@ -19,6 +19,7 @@ from support.realstudies import (
     DICOMDIR_TESTS,
     copy_tree,
     ct_series,
+    encapsulated_pdf,
     mosaic,
     real_file,
     real_object,
@@ -255,3 +256,30 @@ def test_a_delivery_of_real_studies_gets_a_reason_for_every_study(
         "derived image (ImageType DERIVED\\SECONDARY), not ORIGINAL\\PRIMARY": 1,
         "no lesion found": 1,  # 98892001: selected, then the ROI rule
     }
+
+
+def test_reports_dose_plans_captures_and_documents_are_kept_as_objects(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """pydicom's real SRs, RT dose and plan and a secondary capture, and an Encapsulated
+    PDF, beside a good CT series: de-identified and kept, listed as objects, never read."""
+    inbox = tmp_path / "inbox"
+    ct_series(inbox, "s", "axial", 6, spacing_mm=2.5)
+    names = ("test-SR.dcm", "reportsi.dcm", "rtdose.dcm", "rtplan.dcm", "SC_rgb_rle.dcm")
+    for number, name in enumerate(names, start=301):
+        real_object(inbox, "s", name, number=number)
+    encapsulated_pdf(inbox, "s")
+    lake, deid = _ingest(tmp_path, inbox, settings)
+    assert len(lake.manifest(deid).series) == 7
+    qc = lake.qc(preprocess.build_volume(lake, deid, settings.preprocess))
+    assert qc.selection is not None
+    assert [(c.frames, c.role) for c in qc.selection.series] == [(6, "primary")]
+    assert [(o.kind, o.series_number) for o in qc.selection.objects] == [
+        ("DOC", 400),
+        ("RT", 303),
+        ("RT", 304),
+        ("SC", 305),
+        ("SR", 301),
+        ("SR", 302),
+    ]
+    assert qc.series == 1 and qc.warnings == []
