@@ -17,7 +17,7 @@ from support.realdata import pydicom_file
 
 from radflow.imaging.grid import Grid, mask_on_grid
 from radflow.imaging.read import plan_series
-from radflow.reports.seg import ROI_SEGMENT, roi_seg, roi_volume_mm3
+from radflow.reports.seg import ROI_SEGMENT, frame_masks, roi_seg, roi_volume_mm3
 
 KEY = "reports/v4/0123abcd"
 DATE = "20261123"
@@ -142,3 +142,19 @@ def test_grids_match_within_the_tolerance_only() -> None:
     assert not grid.matches(grid._replace(origin=(-72.21, -143.0, -1.2375)))
     assert not grid.matches(grid._replace(size=(16, 16, 4)))
     assert not grid.matches(grid._replace(direction=(1.0, 0, 0, 0, 0, 1, 0, -1, 0)))
+
+
+def test_frames_taken_from_the_grid_equal_frames_resampled() -> None:
+    """A frame on a voxel-centre plane of the mask is its slice, taken as it is; a mask moved a
+    hundredth of a voxel off the frames is resampled, by nearest neighbour: the same pixels."""
+    paths = _ct_series()
+    sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    native = mask_on_grid(_preprocessed_roi(_grid(paths)), _grid(paths))
+    taken = frame_masks(native, sources)
+    moved = sitk.Image(native)
+    x, y, z = native.GetOrigin()
+    moved.SetOrigin((x + 0.01 * native.GetSpacing()[0], y, z + 0.01 * native.GetSpacing()[2]))
+    resampled = frame_masks(moved, sources)
+    assert taken.shape == (5, 16, 16)
+    assert int(np.count_nonzero(taken)) > 0
+    np.testing.assert_array_equal(resampled, taken)
