@@ -5,9 +5,8 @@ them, in a new series of the de-identified study.
 Frames come from the source instances themselves (highdicom copies each one's position and
 orientation), so the overlay lies exactly where the images are; the mask is sampled onto each
 source frame with nearest neighbour, which on a regular series is the native grid's own slice
-(taken as it is).
-UIDs are name-based on the report's address and the dates are the report's, so a re-run
-writes the same bytes.
+(taken as it is). UIDs are name-based on the report's address and the dates are the report's,
+so a re-run writes the same bytes.
 """
 
 from __future__ import annotations
