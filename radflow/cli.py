@@ -405,7 +405,7 @@ def report(
     if key is None:
         _fail(RadflowError("the study was quarantined at scoring", hint="see quarantine/ records"))
     folder = str(key).rsplit("/", 1)[0]
-    names = ("study.html", "study.pdf", "sr.dcm", "report-pdf.dcm")
+    names = ("study.html", "study.pdf", "sr.dcm", "report-pdf.dcm", "seg.dcm")
     if as_json:
         _print_json({"study_id": study, "reports": [f"{folder}/{n}" for n in names]})
     else:
