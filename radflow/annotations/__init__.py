@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 _READERS = {"seg": seg_segments, "rtstruct": rtstruct_segments, "labelmap": labelmap_segments}
+_NAMES = {"seg": "SEG", "rtstruct": "RTSTRUCT", "labelmap": "label map"}
 
 
 def segments_on_grid(
@@ -53,4 +54,4 @@ def segments_on_grid(
         return _READERS[kind](path, reference, tolerance_mm)
     except READ_ERRORS as err:
         # A value pydicom or SimpleITK could not decode deep inside the file: bad input.
-        raise QuarantineError(f"unreadable {kind}", type(err).__name__) from None
+        raise QuarantineError(f"unreadable {_NAMES[kind]}", type(err).__name__) from None
