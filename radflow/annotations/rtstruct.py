@@ -1,11 +1,12 @@
 """RT Structure Set (PS3.3 A.19) contours rasterised onto a series' grid, slice by slice.
 
-Each CLOSED_PLANAR contour must lie in one slice plane of the series (within the
-tolerance, in mm); it is filled there with scikit-image's `polygon2mask`, which takes a
-voxel when its centre is inside the polygon. Contours of one ROI on one slice combine by
-exclusive or, so a contour inside another is a hole (the usual reading of nested
-contours; PS3.3 C.8.8.6 leaves holes to the creator). POINT and OPEN contours mark no
-region and are skipped; an ROI with nothing else is not a segment.
+Each CLOSED_PLANAR contour must lie in one slice plane of the series and inside its
+extent (within the tolerance, in mm); it is filled there with scikit-image's
+`polygon2mask`, which takes a voxel when its centre is inside the polygon. Contours of
+one ROI on one slice combine by exclusive or, so a contour inside another is a hole
+(the usual reading of nested contours; PS3.3 C.8.8.6 leaves holes to the creator).
+POINT and OPEN contours mark no region and are skipped; an ROI with nothing else is not
+a segment.
 """
 
 from __future__ import annotations
@@ -80,12 +81,28 @@ def contours_mask(
             raise QuarantineError(
                 "RTSTRUCT contour lies outside the series", f"{beyond:.2f} mm beyond its slices"
             )
+        _check_in_plane(index, reference, tolerance_mm)
         # polygon2mask takes (row, column) vertices: the image's (y, x).
         planes[plane] ^= polygon2mask((ny, nx), index[:, [1, 0]])
     out = np.zeros((nz, ny, nx), np.uint8)
     for plane, filled in planes.items():
         out[plane] = filled
     return out
+
+
+def _check_in_plane(index: npt.NDArray[np.floating], reference: sitk.Image, tol: float) -> None:
+    """Vertices may reach the outer edge of the border voxels (half a voxel beyond their
+    centres) and the tolerance beyond; further out, the fill would be cut off silently."""
+    beyond = 0.0
+    for axis in (0, 1):
+        size, spacing = reference.GetSize()[axis], reference.GetSpacing()[axis]
+        low = -0.5 - float(index[:, axis].min())
+        high = float(index[:, axis].max()) - (size - 0.5)
+        beyond = max(beyond, low * spacing, high * spacing)
+    if beyond > tol:
+        raise QuarantineError(
+            "RTSTRUCT contour lies outside the series", f"{beyond:.2f} mm beyond its edge"
+        )
 
 
 def _contour_index(contour: Dataset, affine: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:

@@ -19,10 +19,12 @@ from radflow.imaging.read import read_series
 SECRET = b"annotations-test-secret-0123456789"
 
 
-def _deidentify(files: list[Path], out: Path) -> list[tuple[Path, str, str]]:
+def _deidentify(
+    files: list[Path], out: Path, options: frozenset[str] = frozenset()
+) -> list[tuple[Path, str, str]]:
     """Each file de-identified as the anonymize stage does it: (path, series, SOP UID)."""
     out.mkdir(parents=True, exist_ok=True)
-    deid = Deidentifier(DeidConfig(secret=SECRET))
+    deid = Deidentifier(DeidConfig(secret=SECRET, options=options))
     written = []
     for i, path in enumerate(files):
         data, ids = deidentify_bytes(read_dicom(path), deid)
@@ -80,3 +82,15 @@ def test_the_basic_profile_empties_roi_names(tmp_path: Path) -> None:
     assert all(not roi.get("ROIName") for roi in ds.StructureSetROISequence)
     (segment,) = segments_on_grid(out, read_series([p for p, _, _ in images]))
     assert (segment.number, segment.label) == (1, "ROI 1")
+
+
+def test_clean_descriptors_keeps_roi_names_for_selection(tmp_path: Path) -> None:
+    """With the Clean Descriptors option ROI Name is cleaned (C), not emptied: the name
+    survives (scrubbed of the patient's own words) and selection by label works."""
+    ct = rtstruct_ct(tmp_path / "ct")
+    rt = _part10(rtstruct_file(), tmp_path / "rtstruct.dcm")
+    (*images, (out, _, _)) = _deidentify(
+        [*ct.files, rt], tmp_path / "deid", frozenset({"clean_descriptors"})
+    )
+    (segment,) = segments_on_grid(out, read_series([p for p, _, _ in images]))
+    assert (segment.number, segment.label) == (1, "patient")

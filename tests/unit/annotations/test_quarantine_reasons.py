@@ -219,6 +219,11 @@ CASES: dict[str, tuple[str, str, Callable[[World, Path], object]]] = {
         r"20\.00 mm beyond its slices",
         lambda w, t: segments_on_grid(rtstruct_file(), _moved(w.rt_ref, (0, 0, 30.0))),
     ),
+    "RTSTRUCT wider than the series": (
+        "RTSTRUCT contour lies outside the series",
+        r"44\.00 mm beyond its edge",  # x to ±200 mm; the edge at ±156 mm
+        lambda w, t: segments_on_grid(rtstruct_file(), w.rt_ref[100:-100, :, :]),
+    ),
     "RTSTRUCT contour of 4 numbers": (
         "malformed RTSTRUCT contour",
         r"Contour Data is not a list of x, y, z triplets",
