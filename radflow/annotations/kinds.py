@@ -15,9 +15,13 @@ from radflow.errors import QuarantineError
 Kind = Literal["seg", "rtstruct", "labelmap"]
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+# DICOM 2024c's LABELMAP segmentations have a SOP class of their own.
+LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
+SEGMENTATION_CLASSES = frozenset({SEGMENTATION_STORAGE, LABEL_MAP_SEGMENTATION_STORAGE})
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 _DICOM_KINDS: dict[str, Kind] = {
     SEGMENTATION_STORAGE: "seg",
+    LABEL_MAP_SEGMENTATION_STORAGE: "seg",
     RT_STRUCTURE_SET_STORAGE: "rtstruct",
 }
 # NIfTI-1 / NIfTI-2 carry their magic at byte 344 / 4 of the header; NRRD (.nrrd and the

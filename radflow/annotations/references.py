@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 
 from radflow.annotations.kinds import (
     RT_STRUCTURE_SET_STORAGE,
-    SEGMENTATION_STORAGE,
+    SEGMENTATION_CLASSES,
     annotation_kind,
     not_an_annotation,
     read_header,
@@ -71,7 +71,7 @@ def _annotation(path: Path) -> Dataset | None:
 
 
 def _series_uids(ds: Dataset) -> list[str]:
-    if ds.SOPClassUID == SEGMENTATION_STORAGE:
+    if ds.SOPClassUID in SEGMENTATION_CLASSES:
         items = list(ds.get("ReferencedSeriesSequence") or [])
     elif ds.SOPClassUID == RT_STRUCTURE_SET_STORAGE:
         items = [
@@ -88,7 +88,7 @@ def _series_uids(ds: Dataset) -> list[str]:
 
 def _instance_uids(ds: Dataset) -> Iterator[str]:
     """Every Referenced SOP Instance UID that names an image of the annotated series."""
-    if ds.SOPClassUID == SEGMENTATION_STORAGE:
+    if ds.SOPClassUID in SEGMENTATION_CLASSES:
         for series in ds.get("ReferencedSeriesSequence") or []:
             yield from _referenced(series.get("ReferencedInstanceSequence"))
         for frame in ds.get("PerFrameFunctionalGroupsSequence") or []:

@@ -165,39 +165,44 @@ def write_seg(
     ct: CTSeries,
     labels: np.ndarray,
     *,
-    fractional: bool = False,
+    kind: str = "BINARY",
     source_files: Sequence[Path] | None = None,
+    fractions: np.ndarray | None = None,
 ) -> Path:
     """A DICOM SEG written with highdicom from a (z, y, x) array of segment numbers (0:
     background) on `ct`'s slices, in file order; one segment per nonzero value, labelled
-    "segment <n>", coded as SCT Neoplasm (108369006). Empty frames are omitted, as
-    highdicom does by default."""
+    "segment <n>", coded as SCT Neoplasm (108369006). `kind`: BINARY, FRACTIONAL or
+    LABELMAP (DICOM 2024c, its own SOP class); a FRACTIONAL SEG stores `fractions` (0..1)
+    as segment 1's values when given. Empty frames are omitted, as highdicom does by
+    default."""
     import highdicom as hd
     from highdicom.sr.coding import CodedConcept
 
     sources = [pydicom.dcmread(p) for p in (source_files or ct.files)]
     numbers = sorted(int(v) for v in np.unique(labels) if v)
-    stacked = np.stack([labels == n for n in numbers], axis=-1)
+    category = CodedConcept("49755003", "SCT", "Morphologically Altered Structure")
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=i + 1,
             segment_label=f"segment {n}",
-            segmented_property_category=CodedConcept(
-                "49755003", "SCT", "Morphologically Altered Structure"
-            ),
+            segmented_property_category=category,
             segmented_property_type=CodedConcept("108369006", "SCT", "Neoplasm"),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
         )
         for i, n in enumerate(numbers)
     ]
+    stacked = np.stack([labels == n for n in numbers], axis=-1)
+    pixels = {
+        "BINARY": stacked,
+        "FRACTIONAL": (
+            stacked.astype(np.float32) if fractions is None else fractions[..., np.newaxis]
+        ),
+        "LABELMAP": np.searchsorted([0, *numbers], labels).astype(np.uint8),
+    }[kind]
     seg = hd.seg.Segmentation(
         source_images=sources,
-        pixel_array=stacked.astype(np.float32) if fractional else stacked,
-        segmentation_type=(
-            hd.seg.SegmentationTypeValues.FRACTIONAL
-            if fractional
-            else hd.seg.SegmentationTypeValues.BINARY
-        ),
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues[kind],
         segment_descriptions=descriptions,
         series_instance_uid=generate_uid(),
         series_number=300,

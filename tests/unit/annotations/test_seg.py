@@ -64,13 +64,14 @@ def test_liver_seg_lands_on_its_ct_voxel_for_voxel(liver: tuple[CTSeries, sitk.I
     assert segment.voxels == 107098
 
 
-@pytest.mark.parametrize("fractional", [False, True], ids=["binary", "fractional"])
+@pytest.mark.parametrize("kind", ["BINARY", "FRACTIONAL", "LABELMAP"])
 def test_a_seg_highdicom_writes_reads_back_exactly(
-    small: tuple[CTSeries, sitk.Image], tmp_path: Path, fractional: bool
+    small: tuple[CTSeries, sitk.Image], tmp_path: Path, kind: str
 ) -> None:
     ct, reference = small
     labels = _labels()
-    path = write_seg(tmp_path / "seg.dcm", ct, labels, fractional=fractional)
+    path = write_seg(tmp_path / "seg.dcm", ct, labels, kind=kind)
+    assert pydicom.dcmread(path).SegmentationType == kind
     assert annotation_kind(path) == "seg"
     segments = segments_on_grid(path, reference)
     assert [(s.number, s.label, s.code) for s in segments] == [
@@ -81,6 +82,23 @@ def test_a_seg_highdicom_writes_reads_back_exactly(
         expected = (labels == segment.number).astype(np.uint8)
         assert np.array_equal(sitk.GetArrayFromImage(segment.mask), expected)
     assert [s.voxels for s in segments] == [273, 16]
+
+
+def test_a_fractional_seg_is_the_voxels_of_at_least_one_half(
+    small: tuple[CTSeries, sitk.Image], tmp_path: Path
+) -> None:
+    ct, reference = small
+    fractions = np.zeros((8, 32, 40), np.float32)
+    fractions[2, 3:6, 4:9] = 0.6  # 15 voxels in
+    fractions[3, 3:6, 4:9] = 0.4  # 15 out
+    fractions[4, 10, 10:14] = 1.0  # 4 in
+    labels = (fractions > 0).astype(np.uint8)
+    path = write_seg(
+        tmp_path / "fractional.dcm", ct, labels, kind="FRACTIONAL", fractions=fractions
+    )
+    (segment,) = segments_on_grid(path, reference)
+    assert np.array_equal(sitk.GetArrayFromImage(segment.mask), (fractions >= 0.5).astype(np.uint8))
+    assert segment.voxels == 19
 
 
 def test_a_single_frame_seg_lands_on_its_slice(
