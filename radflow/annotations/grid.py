@@ -80,9 +80,10 @@ def place_on_grid(
             expected[row, 3] = round(to_ref[row, 3])
             continue
         if vol_shape[axis] != ref_size[row]:
+            along = [vol_shape[int(np.argmax(np.abs(perm[r, :])))] for r in range(3)]
             raise QuarantineError(
                 f"{what} is not on the series' grid",
-                f"size {_size(vol_shape)} where the series has {_size(ref_size)}",
+                f"size {_size(along)} where the series has {_size(ref_size)}",
             )
         expected[row, 3] = 0 if perm[row, axis] > 0 else ref_size[row] - 1
     offset = _corner_offset_mm(to_ref, expected, vol_shape, ref_affine)

@@ -9,7 +9,9 @@ import SimpleITK as sitk
 from radflow.errors import QuarantineError
 
 
-@dataclass(frozen=True)
+# eq=False: comparing SimpleITK images with == gives an image, which is always truthy, so
+# the generated __eq__ would call any two segments with equal numbers and labels equal.
+@dataclass(frozen=True, eq=False)
 class Segment:
     """One region of an annotation, already placed on the reference series' grid.
 

@@ -191,7 +191,7 @@ CASES: dict[str, tuple[str, str, Callable[[World, Path], object]]] = {
     ),
     "SEG on a narrower series": (
         "SEG is not on the series' grid",
-        r"size 3 x 512 x 512 where the series has 511 x 512 x 3",
+        r"size 512 x 512 x 3 where the series has 511 x 512 x 3",
         lambda w, t: segments_on_grid(liver_seg(), w.liver_ref[1:, :, :]),
     ),
     "SEG one column off": (
