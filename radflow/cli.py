@@ -278,6 +278,13 @@ def ingest(
         Path | None, typer.Option(help="CSV: study_uid,label (original UIDs).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    masks: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV: study_uid,path[,label]: each study's SEG, RTSTRUCT or NIfTI/NRRD label"
+            " map (paths relative to the CSV); checked before anything runs."
+        ),
+    ] = None,
     task_runner: Annotated[
         str, typer.Option(help="threads (in this process) or dask (prefect-dask).")
     ] = "threads",
@@ -292,6 +299,15 @@ def ingest(
         url, prefix = _source(source)
         if labels is not None and not labels.is_file():
             raise NotFoundError(f"no labels file at {labels}")
+        if masks is not None:
+            from radflow.annotations.masks_csv import read_masks_csv
+
+            entries = read_masks_csv(masks)
+            # Checked only: the preprocess stage does not read annotations yet (issue 14).
+            typer.echo(
+                f"warning: masks CSV checked ({len(entries)} studies) but not used yet",
+                err=True,
+            )
         from flows.ingest import ingest as ingest_flow
         from flows.runtime.runners import task_runner as runner
 
