@@ -125,8 +125,9 @@ def write_rtstruct(
         "SeriesNumber": head.series_number, "SeriesDescription": head.description,
         "SeriesDate": head.date, "SeriesTime": head.time, "OperatorsName": head.creator,
         "Manufacturer": "RADFLOW SYNTH", "ManufacturerModelName": "ANNOTATOR-1",
-        "InstanceNumber": 1, "StructureSetLabel": "LESION", "StructureSetName": "LESION",
-        "StructureSetDate": head.date, "StructureSetTime": head.time,
+        "SoftwareVersions": "1", "InstanceNumber": 1, "StructureSetLabel": "LESION",
+        "StructureSetName": "LESION", "StructureSetDate": head.date,
+        "StructureSetTime": head.time,
     })
     # fmt: on
     ds.ReferencedFrameOfReferenceSequence = [_frame_of_reference(sources)]
@@ -144,6 +145,7 @@ def write_rtstruct(
     observation = Dataset()
     observation.ObservationNumber = 1
     observation.ReferencedROINumber = 1
+    observation.ROIObservationLabel = LESION_LABEL
     observation.RTROIInterpretedType = "GTV"
     observation.ROIInterpreter = head.creator
     ds.RTROIObservationsSequence = [observation]

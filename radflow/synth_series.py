@@ -89,6 +89,8 @@ def tidy_lesion(inside: Mask) -> Mask:
 
     A lobulated lesion can show a small island or a pinhole on a slice; a structure set holds
     one closed planar contour per slice for it only when each slice is a single simple region.
+    Filling the 4-connected holes also removes every corner-only touch of the piece with
+    itself (each would enclose such a hole), so the outline is a simple polygon.
     """
     tidy = np.zeros_like(inside)
     for k, plane in enumerate(inside):

@@ -17,6 +17,7 @@ import pytest
 import SimpleITK as sitk
 from pydicom.sr.codedict import codes
 from skimage.draw import polygon2mask
+from support.realdata import pydicom_file
 from typer.testing import CliRunner
 
 from radflow.cli import app
@@ -302,6 +303,52 @@ def test_rtstruct_contours_rasterise_to_the_lesion(made: tuple[Path, list[SynthS
         assert int(drawn.sum()) == study.truth.voxels
 
 
+def _keywords(ds: pydicom.Dataset, prefix: str = "") -> set[str]:
+    """Every attribute's keyword path, sequences walked (SEQ.ITEM_KEYWORD)."""
+    out: set[str] = set()
+    for element in ds:
+        out.add(prefix + element.keyword)
+        if element.VR == "SQ":
+            for item in element.value:
+                out |= _keywords(item, f"{prefix}{element.keyword}.")
+    return out
+
+
+def test_annotations_are_shaped_like_real_ones(made: tuple[Path, list[SynthStudy]]) -> None:
+    """Every attribute that pydicom's real RTSTRUCT and pydicom-data's real SEG (liver.dcm)
+    hold is in ours too, bar the optional ones named here."""
+    _, studies = made
+    optional = {
+        "rtstruct": {
+            "InstanceCreatorUID", "PatientPosition", "StructureSetROISequence.ROIDescription",
+            "StructureSetROISequence.ROIVolume",
+            "RTROIObservationsSequence.ROIObservationDescription",
+            "RTROIObservationsSequence.ROIPhysicalPropertiesSequence",
+            "RTROIObservationsSequence.ROIPhysicalPropertiesSequence.ROIPhysicalProperty",
+            "RTROIObservationsSequence.ROIPhysicalPropertiesSequence.ROIPhysicalPropertyValue",
+        },
+        "seg": {
+            "ClinicalTrialCoordinatingCenterName", "ClinicalTrialSeriesID",
+            "ClinicalTrialTimePointID", "SegmentSequence.RecommendedDisplayCIELabValue",
+            "SegmentSequence.SegmentAlgorithmName",
+            # highdicom puts the one segment's identification in the shared groups
+            "PerFrameFunctionalGroupsSequence.SegmentIdentificationSequence",
+            "PerFrameFunctionalGroupsSequence.SegmentIdentificationSequence.ReferencedSegmentNumber",
+        },
+    }  # fmt: skip
+    real = {
+        "rtstruct": _keywords(pydicom.dcmread(pydicom_file("rtstruct.dcm"), force=True)),
+        "seg": _keywords(pydicom.dcmread(pydicom_file("liver.dcm"))),
+    }
+    for study in studies:
+        (path,) = _files(study, study.annotation)
+        ours = _keywords(pydicom.dcmread(path))
+        assert real[study.annotation] - optional[study.annotation] <= ours
+    assert "SharedFunctionalGroupsSequence.SegmentIdentificationSequence" in _keywords(
+        pydicom.dcmread(_files(next(s for s in studies if s.annotation == "seg"), "seg")[0])
+    )
+
+
 def test_soft_tissue_lesions_escape_the_threshold_rule(
     made: tuple[Path, list[SynthStudy]],
 ) -> None:
@@ -332,7 +379,7 @@ def test_annotations_still_resolve_after_deidentification(
     made: tuple[Path, list[SynthStudy]],
 ) -> None:
     """radflow's keyed UID map rewrites every UID the same way in every object, references
-    inside the SEG and RTSTRUCT included."""
+    inside the SEG and RTSTRUCT included; their PHI goes as the images' does."""
     _, studies = made
     deid = Deidentifier(DeidConfig(secret=b"synth-real test secret, 32 bytes!"))
     for study in studies:
@@ -343,7 +390,12 @@ def test_annotations_still_resolve_after_deidentification(
         assert not set(sops) & {p.SOPInstanceUID for p in _primary(study)}
         (path,) = _files(study, study.annotation)
         ann = pydicom.dcmread(path)
+        # The annotation carries the same fake PHI as the images, free text included ...
+        family, given, _ = str(ann.PatientName).split("^")
+        phi = [family, given, ann.PatientID, ann.AccessionNumber, ann.PatientBirthDate]
+        assert f"{family} {given}" in ann.SeriesDescription
         deid(ann)
+        assert not [w for w in phi if w in str(ann)]  # ... and de-identification removes it
         assert ann.StudyInstanceUID == primary[0].StudyInstanceUID
         if study.annotation == "seg":
             (series,) = ann.ReferencedSeriesSequence
@@ -418,3 +470,49 @@ def test_cli_realistic_and_finer_options(tmp_path: Path) -> None:
     for option in ("--realistic", "--localizers", "--reformats", "--thick-recons"):
         assert option in help_text
     assert "--annotations" in help_text and "--soft-tissue-lesions" in help_text
+
+
+def test_rtstruct_is_exact_on_ragged_shapes(
+    made: tuple[Path, list[SynthStudy]], tmp_path: Path
+) -> None:
+    """Ragged blobs with islands and pinholes, tidied to one simple region per slice, come
+    back exactly from their contours (one per slice) through an independent rasteriser."""
+    from scipy import ndimage
+
+    from radflow.synth_annotations import AnnotationHeader, write_rtstruct
+    from radflow.synth_series import tidy_lesion
+
+    _, studies = made
+    sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in _files(studies[0], "axial")]
+    rng = np.random.default_rng(3)
+    noise = ndimage.gaussian_filter(rng.standard_normal((SMALL.slices, 48, 48)), (0, 1.2, 1.2))
+    ragged = noise > 0.05
+    tidy = tidy_lesion(ragged)
+    holed = False
+    for before, plane in zip(ragged, tidy, strict=True):
+        pieces, count = ndimage.label(before)  # 4-connected
+        largest = pieces == 1 + np.argmax(np.bincount(pieces.ravel())[1:])
+        # One 4-connected piece without holes: the largest one, filled.
+        assert count > 1 and ndimage.label(plane)[1] == 1
+        assert np.array_equal(plane, ndimage.binary_fill_holes(largest))
+        holed |= bool((plane != largest).any())
+    assert holed
+    # No diagonal-only touch is left (a 4-connected piece touching itself at a corner encloses
+    # a 4-connected hole, which is filled), so each contour is a simple polygon.
+    a, b, c, d = tidy[:, :-1, :-1], tidy[:, :-1, 1:], tidy[:, 1:, :-1], tidy[:, 1:, 1:]
+    assert ((a & d & ~b & ~c) | (b & c & ~a & ~d)).sum() == 0
+    head = AnnotationHeader(
+        "2.25.1", "2.25.2", "2.25.3", 7, "RTSTRUCT", "READER^A", "20200101", "120000"
+    )
+    ds = pydicom.dcmread(write_rtstruct(tmp_path / "rt.dcm", sources, tidy, head))
+    drawn = np.zeros_like(tidy)
+    x0, y0 = (float(v) for v in sources[0].ImagePositionPatient[:2])
+    for contour in ds.ROIContourSequence[0].ContourSequence:
+        k = [s.SOPInstanceUID for s in sources].index(
+            contour.ContourImageSequence[0].ReferencedSOPInstanceUID
+        )
+        points = np.array([float(v) for v in contour.ContourData]).reshape(-1, 3)
+        rows_cols = np.stack([(points[:, 1] - y0) / 0.9, (points[:, 0] - x0) / 0.9], axis=1)
+        drawn[k] = polygon2mask(tidy.shape[1:], rows_cols)
+    assert len(ds.ROIContourSequence[0].ContourSequence) == SMALL.slices
+    assert np.array_equal(drawn, tidy)
