@@ -115,72 +115,108 @@ def write_extras(
     """Write study `index`'s opt-in series under `folder` (the accession's folder), each as
     `S<number>/IM<k>.dcm`, in the primary's frame of reference; (kind, SeriesInstanceUID,
     files) for each, in SeriesNumber order. `study` is the header every series shares."""
-    ps, t = spec.pixel_spacing, spec.slice_thickness
-    x0, y0, top = (1 - spec.columns) * ps / 2, (1 - spec.rows) * ps / 2, (spec.slices - 1) * t / 2
     family, given, _ = str(study.PatientName).split("^")
     start = dt.datetime.strptime(f"{study.StudyDate}{study.StudyTime}", "%Y%m%d%H%M%S")
     out: list[tuple[str, str, list[Path]]] = []
     for kind in extras:
         number = NUMBERS[kind]
-        uid = _uid(spec, index, "series", number)
-        when = f"{start + dt.timedelta(minutes=4 * number):%H%M%S}"
+        ds = Dataset()
+        ds.update(study)
+        ds.SeriesInstanceUID = _uid(spec, index, "series", number)
+        ds.SeriesNumber = number
+        ds.SeriesDate = study.StudyDate
+        ds.SeriesTime = f"{start + dt.timedelta(minutes=4 * number):%H%M%S}"
+        ds.SeriesDescription = f"{_DESCRIPTIONS[kind]} {family} {given}"  # PHI, as sites do
         here = folder / f"S{number}"
         here.mkdir(parents=True, exist_ok=True)
         if kind in ("seg", "rtstruct"):
-            from radflow.synth_annotations import AnnotationHeader, write_rtstruct, write_seg
-
-            sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in primary]
-            head = AnnotationHeader(
-                series_uid=uid,
-                sop_uid=_uid(spec, index, number, 0),
-                dimension_uid=_uid(spec, index, number, "dimension"),
-                series_number=number,
-                description=f"{kind.upper()} LESION {family} {given}",
-                creator=_PHYSICIANS[int(_chance(spec, index, "reader") * len(_PHYSICIANS))],
-                date=str(study.StudyDate),
-                time=when,
-            )
-            write = write_seg if kind == "seg" else write_rtstruct
-            out.append((kind, uid, [write(here / "IM0001.dcm", sources, truth.mask(), head)]))
-            continue
-        ds = Dataset()
-        ds.update(study)
-        ds.SeriesInstanceUID = uid
-        ds.SeriesNumber = number
-        ds.SeriesDate = study.StudyDate
-        ds.SeriesTime = when
-        paths: list[Path] = []
-        if kind == "thick":
-            slabs, centres = thick_slabs(vol, t, THICK_MM)
-            ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-            ds.SeriesDescription = f"AXIAL {THICK_MM:g}MM {family} {given}"
-            ds.SliceThickness = ds.SpacingBetweenSlices = _ds(THICK_MM)
-            for k, z in enumerate(centres):
-                ds.SliceLocation = _ds(float(z))
-                sop = _uid(spec, index, number, k)
-                paths.append(_write_image(here, ds, _stored(slabs[k]), k, sop, (x0, y0, z)))
-        elif kind == "coronal":
-            planes = max(spec.rows, spec.slices + 1)  # more images than the axial series
-            step = (spec.rows - 1) * ps / (planes - 1)
-            images = coronal_planes(vol, planes)
-            ds.ImageType = ["DERIVED", "SECONDARY", "REFORMATTED"]
-            ds.SeriesDescription = f"COR MPR {family} {given}"
-            ds.ImageOrientationPatient = CORONAL
-            ds.PixelSpacing = [_ds(t), _ds(ps)]
-            ds.Rows, ds.Columns = spec.slices, spec.columns
-            ds.SliceThickness = ds.SpacingBetweenSlices = _ds(step)
-            for k in range(planes):
-                sop = _uid(spec, index, number, k)
-                corner = (x0, y0 + k * step, top)
-                paths.append(_write_image(here, ds, _stored(images[k]), k, sop, corner))
-        else:  # the topogram: one projection image, coronal like an AP scout
-            ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
-            ds.SeriesDescription = f"TOPOGRAM {family} {given}"
-            ds.ImageOrientationPatient = CORONAL
-            ds.PixelSpacing = [_ds(t), _ds(ps)]
-            ds.Rows, ds.Columns = spec.slices, spec.columns
-            del ds.SliceThickness, ds.SpacingBetweenSlices  # a projection has no slice
-            sop = _uid(spec, index, number, 0)
-            paths.append(_write_image(here, ds, _stored(projection(vol)), 0, sop, (x0, 0.0, top)))
-        out.append((kind, uid, paths))
+            paths = [_annotation(spec, index, kind, ds, primary, truth, here / "IM0001.dcm")]
+        else:
+            write = {"thick": _thick, "coronal": _coronal, "localizer": _topogram}[kind]
+            paths = write(spec, index, ds, vol, here)
+        out.append((kind, str(ds.SeriesInstanceUID), paths))
     return out
+
+
+_DESCRIPTIONS = {
+    "thick": f"AXIAL {THICK_MM:g}MM",
+    "coronal": "COR MPR",
+    "localizer": "TOPOGRAM",
+    "seg": "SEG LESION",
+    "rtstruct": "RTSTRUCT LESION",
+}
+
+
+def _corner(spec: SynthSpec) -> tuple[float, float, float]:
+    """The primary's lowest x, lowest y and highest z (mm): the volume is centred on 0."""
+    ps, t = spec.pixel_spacing, spec.slice_thickness
+    return (1 - spec.columns) * ps / 2, (1 - spec.rows) * ps / 2, (spec.slices - 1) * t / 2
+
+
+def _thick(spec: SynthSpec, index: int, ds: Dataset, vol: Volume, here: Path) -> list[Path]:
+    slabs, centres = thick_slabs(vol, spec.slice_thickness, THICK_MM)
+    x0, y0, _ = _corner(spec)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.SliceThickness = ds.SpacingBetweenSlices = _ds(THICK_MM)
+    paths = []
+    for k, z in enumerate(centres):
+        ds.SliceLocation = _ds(float(z))
+        sop = _uid(spec, index, int(ds.SeriesNumber), k)
+        paths.append(_write_image(here, ds, _stored(slabs[k]), k, sop, (x0, y0, float(z))))
+    return paths
+
+
+def _coronal(spec: SynthSpec, index: int, ds: Dataset, vol: Volume, here: Path) -> list[Path]:
+    planes = max(spec.rows, spec.slices + 1)  # more images than the axial series
+    step = (spec.rows - 1) * spec.pixel_spacing / (planes - 1)
+    images = coronal_planes(vol, planes)
+    x0, y0, top = _corner(spec)
+    ds.ImageType = ["DERIVED", "SECONDARY", "REFORMATTED"]
+    ds.ImageOrientationPatient = CORONAL
+    ds.PixelSpacing = [_ds(spec.slice_thickness), _ds(spec.pixel_spacing)]
+    ds.Rows, ds.Columns = spec.slices, spec.columns
+    ds.SliceThickness = ds.SpacingBetweenSlices = _ds(step)
+    paths = []
+    for k in range(planes):
+        sop = _uid(spec, index, int(ds.SeriesNumber), k)
+        paths.append(_write_image(here, ds, _stored(images[k]), k, sop, (x0, y0 + k * step, top)))
+    return paths
+
+
+def _topogram(spec: SynthSpec, index: int, ds: Dataset, vol: Volume, here: Path) -> list[Path]:
+    """One projection image, coronal like an AP scout, over the primary's extent."""
+    x0, _, top = _corner(spec)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    ds.ImageOrientationPatient = CORONAL
+    ds.PixelSpacing = [_ds(spec.slice_thickness), _ds(spec.pixel_spacing)]
+    ds.Rows, ds.Columns = spec.slices, spec.columns
+    del ds.SliceThickness, ds.SpacingBetweenSlices  # a projection has no slice
+    sop = _uid(spec, index, int(ds.SeriesNumber), 0)
+    return [_write_image(here, ds, _stored(projection(vol)), 0, sop, (x0, 0.0, top))]
+
+
+def _annotation(
+    spec: SynthSpec,
+    index: int,
+    kind: str,
+    ds: Dataset,
+    primary: Sequence[Path],
+    truth: LesionTruth,
+    path: Path,
+) -> Path:
+    from radflow.synth_annotations import AnnotationHeader, write_rtstruct, write_seg
+
+    number = int(ds.SeriesNumber)
+    head = AnnotationHeader(
+        series_uid=str(ds.SeriesInstanceUID),
+        sop_uid=_uid(spec, index, number, 0),
+        dimension_uid=_uid(spec, index, number, "dimension"),
+        series_number=number,
+        description=str(ds.SeriesDescription),
+        creator=_PHYSICIANS[int(_chance(spec, index, "reader") * len(_PHYSICIANS))],
+        date=str(ds.SeriesDate),
+        time=str(ds.SeriesTime),
+    )
+    sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in primary]
+    write = write_seg if kind == "seg" else write_rtstruct
+    return write(path, sources, truth.mask(), head)

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from radflow.cli import app
 from radflow.dicom.deid import DeidConfig, Deidentifier
 from radflow.errors import ConfigError, QuarantineError
+from radflow.imaging.read import read_series
 from radflow.imaging.roi import lesion_mask
 from radflow.synth import CT_IMAGE_STORAGE, SynthSpec, SynthStudy, realistic, synthesize
 
@@ -188,12 +189,14 @@ def test_coronal_reformat_is_derived_and_has_more_images(
             assert z == float(primary[-1].ImagePositionPatient[2])  # the top row is the top slice
             # With one plane per primary row, the reformat is the primary's pixels re-sliced.
             assert np.array_equal(ds.pixel_array, axial[::-1, j, :])
-    # SimpleITK sees a coronal volume: its slice normal is +y.
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([str(p) for p in _files(studies[0], "coronal")])
-    image = reader.Execute()
+    # radflow's reader sees a coronal volume (slice normal +y) in the primary's space:
+    # resampled onto the primary's grid it is the primary, voxel for voxel.
+    image = read_series(_files(studies[0], "coronal"))
     assert image.GetSize() == (SMALL.columns, SMALL.slices, SMALL.rows)
     np.testing.assert_allclose(image.GetDirection(), [1, 0, 0, 0, 0, 1, 0, -1, 0], atol=1e-9)
+    primary = read_series(_files(studies[0], "axial"))
+    back = sitk.Resample(image, primary, sitk.Transform(), sitk.sitkNearestNeighbor, -2000.0)
+    assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(primary))
 
 
 def test_thick_recon_is_five_mm_axial(made: tuple[Path, list[SynthStudy]]) -> None:
@@ -215,6 +218,10 @@ def test_thick_recon_is_five_mm_axial(made: tuple[Path, list[SynthStudy]]) -> No
         hu = np.stack([p.pixel_array.astype(float) for p in primary])
         expected = np.tensordot([0.1, 0.4, 0.4, 0.1], hu[4:8], axes=1)
         assert np.abs(slabs[2].pixel_array - expected).max() <= 1 + 1e-9
+        image = read_series(paths)
+        assert image.GetSize() == (SMALL.columns, SMALL.rows, 5)
+        np.testing.assert_allclose(image.GetSpacing(), (0.9, 0.9, 5.0))
+        np.testing.assert_allclose(image.GetOrigin(), (-21.15, -21.15, -10.0))
 
 
 def test_seg_is_the_lesion_on_the_primary_grid(made: tuple[Path, list[SynthStudy]]) -> None:
