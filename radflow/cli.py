@@ -141,9 +141,46 @@ def synth(
     studies: Annotated[int, typer.Option(min=1)] = 10,
     seed: Annotated[int, typer.Option()] = 0,
     size: Annotated[str, typer.Option(help="ROWSxCOLUMNSxSLICES, e.g. 512x512x100.")] = "64x64x48",
+    realistic: Annotated[
+        bool,
+        typer.Option(
+            help="Studies like real ones: a topogram in every study, a coronal reformat and a "
+            "5 mm recon in half, a SEG or RTSTRUCT of the lesion in 4 of 5, a soft-tissue "
+            "lesion in half. The options below change single parts of this mix."
+        ),
+    ] = False,
+    localizers: Annotated[
+        float | None, typer.Option(help="Share of studies with a 1-image topogram (LOCALIZER).")
+    ] = None,
+    reformats: Annotated[
+        float | None, typer.Option(help="Share of studies with a coronal reformat (DERIVED).")
+    ] = None,
+    thick_recons: Annotated[
+        float | None, typer.Option(help="Share of studies with a second axial series, 5 mm.")
+    ] = None,
+    annotations: Annotated[
+        str | None,
+        typer.Option(help="Annotation kinds to write, e.g. seg,rtstruct ('' for none)."),
+    ] = None,
+    annotated: Annotated[
+        float | None, typer.Option(help="Share of studies annotated (default 1; 0.8 realistic).")
+    ] = None,
+    soft_tissue_lesions: Annotated[
+        float | None,
+        typer.Option(help="Share of studies whose lesion is 20-40 HU: no threshold rule finds it."),
+    ] = None,
 ) -> None:
-    """Write synthetic CT studies (with fake PHI) as DICOM, and OUT/labels.csv."""
+    """Write synthetic CT studies (with fake PHI) as DICOM, and OUT/labels.csv.
+
+    Default: one axial series per study; one study in three has a second, moved one.
+    The realism options add what real deliveries hold (topograms, coronal reformats,
+    5 mm recons, a SEG or RTSTRUCT outlining the lesion, soft-tissue lesions) and
+    OUT/truth.csv: per study the lesion's kind and exact voxel count, annotation, series.
+    """
+    from dataclasses import replace
+
     from radflow.synth import SynthSpec, synthesize
+    from radflow.synth import realistic as realistic_mix
 
     def body() -> None:
         try:
@@ -151,6 +188,14 @@ def synth(
         except ValueError:
             raise RadflowError(f"bad --size {size!r}", hint="use ROWSxCOLUMNSxSLICES") from None
         spec = SynthSpec(studies=studies, rows=rows, columns=cols, slices=slices, seed=seed)
+        spec = realistic_mix(spec) if realistic else spec
+        finer: dict[str, Any] = {
+            "localizers": localizers, "reformats": reformats, "thick_recons": thick_recons,
+            "annotated": annotated, "soft_tissue_lesions": soft_tissue_lesions,
+            "annotations": None if annotations is None
+            else tuple(k.strip() for k in annotations.split(",") if k.strip()),
+        }  # fmt: skip
+        spec = replace(spec, **{k: v for k, v in finer.items() if v is not None})
         written = synthesize(out, out / "labels.csv", spec)
         typer.echo(f"wrote {len(written)} studies to {out} and labels to {out / 'labels.csv'}")
 
