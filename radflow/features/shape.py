@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from scipy.spatial import ConvexHull, QhullError
+from scipy.spatial.distance import cdist
 from skimage.measure import marching_cubes
 
 __all__ = ["SHAPE_FEATURES", "Mesh", "max_distance", "shape_features", "surface_mesh"]
@@ -63,7 +64,7 @@ SHAPE_FEATURES: tuple[str, ...] = (
     "Flatness",
 )
 
-_BLOCK = 2048  # rows of the pairwise-distance block: 2048 x n doubles at a time
+_BLOCK_ENTRIES = 1 << 22  # distances held at once when comparing points (32 MiB)
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,9 @@ def max_distance(points: npt.ArrayLike) -> float:
         with contextlib.suppress(QhullError):
             p = p[ConvexHull(p).vertices]
     best = 0.0
-    for start in range(0, len(p), _BLOCK):
-        block = p[start : start + _BLOCK]
-        d2 = ((block[:, None, :] - p[None, :, :]) ** 2).sum(axis=2)
-        best = max(best, float(d2.max()))
+    rows = max(1, _BLOCK_ENTRIES // len(p))
+    for start in range(0, len(p), rows):
+        best = max(best, float(cdist(p[start : start + rows], p, "sqeuclidean").max()))
     return math.sqrt(best)
 
 
