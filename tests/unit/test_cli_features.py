@@ -1,4 +1,5 @@
-"""`radflow features IMAGE --mask MASK [--label N] [--json]` on pyradiomics' real lung1 CT."""
+"""`radflow features IMAGE --mask MASK [--label N] [--json]` on real files: pyradiomics'
+lung1 CT (NRRD) and pydicom's CT5N series (a DICOM folder)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from support.realdata import pyradiomics_baseline, pyradiomics_case
+from support.realdata import pydicom_file, pyradiomics_baseline, pyradiomics_case
 from typer.testing import CliRunner
 
 from radflow.cli import app
+from radflow.features.inputs import load_image
 
 runner = CliRunner()
 
@@ -113,3 +115,23 @@ def test_a_missing_file_is_named(lung1: tuple[Path, Path], tmp_path: Path) -> No
         f"error: no MASK at {tmp_path / 'nope.nii.gz'}",
         "hint: give a .nii(.gz), .nrrd/.nhdr or a DICOM folder",
     ]
+
+
+def test_a_dicom_series_folder_with_a_nifti_mask(tmp_path: Path) -> None:
+    """pydicom's real 5-slice CT series as IMAGE, a NIfTI label map written on its grid."""
+    folder = pydicom_file("dicomdirtests/98892001/CT5N/2062").parent
+    image = load_image(folder)
+    labels = np.zeros((5, 16, 16), np.uint8)
+    labels[1:4, 4:10, 5:12] = 1  # 126 voxels
+    mask = sitk.GetImageFromArray(labels)
+    mask.CopyInformation(image)
+    sitk.WriteImage(mask, str(tmp_path / "roi.nii.gz"))
+    result = runner.invoke(
+        app, ["features", str(folder), "--mask", str(tmp_path / "roi.nii.gz"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    values = json.loads(result.stdout)
+    voxel = math.prod(image.GetSpacing())
+    assert values["original_shape_VoxelVolume"] / voxel == pytest.approx(126, abs=1e-9)
+    inside = sitk.GetArrayFromImage(image)[labels == 1].astype(np.float64)
+    assert values["original_firstorder_Mean"] == pytest.approx(float(inside.mean()), rel=1e-9)
