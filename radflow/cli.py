@@ -10,6 +10,7 @@ Prefect is imported only inside the commands that run flows, after the environme
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -510,6 +511,71 @@ def stop(
 
     stopped = runtime_stack.stop(home)
     typer.echo(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command()
+def features(
+    image: Annotated[
+        Path, typer.Argument(help="NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or a DICOM folder.")
+    ],
+    mask: Annotated[
+        Path, typer.Option(help="Label map on IMAGE's grid, in any of IMAGE's formats.")
+    ],
+    label: Annotated[
+        int | None, typer.Option(help="The label to describe (default: the only one).")
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print one JSON object, feature -> value (NaN as null)."),
+    ] = False,
+) -> None:
+    """Radiomics features (pyradiomics' names and defaults) of one region of an image, with
+    the feature stage's settings (RADFLOW_FEATURES__BIN_WIDTH)."""
+
+    def body() -> tuple[dict[str, float], int, float]:
+        import numpy as np
+        import SimpleITK as sitk
+
+        from radflow.config import load_settings
+        from radflow.features.inputs import crop_to_mask, load_image, load_mask
+        from radflow.features.radiomics import extract
+
+        for what, path in (("IMAGE", image), ("MASK", mask)):
+            if not path.exists():
+                raise NotFoundError(
+                    f"no {what} at {path}", hint="give a .nii(.gz), .nrrd/.nhdr or a DICOM folder"
+                )
+        params = load_settings().features
+        pixels = load_image(image)
+        region = load_mask(mask, pixels, label)
+        voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(region)))
+        pixels, region = crop_to_mask(pixels, region)
+        return extract(pixels, region, bin_width=params.bin_width), voxels, params.bin_width
+
+    values, voxels, bin_width = _run(body)
+    if as_json:
+        finite = {k: (v if math.isfinite(v) else None) for k, v in values.items()}
+        typer.echo(json.dumps(finite, indent=1, sort_keys=True))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"{voxels} voxels, bin width {bin_width:g}")
+    order = ("firstorder", "shape", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
+    classes: dict[str, list[tuple[str, float]]] = {family: [] for family in order}
+    for name, value in values.items():
+        _, family, feature = name.split("_", 2)
+        classes.setdefault(family, []).append((feature, value))
+    for family, rows in classes.items():
+        if not rows:
+            continue
+        table = Table(title=family, title_justify="left", show_header=False)
+        table.add_column("feature")
+        table.add_column("value", justify="right")
+        for feature, value in rows:
+            table.add_row(feature, f"{value:.6g}")
+        console.print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover
