@@ -78,14 +78,20 @@ define run-pytest
 	$(PYTEST) $(1); rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests" >&2; exit $$rc
 endef
 
+# Both cores: pytest-xdist gives each worker whole modules (`loadscope`), so a module's
+# fixtures are built once. The stack tier (servers, subprocesses, browsers, latency and
+# memory bounds) runs alone afterwards, on a machine nothing else in the suite competes for.
+XDIST := -n 2 --dist loadscope
+
 # The whole suite: unit, flow (real Prefect runs in process) and stack (servers, subprocesses,
 # browsers, PostgreSQL).
 pytest: $(VENV)/.installed-dev test-deps test-data
-	$(call run-pytest)
+	$(call run-pytest,$(XDIST) -m "not stack")
+	$(call run-pytest,-m stack)
 
 # The unit tier alone: what `make check` runs.
 unit: $(VENV)/.installed-dev test-data
-	$(call run-pytest,-m "not flow and not stack")
+	$(call run-pytest,$(XDIST) -m "not flow and not stack")
 
 test: test-deps lint typecheck pytest
 

@@ -181,6 +181,18 @@ class CNNSettings(BaseModel, frozen=True):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class RoiSelection(BaseModel, frozen=True):
+    """Which segment of a study's annotation (SEG, RTSTRUCT, label map) is the region of
+    interest: by label (case-insensitive), number or code ("<scheme>:<value>"), all given
+    ones must match; none given: the lowest-numbered segment (SEG segment 1, the first
+    ROI, label 1). `tolerance_mm`: how far an annotation may lie off the series' grid."""
+
+    label: str | None = None
+    number: int | None = Field(None, ge=0)
+    code: str | None = Field(None, pattern=r"^[^:\s]+:\S+$")
+    tolerance_mm: float = Field(0.5, gt=0, le=5)
+
+
 Candidate = Literal["lr", "rf", "gb", "cnn"]
 
 
@@ -250,6 +262,7 @@ class Settings(BaseSettings):
     preprocess: PreprocessParams = PreprocessParams()
     features: FeatureParams = FeatureParams()
     train: TrainSettings = TrainSettings()
+    roi_segment: RoiSelection = RoiSelection()
     stage_tags: bool = Field(
         True,
         description="a `stage:<name>` tag on every task run, to filter by in the UI; Prefect 3.8"

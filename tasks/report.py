@@ -24,7 +24,8 @@ def _link(html: str, score_key: str) -> None:
             f"{'positive' if score.positive else 'negative'}), "
             f"model {score.model_id}.\n\n"
             f"Reports in `{lake().url}{folder}/`: `study.html`, `study.pdf`, "
-            f"`sr.dcm` (DICOM SR), `report-pdf.dcm` (Encapsulated PDF)."
+            f"`sr.dcm` (DICOM SR), `report-pdf.dcm` (Encapsulated PDF), "
+            f"`seg.dcm` (DICOM SEG of the ROI)."
         ),
         description="radflow study report (research use only)",
     )

@@ -72,6 +72,7 @@ GLCM_FEATURES: tuple[str, ...] = (
     "Imc1",
     "Imc2",
     "Idm",
+    "MCC",
     "Idmn",
     "Id",
     "Idn",
@@ -149,7 +150,7 @@ def _average(per_direction: dict[str, FloatArray], prefix: str) -> dict[str, flo
 
 
 def glcm_features(levels: npt.ArrayLike, n_levels: int) -> dict[str, float]:
-    """The 23 pyradiomics GLCM features (`original_glcm_*`), averaged over the directions.
+    """The 24 pyradiomics GLCM features (`original_glcm_*`), averaged over the directions.
 
     Takes the same `levels`/`n_levels` as `glcm_matrices`. Directions without any pair are left
     out; if no direction has a pair (an ROI of one voxel), every feature is NaN.
@@ -211,6 +212,7 @@ def glcm_features(levels: npt.ArrayLike, n_levels: int) -> dict[str, float]:
     inv_var_weights[1:] = 1.0 / k_diff[1:] ** 2
 
     values: dict[str, FloatArray] = {
+        "MCC": _mcc(p, px, py),
         "Autocorrelation": autocorrelation,
         "JointAverage": ux,
         "ClusterProminence": (p * centred**4).sum(axis=(1, 2)),
@@ -236,6 +238,24 @@ def glcm_features(levels: npt.ArrayLike, n_levels: int) -> dict[str, float]:
         "SumSquares": (p * (i[None] - ux[:, None, None]) ** 2).sum(axis=(1, 2)),
     }
     return _average(values, _GLCM)
+
+
+def _mcc(p: FloatArray, px: FloatArray, py: FloatArray) -> FloatArray:
+    """Maximal correlation coefficient per direction: sqrt of the second-largest eigenvalue of
+    Q(i, j) = sum_k p(i, k) p(j, k) / (px(i) py(k)).
+
+    Q = D^-1/2 B B^T D^1/2 with B(i, k) = p(i, k) / sqrt(px(i) py(k)) (D = diag(px)), so its
+    eigenvalues are the squared singular values of B and MCC is B's second singular value: a
+    symmetric, real computation instead of the eigenvalues of the non-symmetric Q. Rows and
+    columns of empty grey levels are zero and add only zero singular values. One grey level
+    (a flat region) has no second eigenvalue: 1, pyradiomics' choice.
+    """
+    if p.shape[1] < 2:
+        return np.ones(p.shape[0])
+    scale = np.sqrt(px[:, :, None] * py[:, None, :])
+    b = np.divide(p, scale, out=np.zeros_like(p), where=scale > 0)
+    singular = np.linalg.svd(b, compute_uv=False)  # (A, Ng), descending
+    return np.asarray(singular[:, 1], dtype=np.float64)
 
 
 def _runs(padded: npt.NDArray[np.int32], d: tuple[int, int, int]) -> tuple[IntArray, IntArray]:

@@ -67,7 +67,9 @@ def _object_table() -> dict[str, tuple[str, str]]:
     return table
 
 
-OBJECT_SOP_CLASSES = _object_table()
+# SOP classes newer than pydicom's dictionary (3.0): DICOM 2024c's LABELMAP segmentations.
+_NEWER_OBJECTS = {"1.2.840.10008.5.1.4.1.1.66.7": ("SEG", "Label Map Segmentation Storage")}
+OBJECT_SOP_CLASSES = {**_NEWER_OBJECTS, **_object_table()}
 # Modalities whose images are projections: one image per view, never a 3-D stack.
 PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "IO", "PX", "RG"})
 # The rules in the order they are applied; a series is dropped by the first it fails.

@@ -124,6 +124,28 @@ def _row_resample_indices(n: int, rng: np.random.Generator) -> NDArray[np.intp]:
     return rng.integers(0, n, size=n).astype(np.intp)
 
 
+def _weighted_aucs(
+    y: NDArray[np.int_], p: NDArray[np.float64], counts: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """The ROC AUC of every resample at once, resamples with a single class left out.
+
+    roc_auc_score per resample dominated a training's time (1000 calls); with rows weighted
+    by how often they were drawn, the AUC is the Mann-Whitney statistic: the weighted share
+    of (positive, negative) pairs ranked correctly, ties counting a half, as roc_auc_score
+    counts them.
+    """
+    _, tie_group = np.unique(p, return_inverse=True)
+    one_hot = np.zeros((p.size, int(tie_group.max()) + 1))
+    one_hot[np.arange(p.size), tie_group.ravel()] = 1.0
+    positives = (counts * (y == 1)) @ one_hot  # resample x tie group, ascending score
+    negatives = (counts * (y == 0)) @ one_hot
+    below = np.cumsum(negatives, axis=1) - negatives
+    pairs = positives.sum(axis=1) * negatives.sum(axis=1)
+    both = pairs > 0
+    won = (positives * (below + 0.5 * negatives)).sum(axis=1)
+    return np.asarray(won[both] / pairs[both], dtype=np.float64)
+
+
 def bootstrap_auc_ci(
     y_true: ArrayLike,
     proba: ArrayLike,
@@ -142,14 +164,13 @@ def bootstrap_auc_ci(
     if n_boot < 1:
         raise ValueError(f"n_boot must be positive, got {n_boot}")
     rng = np.random.default_rng(seed)
-    aucs: list[float] = []
-    for _ in range(n_boot):
+    # How often each row is drawn in each resample (one row per resample).
+    counts = np.empty((n_boot, y.size), dtype=np.float64)
+    for b in range(n_boot):
         idx = _row_resample_indices(y.size, rng) if g is None else _group_resample_indices(g, rng)
-        y_b = y[idx]
-        if y_b.min() == y_b.max():
-            continue
-        aucs.append(float(roc_auc_score(y_b, p[idx])))
-    if not aucs:
+        counts[b] = np.bincount(idx, minlength=y.size)
+    aucs = _weighted_aucs(y, p, counts)
+    if aucs.size == 0:
         raise ValueError("every bootstrap resample had a single class; no CI")
     lo, hi = np.percentile(aucs, [2.5, 97.5])
     return float(lo), float(hi)

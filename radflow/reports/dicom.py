@@ -1,6 +1,7 @@
 """DICOM results a PACS can take back: a Comprehensive SR (TID 1500 measurement report) with
-the score, the threshold and the model, and an Encapsulated PDF of the study report. Both go
-into new series of the de-identified study (same StudyInstanceUID, same pseudonymous patient).
+the score, the threshold and the model (and, when the ROI was written as a SEG, the segment and
+its volume), and an Encapsulated PDF of the study report. Both go into new series of the
+de-identified study (same StudyInstanceUID, same pseudonymous patient).
 
 UIDs are name-based (UUID v5 under 2.25) on the score's key, and dates come from the report,
 so the same score gives the same bytes.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import highdicom as hd
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -42,11 +44,22 @@ _STUDY_ATTRIBUTES = (
 )
 
 
+@dataclass(frozen=True)
+class SegmentedRoi:
+    """The ROI as a segment of a SEG instance, and its volume: what the SR's volumetric
+    measurement group (TID 1411) refers to and measures."""
+
+    seg: Dataset  # the Segmentation instance (its SOP Class and Instance UIDs are referenced)
+    segment_number: int
+    source_series_uid: str  # the series the segmentation was made on
+    volume_mm3: float
+
+
 def name_uid(*parts: str) -> str:
     return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, '/'.join(('radflow', *parts))).int}"
 
 
-def _dated(ds: Dataset, date: str) -> Dataset:
+def dated(ds: Dataset, date: str) -> Dataset:
     """highdicom stamps the wall clock; the report's date replaces it."""
     for keyword in ("ContentDate", "SeriesDate", "InstanceCreationDate"):
         if keyword in ds:
@@ -60,9 +73,13 @@ def _dated(ds: Dataset, date: str) -> Dataset:
     return ds
 
 
-def score_sr(facts: StudyFacts, evidence: Sequence[Dataset], key: str) -> Dataset:
+def score_sr(
+    facts: StudyFacts, evidence: Sequence[Dataset], key: str, roi: SegmentedRoi | None = None
+) -> Dataset:
     """A Comprehensive SR: one measurement group, tracked by the study pseudonym, holding the
-    score and the threshold, with the model as the algorithm (TID 4019)."""
+    score and the threshold, with the model as the algorithm (TID 4019); with `roi`, a second,
+    volumetric group (TID 1411) that references the ROI's segment and holds its volume. The
+    SEG then joins the evidence."""
     algorithm = hd.sr.AlgorithmIdentification(name=facts.model_id, version=facts.model_version)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
@@ -83,10 +100,17 @@ def score_sr(facts: StudyFacts, evidence: Sequence[Dataset], key: str) -> Datase
             uid=name_uid("device", facts.model_id), name="radflow", model_name=facts.model_id
         ),
     )
+    groups: list[
+        hd.sr.MeasurementsAndQualitativeEvaluations
+        | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+    ] = [group]
+    if roi is not None:
+        groups.append(_roi_group(roi, key))
+        evidence = [*evidence, roi.seg]
     content = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.LN.CTUnspecifiedBodyRegion,
-        imaging_measurements=[group],
+        imaging_measurements=groups,
     )
     sr = hd.sr.ComprehensiveSR(
         evidence=list(evidence),
@@ -99,7 +123,34 @@ def score_sr(facts: StudyFacts, evidence: Sequence[Dataset], key: str) -> Datase
         is_complete=True,
         series_description="radflow score (research use only)",
     )
-    return _dated(sr, facts.report_date)
+    return dated(sr, facts.report_date)
+
+
+def _roi_group(
+    roi: SegmentedRoi, key: str
+) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+    """TID 1411: the ROI by reference to its segment (and the series it was made on), and its
+    volume in mm3, made by radflow (the ROI's own maker is in the SEG's segment)."""
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=name_uid(key, "roi-tracking"), identifier="radflow ROI"
+        ),
+        referenced_segment=hd.sr.ReferencedSegment(
+            sop_class_uid=roi.seg.SOPClassUID,
+            sop_instance_uid=roi.seg.SOPInstanceUID,
+            segment_number=roi.segment_number,
+            source_series=hd.sr.SourceSeriesForSegmentation(roi.source_series_uid),
+        ),
+        finding_type=codes.SCT.Lesion,
+        algorithm_id=hd.sr.AlgorithmIdentification(name="radflow", version=__version__),
+        measurements=[
+            hd.sr.Measurement(
+                name=codes.SCT.Volume,
+                value=round(roi.volume_mm3, 3),
+                unit=codes.UCUM.CubicMillimeter,
+            )
+        ],
+    )
 
 
 def encapsulated_pdf(facts: StudyFacts, pdf: bytes, evidence: Dataset, key: str) -> Dataset:

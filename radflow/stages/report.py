@@ -1,5 +1,5 @@
-"""Report: a scored study -> its HTML, PDF and DICOM reports; a registered model -> its page.
-Both in `reports/<v>/<hash>/`."""
+"""Report: a scored study -> its HTML, PDF and DICOM reports (an SR, a SEG of the ROI and an
+Encapsulated PDF); a registered model -> its page. Both in `reports/<v>/<hash>/`."""
 
 from __future__ import annotations
 
@@ -7,22 +7,26 @@ import tempfile
 from pathlib import Path
 
 import pydicom
-from pydicom.dataset import Dataset
 
 from radflow.config import Settings
+from radflow.errors import QuarantineError
+from radflow.imaging.grid import Grid, mask_on_grid
+from radflow.imaging.read import plan_series
 from radflow.keys import address as content_address
 from radflow.lake import STUDY_HTML, Lake
-from radflow.lake.records import Decision
+from radflow.lake.records import Decision, Geometry, VolumeQC
 from radflow.models.plots import calibration_png, confusion_png, pr_png, roc_png
-from radflow.reports.dicom import encapsulated_pdf, score_sr
+from radflow.reports.dicom import SegmentedRoi, encapsulated_pdf, score_sr
 from radflow.reports.facts import StudyFacts, report_date, selection_rows
 from radflow.reports.html import model_report, study_report
 from radflow.reports.images import key_image_png
 from radflow.reports.pdf import study_report_pdf
+from radflow.reports.seg import ROI_SEGMENT, roi_seg, roi_volume_mm3
 
 NAME = "report"
 STUDY_PDF = "study.pdf"
 SR_DICOM = "sr.dcm"
+SEG_DICOM = "seg.dcm"
 PDF_DICOM = "report-pdf.dcm"
 
 
@@ -38,21 +42,41 @@ def run(lake: Lake, settings: Settings, score: str) -> str:
     return write_study_report(lake, score)
 
 
-def _evidence(lake: Lake, deid: str, primary: str | None, tmp: Path) -> Dataset:
-    """One de-identified instance of the primary series (the volume's selection; for a
-    volume without one, most instances, then the first series UID): the SR's evidence and
-    the source of the patient and study modules of both DICOM outputs."""
-    if primary is None:
-        manifest = lake.manifest(deid)
-        primary = sorted(manifest.series, key=lambda s: (-s.instances, s.series_uid))[0].series_uid
-    path = tmp / "evidence.dcm"
-    lake.download(lake.instances(deid, primary)[0], path)
-    return pydicom.dcmread(path, stop_before_pixels=True)
+def primary_series(
+    lake: Lake, deid: str, native: Geometry, folder: Path, primary: str | None = None
+) -> tuple[str, Grid, list[Path]]:
+    """The de-identified series the volume was built from: `primary` when the QC record's
+    selection names it, else found by its geometry (`native`, from the headers alone); its
+    UID, its grid as its headers give it (unrounded), and its files downloaded into `folder`.
+
+    Without a name, series with as many instances as the volume has slices are tried first;
+    series on one grid go in the manifest's order."""
+    want = Grid.of(native.size, native.spacing_mm, native.origin_mm, native.direction)
+    entries = sorted(lake.manifest(deid).series, key=lambda s: s.instances != want.size[2])
+    if primary is not None:
+        entries = [e for e in entries if e.series_uid == primary]
+    for n, entry in enumerate(entries):
+        paths = lake.download_series(deid, entry.series_uid, folder / f"series-{n}")
+        try:
+            plan = plan_series(paths)
+        except QuarantineError:
+            continue  # not an image series that reads as a volume: not the primary
+        grid = Grid.of(plan.size, plan.spacing, plan.origin, plan.direction)
+        if grid.matches(want):
+            return entry.series_uid, grid, paths
+    raise QuarantineError(
+        "primary series not found",
+        "no series of the de-identified study has the volume's native geometry",
+    )
 
 
-def study_facts(lake: Lake, score: str) -> tuple[StudyFacts, str, str | None]:
-    """What the study's reports say, the de-identified study they belong to, and its
-    primary series (None for a volume without a selection)."""
+def _roi_source(qc: VolumeQC) -> str:
+    """Where the volume's ROI came from; every ROI is the rule's until the QC record says."""
+    return str(getattr(qc, "roi_source", None) or "rule")
+
+
+def study_facts(lake: Lake, score: str) -> tuple[StudyFacts, str]:
+    """What the study's reports say, and the de-identified study they belong to."""
     result = lake.score(score)
     row = lake.feature_row(result.features)
     qc = lake.qc(result.volume)
@@ -87,23 +111,36 @@ def study_facts(lake: Lake, score: str) -> tuple[StudyFacts, str, str | None]:
         ),
         registration_png=lake.registration_png(result.volume),
     )
-    return facts, row.deid, qc.selection.primary if qc.selection else None
+    return facts, row.deid
 
 
 def write_study_report(lake: Lake, score: str) -> str:
-    """HTML and PDF reports, a DICOM SR and an Encapsulated PDF in `reports/<v>/<hash>/`; the
-    HTML is written last, so its presence means the set is complete. Returns the HTML's key."""
+    """HTML and PDF reports, a DICOM SR, a SEG of the ROI and an Encapsulated PDF in
+    `reports/<v>/<hash>/`; the HTML is written last, so its presence means the set is complete.
+    Returns the HTML's key."""
     out = study_report_address(score)
     html = f"{out}/{STUDY_HTML}"
     if lake.has(html):
         return html
-    facts, deid, primary = study_facts(lake, score)
+    facts, deid = study_facts(lake, score)
+    volume = lake.score(score).volume
+    qc = lake.qc(volume)
     pdf = study_report_pdf(facts)
     with tempfile.TemporaryDirectory(prefix="radflow-report-") as tmp_name:
         tmp = Path(tmp_name)
-        evidence = _evidence(lake, deid, primary, tmp)
+        named = qc.selection.primary if qc.selection is not None else None
+        series_uid, native, paths = primary_series(lake, deid, qc.native, tmp, named)
+        sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+        mask = mask_on_grid(lake.image(volume, "mask"), native)
+        seg = roi_seg(
+            mask, sources, key=out, roi_source=_roi_source(qc), content_date=facts.report_date
+        )
+        roi = SegmentedRoi(seg, ROI_SEGMENT, series_uid, roi_volume_mm3(mask))
+        # The SR's evidence and the source of both outputs' patient and study modules.
+        evidence = sources[0]
         for name, ds in (
-            (SR_DICOM, score_sr(facts, [evidence], out)),
+            (SEG_DICOM, seg),
+            (SR_DICOM, score_sr(facts, [evidence], out, roi)),
             (PDF_DICOM, encapsulated_pdf(facts, pdf, evidence, out)),
         ):
             ds.save_as(tmp / name, enforce_file_format=True)

@@ -87,6 +87,7 @@ def test_report_rebuilds_a_studys_reports_once(
         "study.pdf",
         "sr.dcm",
         "report-pdf.dcm",
+        "seg.dcm",
     ]
     stamps = {k: (lake / k).stat().st_mtime_ns for k in out["reports"]}
     again = runner.invoke(app, ["report", study, "--json"])

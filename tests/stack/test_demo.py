@@ -1,7 +1,7 @@
 """`radflow demo` as a user runs it: a fresh process, no server, no bucket, no network.
 
-Cold, then warm on the same workdir (Cached, nothing rewritten), then cold again in another
-workdir with the same seed and secret: the lake must be byte-identical.
+Cold, then warm on the same workdir (Cached, nothing rewritten) and, at the same time, cold
+again in another workdir with the same seed and secret: the lake must be byte-identical.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ pytestmark = pytest.mark.stack
 STUDIES = "10"
 
 
-def _demo(workdir: Path) -> subprocess.CompletedProcess[str]:
+def _start(workdir: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    return subprocess.run(
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -34,11 +34,22 @@ def _demo(workdir: Path) -> subprocess.CompletedProcess[str]:
             STUDIES,
         ],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
-        check=False,
     )
+
+
+def _finish(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        stdout, stderr = process.communicate(timeout=600)
+    finally:
+        process.kill()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _demo(workdir: Path) -> subprocess.CompletedProcess[str]:
+    return _finish(_start(workdir))
 
 
 def _lake(workdir: Path) -> dict[str, tuple[int, bytes]]:
@@ -64,17 +75,19 @@ def test_demo_cold_warm_and_reproducible(tmp_path: Path) -> None:
     assert "models/champion.json" in lake
     assert (first / "secret.key").stat().st_mode & 0o077 == 0
 
+    # The warm rerun and a second cold run are independent: one on each core.
+    second = tmp_path / "second"
+    second.mkdir()
+    shutil.copy2(first / "secret.key", second / "secret.key")
+    running = _start(second)
     warm = _demo(first)
+    again = _finish(running)
     assert warm.returncode == 0, warm.stdout[-3000:] + warm.stderr[-3000:]
     log = warm.stdout + warm.stderr
     assert log.count("Cached(type=COMPLETED)") >= 4 * int(STUDIES)
     assert "Finished in state Completed()" in log  # only uncached bookkeeping tasks
     assert _lake(first) == lake  # nothing rewritten or touched
 
-    second = tmp_path / "second"
-    second.mkdir()
-    shutil.copy2(first / "secret.key", second / "secret.key")
-    again = _demo(second)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     first_bytes = {k: v[1] for k, v in lake.items()}
     second_bytes = {k: v[1] for k, v in _lake(second).items()}

@@ -83,7 +83,7 @@ def _no_phi(data: str | bytes, phi: set[str]) -> None:
 
 def test_report_set_is_complete(scored: Scored) -> None:
     names = sorted(p.name for p in scored.folder.iterdir())
-    assert names == ["report-pdf.dcm", "sr.dcm", "study.html", "study.pdf"]
+    assert names == ["report-pdf.dcm", "seg.dcm", "sr.dcm", "study.html", "study.pdf"]
 
 
 def test_html_has_the_score_the_model_and_no_phi(scored: Scored) -> None:

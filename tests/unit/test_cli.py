@@ -108,3 +108,15 @@ def test_register_writes_a_transform_that_undoes_a_known_motion(tmp_path: Path) 
     assert tre < 1.0
     assert (tmp_path / "moved.nii.gz").exists()
     assert (tmp_path / "qc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_bad_masks_csv_stops_ingest_before_anything_runs(tmp_path: Path) -> None:
+    masks = tmp_path / "masks.csv"
+    masks.write_bytes(b"\xef\xbb\xbfstudy_uid,path\n1.2.3,mask.nii.gz\n")
+    result = runner.invoke(app, ["ingest", str(tmp_path), "--masks", str(masks)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert lines == [
+        "error: masks CSV line 1: the file starts with a byte-order mark",
+        "hint: save it as plain CSV, not Excel's 'CSV UTF-8'",
+    ]

@@ -91,14 +91,15 @@ def test_bins_follow_pyradiomics_edges_with_negative_values() -> None:
 
 
 def test_sphere_shape() -> None:
+    """`shape` reads the mask's grid; the mesh itself is tested in test_shape.py."""
     radius = 10
     s = shape(_image(_sphere(radius, 2 * radius + 5)))
     assert s["original_shape_VoxelVolume"] == pytest.approx(4 / 3 * math.pi * radius**3, rel=0.05)
-    assert 0.85 <= s["original_shape_Sphericity"] <= 1.05
+    assert s["original_shape_MeshVolume"] == pytest.approx(4 / 3 * math.pi * radius**3, rel=0.05)
+    assert 0.85 <= s["original_shape_Sphericity"] <= 1.0
     assert s["original_shape_Elongation"] == pytest.approx(1.0, abs=0.02)
     assert s["original_shape_Flatness"] == pytest.approx(1.0, abs=0.02)
     assert s["original_shape_SurfaceArea"] == pytest.approx(4 * math.pi * radius**2, rel=0.1)
-    assert s["original_shape_EquivalentSphericalDiameter"] == pytest.approx(2 * radius, rel=0.05)
     # pyradiomics: 4·sqrt(largest eigenvalue); for a ball that eigenvalue is r²/5
     assert s["original_shape_MajorAxisLength"] == pytest.approx(4 * radius / math.sqrt(5), rel=0.05)
     assert all(type(v) is float for v in s.values())
@@ -107,28 +108,46 @@ def test_sphere_shape() -> None:
 def test_shape_uses_spacing_and_axis_ratios() -> None:
     box = np.zeros((6, 12, 24), np.uint8)
     box[1:5, 2:10, 2:22] = 1  # 4 × 8 × 20 voxels
-    s = shape(_image(box, spacing=2.0))
-    assert s["original_shape_VoxelVolume"] == pytest.approx(4 * 8 * 20 * 8.0)
-    # uniform box of side n: variance (n² - 1) / 12, so ratios follow the side lengths
-    assert s["original_shape_Elongation"] == pytest.approx(math.sqrt(63 / 399))
-    assert s["original_shape_Flatness"] == pytest.approx(math.sqrt(15 / 399))
+    image = _image(box)
+    image.SetSpacing((1.0, 2.0, 3.0))  # x, y, z as SimpleITK orders them
+    s = shape(image)
+    assert s["original_shape_VoxelVolume"] == pytest.approx(4 * 8 * 20 * 6.0)
+    # uniform box of side n voxels: variance (n² - 1) / 12 · spacing²
+    assert s["original_shape_MajorAxisLength"] == pytest.approx(4 * math.sqrt(399 / 12))
+    assert s["original_shape_MinorAxisLength"] == pytest.approx(4 * math.sqrt(63 / 12 * 4))
+    assert s["original_shape_LeastAxisLength"] == pytest.approx(4 * math.sqrt(15 / 12 * 9))
 
 
 def test_a_flat_region_has_zero_flatness() -> None:
-    # A disc one slice thick whose least moment SimpleITK rounds to -1.1e-16 (found by the
+    # A disc one slice thick whose least moment SimpleITK rounded to -1.1e-16 (found by the
     # load test): it used to fail on the square root.
     disc = np.zeros((5, 16, 16), np.uint8)
     yy, xx = np.mgrid[:16, :16]
     disc[2][(yy - 6) ** 2 + (xx - 7) ** 2 <= 4] = 1
     image = sitk.GetImageFromArray(disc)
     image.SetSpacing((0.9, 0.9, 1.5))
-    moments = sitk.LabelShapeStatisticsImageFilter()
-    moments.Execute(image)
-    assert min(moments.GetPrincipalMoments(1)) < 0  # the case this test is about
     s = shape(image)
     assert s["original_shape_Flatness"] == 0.0
     assert s["original_shape_LeastAxisLength"] == 0.0
     assert s["original_shape_Elongation"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_first_order_adds_total_energy_robust_deviation_and_the_voxel_shift() -> None:
+    x = np.arange(1.0, 21.0)  # 1..20: 10th percentile 2.9, 90th 18.1
+    image = _image(x.reshape(1, 4, 5), spacing=2.0)
+    mask = _image(np.ones((1, 4, 5), np.uint8), spacing=2.0)
+    f = first_order(image, mask)
+    assert f["original_firstorder_TotalEnergy"] == pytest.approx(8.0 * np.sum(x**2))
+    robust = x[(x >= 2.9) & (x <= 18.1)]  # 3..18
+    assert f["original_firstorder_RobustMeanAbsoluteDeviation"] == pytest.approx(
+        np.mean(np.abs(robust - robust.mean()))
+    )
+    shifted = first_order(image, mask, voxel_array_shift=100.0)
+    assert shifted["original_firstorder_Energy"] == pytest.approx(np.sum((x + 100) ** 2))
+    assert shifted["original_firstorder_RootMeanSquared"] == pytest.approx(
+        math.sqrt(np.mean((x + 100) ** 2))
+    )
+    assert shifted["original_firstorder_Mean"] == f["original_firstorder_Mean"]
 
 
 def test_extract_is_sorted_union() -> None:
@@ -136,8 +155,9 @@ def test_extract_is_sorted_union() -> None:
     mask = _image(_sphere(4, 12))
     features = extract(image, mask)
     assert list(features) == sorted(features)
-    # first order 16, shape 9, GLCM 23, GLRLM 16, GLSZM 16, GLDM 14, NGTDM 5
-    assert len(features) == 16 + 9 + 23 + 16 + 16 + 14 + 5
+    # pyradiomics' defaults: first order 18, shape 14, GLCM 24, GLRLM 16, GLSZM 16, GLDM 14,
+    # NGTDM 5
+    assert len(features) == 18 + 14 + 24 + 16 + 16 + 14 + 5
     families = {name.split("_")[1] for name in features}
     assert families == {"firstorder", "shape", "glcm", "glrlm", "glszm", "gldm", "ngtdm"}
     assert features["original_firstorder_Mean"] == pytest.approx(100.0)

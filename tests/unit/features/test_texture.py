@@ -137,6 +137,7 @@ def test_a_uniform_line_has_no_contrast_and_one_run() -> None:
     f = glcm_features(line, 1)
     assert f["original_glcm_Contrast"] == 0.0
     assert f["original_glcm_JointEnergy"] == pytest.approx(1.0)
+    assert f["original_glcm_MCC"] == 1.0  # one grey level: pyradiomics' value for a flat ROI
     assert f["original_glcm_JointEntropy"] == pytest.approx(0.0, abs=1e-12)
     assert f["original_glcm_MaximumProbability"] == pytest.approx(1.0)
     assert f["original_glcm_Correlation"] == 1.0
@@ -154,6 +155,28 @@ def test_a_uniform_line_has_no_contrast_and_one_run() -> None:
     assert g["original_glrlm_GrayLevelVariance"] == 0.0
 
 
+def test_mcc_of_a_2x2_checkerboard_by_hand() -> None:
+    # x/y: Q = identity (eigenvalues 1, 1), MCC 1; the diagonals hold one level only, so Q has
+    # one eigenvalue 1 and a zero one for the absent level: MCC 0.
+    assert glcm_features(CHECKER, 2)["original_glcm_MCC"] == pytest.approx(0.5)
+
+
+def test_mcc_is_the_second_eigenvalue_of_q_as_pyradiomics_defines_it() -> None:
+    """Against the definition itself, Q(i, j) = sum_k p(i, k) p(j, k) / (px(i) py(k)), whose
+    eigenvalues are taken directly (radflow takes the singular values of a symmetric form)."""
+    rng = np.random.default_rng(3)
+    levels = rng.integers(1, 6, size=(5, 6, 7))
+    counts = glcm_matrices(levels, 5)
+    expected = []
+    for c in counts:
+        p = c / c.sum()
+        px, py = p.sum(axis=1), p.sum(axis=0)
+        q = np.einsum("ik,jk->ij", p, p / py[None, :]) / px[:, None]
+        eigen = np.sort(np.linalg.eigvals(q).real)
+        expected.append(math.sqrt(eigen[-2]))
+    assert glcm_features(levels, 5)["original_glcm_MCC"] == pytest.approx(np.mean(expected))
+
+
 def test_uniform_cube_through_the_sitk_entry_point() -> None:
     values = np.full((5, 5, 5), 40.0)
     inside = np.zeros((5, 5, 5), dtype=bool)
@@ -161,6 +184,7 @@ def test_uniform_cube_through_the_sitk_entry_point() -> None:
     f = texture_features(_image(values), _mask(inside), 25.0)
     assert f["original_glcm_Contrast"] == 0.0
     assert f["original_glcm_JointEnergy"] == pytest.approx(1.0)
+    assert f["original_glcm_MCC"] == 1.0  # one grey level: pyradiomics' value for a flat ROI
     assert f["original_glrlm_GrayLevelNonUniformityNormalized"] == pytest.approx(1.0)
     r = glrlm_matrices(roi_array(_image(values), _mask(inside), 25.0)[0], 1)
     assert r[X].tolist() == [[0, 0, 9]]  # nine lines of 3 voxels along x
@@ -180,7 +204,7 @@ def test_texture_features_names() -> None:
     expected = {"original_glcm_" + n for n in GLCM_FEATURES}
     expected |= {"original_glrlm_" + n for n in GLRLM_FEATURES}
     assert set(f) == expected
-    assert len(f) == 23 + 16
+    assert len(f) == 24 + 16
     assert list(f) == sorted(f)
     assert all(math.isfinite(v) for v in f.values())
 
@@ -346,7 +370,9 @@ def ibsi_features() -> dict[str, float]:
 
 
 def test_ibsi_reference_table_covers_every_feature() -> None:
-    assert set(IBSI_3D_AVG) == {"original_glcm_" + n for n in GLCM_FEATURES} | {
+    # IBSI publishes no consensus value for the maximal correlation coefficient (MCC); it is
+    # checked against its definition and pyradiomics' baseline instead.
+    assert set(IBSI_3D_AVG) == {"original_glcm_" + n for n in GLCM_FEATURES if n != "MCC"} | {
         "original_glrlm_" + n for n in GLRLM_FEATURES
     }
 

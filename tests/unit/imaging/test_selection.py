@@ -65,6 +65,7 @@ def _reason(folder: Path) -> str:
 def test_non_image_sop_classes_come_from_pydicoms_dictionary() -> None:
     kinds = {uid: kind for uid, (kind, _) in OBJECT_SOP_CLASSES.items()}
     assert kinds["1.2.840.10008.5.1.4.1.1.66.4"] == "SEG"
+    assert kinds["1.2.840.10008.5.1.4.1.1.66.7"] == "SEG"  # LABELMAP, newer than pydicom 3.0
     assert kinds["1.2.840.10008.5.1.4.1.1.481.3"] == "RTSTRUCT"
     assert kinds["1.2.840.10008.5.1.4.1.1.88.11"] == "SR"  # Basic Text SR
     assert kinds["1.2.840.10008.5.1.4.1.1.88.34"] == "SR"  # Comprehensive 3D SR

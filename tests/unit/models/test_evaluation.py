@@ -24,6 +24,7 @@ from sklearn.metrics import (
 from radflow.models.evaluation import (
     Report,
     _group_resample_indices,
+    _weighted_aucs,
     bootstrap_auc_ci,
     choose_threshold,
     evaluate_report,
@@ -151,6 +152,26 @@ def test_bootstrap_ci_contains_auc_and_is_deterministic() -> None:
     assert ci[0] <= auc <= ci[1]
     assert bootstrap_auc_ci(y, p, n_boot=N_BOOT, seed=7) == ci
     assert bootstrap_auc_ci(y, p, n_boot=N_BOOT, seed=8) != ci
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(2, 40),
+    decimals=st.integers(0, 3),
+)
+def test_each_resamples_auc_is_roc_auc_score_of_that_resample(
+    seed: int, n: int, decimals: int
+) -> None:
+    # Ties (rounded scores) and repeated rows are where a rank formula goes wrong.
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    y[:2] = (0, 1)
+    p = np.round(rng.random(n), decimals)
+    draws = rng.integers(0, n, size=(25, n))
+    counts = np.stack([np.bincount(d, minlength=n) for d in draws]).astype(float)
+    expected = [roc_auc_score(y[d], p[d]) for d in draws if 0 < y[d].sum() < n]
+    np.testing.assert_allclose(_weighted_aucs(y, p, counts), expected, rtol=0, atol=1e-12)
 
 
 def test_bootstrap_ci_narrows_as_n_grows() -> None:

@@ -1,0 +1,111 @@
+"""The masks CSV of `radflow ingest SOURCE --masks CSV`: which annotation file is whose.
+
+Header `study_uid,path` or `study_uid,path,label`; one row per study; `path` relative to
+the CSV's folder or absolute; `label` optionally names the segment that is the ROI. Every
+mistake is reported with its line number, before any work starts. Messages carry no UIDs
+and no paths (folder names of raw deliveries often hold patient names).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from radflow.annotations.kinds import annotation_kind
+from radflow.errors import RadflowError
+
+HEADER = ("study_uid", "path")
+OPTIONAL = ("label",)
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_BOM = "\ufeff"
+
+
+class MasksCsvError(RadflowError):
+    """The masks CSV is malformed or names a file that cannot be used."""
+
+
+@dataclass(frozen=True)
+class MaskEntry:
+    study_uid: str
+    path: Path
+    label: str | None = None
+
+
+def read_masks_csv(path: Path) -> list[MaskEntry]:
+    """The CSV's rows, checked: a header, a DICOM UID and an existing annotation per row,
+    each study once."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MasksCsvError("no masks CSV at the given path") from None
+    except UnicodeDecodeError:
+        raise MasksCsvError(
+            "masks CSV is not UTF-8 text", hint="save it as plain CSV (UTF-8)"
+        ) from None
+    if text.startswith(_BOM):
+        raise MasksCsvError(
+            "masks CSV line 1: the file starts with a byte-order mark",
+            hint="save it as plain CSV, not Excel's 'CSV UTF-8'",
+        )
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        raise MasksCsvError("masks CSV line 1: no header", hint=_header_hint())
+    header = tuple(cell.strip() for cell in rows[0])
+    if len(header) == 1 and ";" in header[0]:
+        raise MasksCsvError(
+            "masks CSV line 1: columns are separated by ';'", hint="separate columns by commas"
+        )
+    if header not in (HEADER, HEADER + OPTIONAL):
+        raise MasksCsvError(
+            f"masks CSV line 1: header is {','.join(header)!r}", hint=_header_hint()
+        )
+    entries: list[MaskEntry] = []
+    first_line: dict[str, int] = {}
+    for number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        entry = _entry(row, number, len(header), path.parent)
+        if entry.study_uid in first_line:
+            raise MasksCsvError(
+                f"masks CSV line {number}: the study of line {first_line[entry.study_uid]} again",
+                hint="one row per study; put several segments in one SEG or label map",
+            )
+        first_line[entry.study_uid] = number
+        entries.append(entry)
+    return entries
+
+
+def _entry(row: list[str], number: int, columns: int, folder: Path) -> MaskEntry:
+    cells = [cell.strip() for cell in row]
+    if len(cells) != columns:
+        raise MasksCsvError(
+            f"masks CSV line {number}: {len(cells)} columns where the header has {columns}"
+        )
+    study_uid, file = cells[0], cells[1]
+    if not _UID.match(study_uid) or len(study_uid) > 64:
+        raise MasksCsvError(
+            f"masks CSV line {number}: study_uid is not a DICOM UID",
+            hint="give the study's StudyInstanceUID (digits and dots)",
+        )
+    if not file:
+        raise MasksCsvError(f"masks CSV line {number}: path is empty")
+    mask = Path(file) if Path(file).is_absolute() else folder / file
+    if not mask.is_file():
+        raise MasksCsvError(
+            f"masks CSV line {number}: the mask file does not exist",
+            hint="paths are relative to the CSV's folder",
+        )
+    if annotation_kind(mask) is None:
+        raise MasksCsvError(
+            f"masks CSV line {number}: the file is not a SEG, RTSTRUCT or label map",
+            hint="label maps are NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr)",
+        )
+    label = cells[2] if columns == 3 and cells[2] else None
+    return MaskEntry(study_uid=study_uid, path=mask, label=label)
+
+
+def _header_hint() -> str:
+    return "the first line must be study_uid,path or study_uid,path,label"

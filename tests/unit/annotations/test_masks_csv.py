@@ -1,0 +1,114 @@
+"""The masks CSV: each mistake a user makes in a spreadsheet gets its line and a hint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support.annotations import liver_seg
+from support.realdata import pyradiomics_case
+
+from radflow.annotations.masks_csv import MaskEntry, MasksCsvError, read_masks_csv
+
+STUDY_A = "1.2.826.0.1.3680043.8.498.1"
+STUDY_B = "1.2.826.0.1.3680043.8.498.2"
+
+
+def _csv(folder: Path, text: str, *, bom: bool = False) -> Path:
+    path = folder / "masks.csv"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    _, label = pyradiomics_case("lung1")
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "lung1.nrrd").write_bytes(label.read_bytes())
+    return tmp_path
+
+
+def test_rows_resolve_relative_to_the_csv_and_keep_labels(folder: Path) -> None:
+    path = _csv(
+        folder,
+        f"study_uid,path,label\n{STUDY_A},masks/lung1.nrrd,1\n\n{STUDY_B},{liver_seg()},\n",
+    )
+    assert read_masks_csv(path) == [
+        MaskEntry(STUDY_A, folder / "masks" / "lung1.nrrd", "1"),
+        MaskEntry(STUDY_B, liver_seg(), None),
+    ]
+
+
+def test_the_label_column_is_optional(folder: Path) -> None:
+    path = _csv(folder, f"study_uid,path\n{STUDY_A},masks/lung1.nrrd\n")
+    assert read_masks_csv(path) == [MaskEntry(STUDY_A, folder / "masks" / "lung1.nrrd")]
+
+
+@pytest.mark.parametrize(
+    ("text", "bom", "message", "hint"),
+    [
+        (
+            f"study_uid,path\n{STUDY_A},masks/lung1.nrrd\n",
+            True,
+            "masks CSV line 1: the file starts with a byte-order mark",
+            "CSV UTF-8",
+        ),
+        (
+            f"study_uid;path\n{STUDY_A};masks/lung1.nrrd\n",
+            False,
+            "masks CSV line 1: columns are separated by ';'",
+            "commas",
+        ),
+        (
+            f"StudyInstanceUID,mask\n{STUDY_A},masks/lung1.nrrd\n",
+            False,
+            "masks CSV line 1: header is 'StudyInstanceUID,mask'",
+            "study_uid,path",
+        ),
+        ("", False, "masks CSV line 1: no header", "study_uid,path"),
+        (
+            f"study_uid,path\n{STUDY_A},masks/lung1.nrrd\n{STUDY_B},masks/missing.nii.gz\n",
+            False,
+            "masks CSV line 3: the mask file does not exist",
+            "relative to the CSV's folder",
+        ),
+        (
+            f"study_uid,path\n{STUDY_A},masks/lung1.nrrd\n{STUDY_A},masks/lung1.nrrd\n",
+            False,
+            "masks CSV line 3: the study of line 2 again",
+            "one row per study",
+        ),
+        (
+            "study_uid,path\nPatient Name,masks/lung1.nrrd\n",
+            False,
+            "masks CSV line 2: study_uid is not a DICOM UID",
+            "digits and dots",
+        ),
+        (
+            f"study_uid,path,label\n{STUDY_A},masks/lung1.nrrd\n",
+            False,
+            "masks CSV line 2: 2 columns where the header has 3",
+            "",
+        ),
+        (
+            f"study_uid,path\n{STUDY_A},masks.csv\n",
+            False,
+            "masks CSV line 2: the file is not a SEG, RTSTRUCT or label map",
+            "NIfTI",
+        ),
+    ],
+    ids=["bom", "semicolons", "header", "empty", "missing", "duplicate", "uid", "columns", "kind"],
+)
+def test_mistakes_name_the_line_and_say_what_to_do(
+    folder: Path, text: str, bom: bool, message: str, hint: str
+) -> None:
+    with pytest.raises(MasksCsvError) as caught:
+        read_masks_csv(_csv(folder, text, bom=bom))
+    assert str(caught.value) == message
+    assert hint in caught.value.hint
+    assert STUDY_A not in str(caught.value) and "lung1" not in str(caught.value)
+
+
+def test_a_missing_csv_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(MasksCsvError, match="no masks CSV"):
+        read_masks_csv(tmp_path / "nope.csv")
