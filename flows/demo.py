@@ -13,7 +13,8 @@ from prefect import flow, task
 from flows.ingest import ingest_steps
 from flows.score import score_steps
 from flows.train import train_steps
-from radflow.demo import NEW_DELIVERY, TRAIN_DELIVERY, DemoLayout, ensure_inbox
+from radflow.demo import NEW_DELIVERY, TRAIN_DELIVERY, DemoLayout, ensure_inbox, roi_sources, split
+from tasks.runtime import lake
 
 
 @task(task_run_name="synthesize")
@@ -24,6 +25,12 @@ def synthesize(workdir: str, studies: int, seed: int) -> str:
     return layout.inbox.resolve().as_uri()
 
 
+@task(task_run_name="roi-sources")
+def count_roi_sources(feature_keys: list[str]) -> dict[str, int]:
+    """Studies per ROI source, for the demo's last words."""
+    return roi_sources(lake(), feature_keys)
+
+
 @flow(name="demo", flow_run_name="demo")
 def demo(workdir: str, studies: int = 40, seed: int = 0) -> dict[str, Any]:
     layout = DemoLayout(Path(workdir))
@@ -31,4 +38,11 @@ def demo(workdir: str, studies: int = 40, seed: int = 0) -> dict[str, Any]:
     keys = ingest_steps(inbox, TRAIN_DELIVERY, labels=str(layout.train_labels))
     trained = train_steps(keys)
     reports = score_steps(inbox, NEW_DELIVERY)
-    return {**trained, "study_reports": reports}
+    n_train, n_new = split(studies)
+    return {
+        **trained,
+        "study_reports": reports,
+        "new_studies": n_new,
+        "train_studies": n_train,
+        "roi_sources": count_roi_sources(keys),
+    }

@@ -97,7 +97,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic studies.")] = 0,
 ) -> None:
     """Run the whole pipeline on synthetic studies: no server, bucket, GPU or network needed."""
-    from radflow.demo import DemoLayout, ensure_secret
+    from radflow.demo import DEMO_ROI_SOURCES, DemoLayout, ensure_secret
 
     layout = DemoLayout(workdir.resolve())
     layout.workdir.mkdir(parents=True, exist_ok=True)
@@ -108,6 +108,7 @@ def demo(
     os.environ["RADFLOW_SECRET_FILE"] = str(layout.secret_file)
     os.environ["RADFLOW_DEID__REID_DIR"] = str(layout.reid)
     os.environ.pop("RADFLOW_SECRET", None)
+    os.environ["RADFLOW_PREPROCESS__ROI_SOURCES"] = json.dumps(list(DEMO_ROI_SOURCES))
     # One process on Prefect's temporary server: stage tags would cost ~2 s per stage there.
     os.environ.setdefault("RADFLOW_STAGE_TAGS", "false")
     _prefect_env(layout.workdir / ".prefect")
@@ -131,7 +132,16 @@ def demo(
         f"model {result['model_id']}: test AUC {result['metrics']['auc']:.3f}; {result['reason']}"
     )
     typer.echo(f"model report:   {layout.lake / result['report']}")
-    typer.echo(f"study reports:  {len(result['study_reports'])} under {layout.lake / 'reports'}")
+    sources = ", ".join(f"{source} {n}" for source, n in result["roi_sources"].items())
+    prepared = sum(result["roi_sources"].values())
+    typer.echo(
+        f"training:       {prepared} of {result['train_studies']} studies prepared, ROI from "
+        f"{sources or 'nowhere'}; the others quarantined (see the delivery summary)"
+    )
+    typer.echo(
+        f"study reports:  {len(result['study_reports'])} of {result['new_studies']} new studies"
+        f" under {layout.lake / 'reports'}"
+    )
     for key in result["study_reports"][:3]:
         typer.echo(f"  {layout.lake / key}")
 

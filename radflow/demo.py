@@ -1,18 +1,29 @@
 """The demo's workdir: two synthetic deliveries (one labelled, to train on; one new, to score),
-a lake, a cache and a demo secret, all under one folder."""
+a lake, a cache and a demo secret, all under one folder.
+
+The deliveries are like real ones (`radflow.synth.realistic`: topograms, reformats, thick
+recons, a SEG or RTSTRUCT in most studies, soft-tissue lesions in half), and the demo lets
+the threshold rule stand in where a study has no annotation (`DEMO_ROI_SOURCES`), so the
+annotated studies train on their annotation and the bright unannotated ones on the rule."""
 
 from __future__ import annotations
 
 import json
 import secrets
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from radflow.synth import SynthSpec, synthesize
+from radflow.lake import Lake
+from radflow.synth import SynthSpec, realistic, synthesize
 
 TRAIN_DELIVERY = "delivery-train/"
 NEW_DELIVERY = "delivery-new/"
 _MARKER = ".radflow-demo.json"
+# Where the demo's ROIs may come from, in order: its synthetic lesions are bright enough for
+# the threshold rule, which real data is not, so only the demo turns the rule on.
+DEMO_ROI_SOURCES = ("annotation", "model", "rule")
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,10 @@ class DemoLayout:
         """Ground truth of the new studies: the demo compares its scores with it; never ingested."""
         return self.workdir / "labels-new.csv"
 
+    def truth(self, delivery: str) -> Path:
+        """What `synthesize` wrote into each study of `delivery` (lesion, annotation, series)."""
+        return self.workdir / f"truth-{delivery.strip('/').removeprefix('delivery-')}.csv"
+
 
 def ensure_secret(path: Path) -> bool:
     """Create a random demo secret (mode 600) unless one exists; True when created."""
@@ -60,19 +75,38 @@ def ensure_secret(path: Path) -> bool:
     return True
 
 
+def split(studies: int) -> tuple[int, int]:
+    """How many of the demo's studies are labelled (to train on) and how many new (to score)."""
+    n_new = max(2, studies // 5)
+    return studies - n_new, n_new
+
+
+def roi_sources(lake: Lake, feature_keys: Sequence[str]) -> dict[str, int]:
+    """How many prepared studies took their ROI from each source ("annotation:SEG", "rule"
+    ...), as their feature rows record it."""
+    return dict(sorted(Counter(lake.feature_row(k).roi_source for k in feature_keys).items()))
+
+
 def ensure_inbox(
     layout: DemoLayout, studies: int, seed: int, spec: SynthSpec | None = None
 ) -> bool:
-    """Synthesize the two deliveries unless the same ones are there; True when written."""
-    base = spec or SynthSpec(studies=studies, seed=seed)
-    n_new = max(2, studies // 5)
-    train = SynthSpec(**{**asdict(base), "studies": studies - n_new, "seed": seed})
+    """Synthesize the two deliveries unless the same ones are there; True when written.
+    Without `spec`, the studies are `realistic`."""
+    base = spec or realistic(SynthSpec(studies=studies, seed=seed))
+    n_train, n_new = split(studies)
+    train = SynthSpec(**{**asdict(base), "studies": n_train, "seed": seed})
     new = SynthSpec(**{**asdict(base), "studies": n_new, "seed": seed + 1_000_003})
     wanted = json.dumps({"train": asdict(train), "new": asdict(new)}, sort_keys=True)
     marker = layout.inbox / _MARKER
     if marker.exists() and marker.read_text() == wanted:
         return False
-    synthesize(layout.inbox / TRAIN_DELIVERY, layout.train_labels, train)
-    synthesize(layout.inbox / NEW_DELIVERY, layout.new_labels, new)
+    for delivery, labels, part in (
+        (TRAIN_DELIVERY, layout.train_labels, train),
+        (NEW_DELIVERY, layout.new_labels, new),
+    ):
+        synthesize(layout.inbox / delivery, labels, part)
+        truth = labels.parent / "truth.csv"  # both deliveries' labels share a folder
+        if truth.exists():
+            truth.replace(layout.truth(delivery))
     marker.write_text(wanted)
     return True
