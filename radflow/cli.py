@@ -41,6 +41,9 @@ _PREFECT_DEFAULTS = {
 }
 
 
+DEMO_ROI_SOURCES = '["annotation", "model", "rule"]'
+
+
 def _prefect_env(home: Path | None = None) -> None:
     for name, value in _PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
@@ -97,7 +100,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic studies.")] = 0,
 ) -> None:
     """Run the whole pipeline on synthetic studies: no server, bucket, GPU or network needed."""
-    from radflow.demo import DEMO_ROI_SOURCES, DemoLayout, ensure_secret
+    from radflow.demo import DemoLayout, ensure_secret
 
     layout = DemoLayout(workdir.resolve())
     layout.workdir.mkdir(parents=True, exist_ok=True)
@@ -108,9 +111,11 @@ def demo(
     os.environ["RADFLOW_SECRET_FILE"] = str(layout.secret_file)
     os.environ["RADFLOW_DEID__REID_DIR"] = str(layout.reid)
     os.environ.pop("RADFLOW_SECRET", None)
-    os.environ["RADFLOW_PREPROCESS__ROI_SOURCES"] = json.dumps(list(DEMO_ROI_SOURCES))
     # One process on Prefect's temporary server: stage tags would cost ~2 s per stage there.
     os.environ.setdefault("RADFLOW_STAGE_TAGS", "false")
+    # The demo knows its data: the threshold rule finds its synthetic lesions where a study
+    # has no annotation (nowhere else is the rule a default).
+    os.environ.setdefault("RADFLOW_PREPROCESS__ROI_SOURCES", DEMO_ROI_SOURCES)
     _prefect_env(layout.workdir / ".prefect")
     started = time.perf_counter()
 

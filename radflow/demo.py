@@ -2,8 +2,8 @@
 a lake, a cache and a demo secret, all under one folder.
 
 The deliveries are like real ones (`radflow.synth.realistic`: topograms, reformats, thick
-recons, a SEG or RTSTRUCT in most studies, soft-tissue lesions in half), and the demo lets
-the threshold rule stand in where a study has no annotation (`DEMO_ROI_SOURCES`), so the
+recons, a SEG or RTSTRUCT in most studies, soft-tissue lesions in half), and `radflow demo`
+lists the threshold rule as the last ROI source (RADFLOW_PREPROCESS__ROI_SOURCES), so the
 annotated studies train on their annotation and the bright unannotated ones on the rule."""
 
 from __future__ import annotations
@@ -21,9 +21,6 @@ from radflow.synth import SynthSpec, realistic, synthesize
 TRAIN_DELIVERY = "delivery-train/"
 NEW_DELIVERY = "delivery-new/"
 _MARKER = ".radflow-demo.json"
-# Where the demo's ROIs may come from, in order: its synthetic lesions are bright enough for
-# the threshold rule, which real data is not, so only the demo turns the rule on.
-DEMO_ROI_SOURCES = ("annotation", "model", "rule")
 
 
 @dataclass(frozen=True)

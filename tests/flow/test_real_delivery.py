@@ -57,6 +57,7 @@ EXPECTED = {
     "CT_small.dcm": "too few slices for a 3-D volume: 1 (need 4)",
     "objects only": "no image series: only RTSTRUCT, SEG",
     "CT with documents": NO_ROI,  # SRs, a secondary capture, a PDF: kept, never an ROI
+    "CT with others' annotations": NO_ROI,  # a SEG and an RTSTRUCT of series it lacks
     "synthetic 0": NO_ROI,  # soft tissue, no annotation
     "synthetic 1": NO_ROI,  # bright, no annotation: only the demo's rule would find it
     "synthetic 2": PREPARED,  # RTSTRUCT
@@ -98,6 +99,11 @@ def _delivery(inbox: Path) -> tuple[dict[str, str], list[SynthStudy]]:
         real_object(real / "documents", study, name, number=number)
     encapsulated_pdf(real / "documents", study)
     names[uid(f"study {study}")] = study
+    study = "CT with others' annotations"
+    ct_series(real / "annotated", study, "axial", 6, spacing_mm=2.5, number=2)
+    real_object(real / "annotated", study, "rtstruct.dcm", number=301)
+    real_object(real / "annotated", study, "liver.dcm", number=302)
+    names[uid(f"study {study}")] = study
     synthetic = synthesize(inbox / "synthetic", inbox.parent / "synthetic-labels.csv", SYNTH)
     names |= {s.study_uid: f"synthetic {i}" for i, s in enumerate(synthetic)}
     return names, synthetic
@@ -134,10 +140,15 @@ def _outcomes(
     return outcomes, row_of
 
 
-def test_a_delivery_of_real_and_synthetic_studies(prefect_server: None, pipeline_env: Path) -> None:
+def test_a_delivery_of_real_and_synthetic_studies(
+    prefect_server: None, pipeline_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from flows.ingest import ingest
     from tasks.runtime import settings
 
+    monkeypatch.delenv("RADFLOW_PREPROCESS__ROI_SOURCES", raising=False)  # the default
+    settings.cache_clear()
+    assert settings().preprocess.roi_sources == ("annotation", "model")
     started = time.perf_counter()
     inbox = pipeline_env / "inbox"
     names, synthetic = _delivery(inbox)

@@ -37,6 +37,7 @@ def test_train_on_annotated_studies_and_score_an_annotated_one(
     from tasks import runtime as _common
 
     monkeypatch.setenv("RADFLOW_TRAIN__CANDIDATES", '["lr"]')
+    monkeypatch.delenv("RADFLOW_PREPROCESS__ROI_SOURCES", raising=False)  # no rule
     _common.settings.cache_clear()
     params = _common.settings().preprocess
     assert "rule" not in params.roi_sources
