@@ -64,6 +64,20 @@ EXPECTED = {
     "synthetic 3": PREPARED,  # SEG of a soft-tissue lesion
 }
 ROI_SOURCE = {"synthetic 2": "annotation:RTSTRUCT", "synthetic 3": "annotation:SEG"}
+# Their series (number, role, rule) and objects: the 5 mm recon (3) is registered, the coronal
+# reformat (4) and the topogram (5) dropped, the annotation (6 SEG, 7 RTSTRUCT) an object.
+SELECTION = {
+    "synthetic 2": (
+        [
+            (1, "primary", ""),
+            (3, "secondary", ""),
+            (4, "dropped", "derived"),
+            (5, "dropped", "localizer"),
+        ],
+        [("RTSTRUCT", 7)],
+    ),
+    "synthetic 3": ([(1, "primary", ""), (5, "dropped", "localizer")], [("SEG", 6)]),
+}
 
 
 def _study_uids(folder: Path) -> dict[str, str]:
@@ -182,7 +196,10 @@ def test_a_delivery_of_real_and_synthetic_studies(
         assert row.features["original_shape_VoxelVolume"] / voxel_mm3 == pytest.approx(
             expected, rel=1e-9
         )
-        # The topogram is dropped, the thick recon (where there is one) registered.
         assert qc.selection is not None
-        assert "localizer" in {c.rule for c in qc.selection.series}
+        series, objects = SELECTION[name]
+        assert [(c.series_number, c.role, c.rule) for c in qc.selection.series] == series
+        assert [(o.kind, o.series_number) for o in qc.selection.objects] == objects
+        assert len(qc.registration) == sum(role == "secondary" for _, role, _ in series)
+        assert qc.warnings == []
     assert time.perf_counter() - started < 90

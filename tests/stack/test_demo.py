@@ -70,7 +70,15 @@ def test_demo_cold_warm_and_reproducible(tmp_path: Path) -> None:
     assert "Traceback" not in cold.stdout + cold.stderr
     lake = _lake(first)
     reports = [k for k in lake if k.endswith("study.html")]
-    assert len(reports) == 2  # a fifth of 10 studies are the "new" delivery
+    # A fifth of 10 studies are the "new" delivery: a SEG-annotated study, and a soft-tissue
+    # lesion without an annotation, which the rule cannot find (quarantined, no report).
+    assert len(reports) == 1
+    assert "study reports:  1 of 2 new studies" in cold.stdout
+    # The 8 labelled studies: 7 annotated (SEG or RTSTRUCT), one soft-tissue lesion without.
+    assert (
+        "training:       7 of 8 studies prepared, ROI from annotation:RTSTRUCT 3, "
+        "annotation:SEG 4;" in cold.stdout
+    )
     assert sum(k.endswith("model.html") for k in lake) == 1
     assert "models/champion.json" in lake
     assert (first / "secret.key").stat().st_mode & 0o077 == 0
