@@ -139,9 +139,10 @@ def demo(
     typer.echo(f"model report:   {layout.lake / result['report']}")
     sources = ", ".join(f"{source} {n}" for source, n in result["roi_sources"].items())
     prepared = sum(result["roi_sources"].values())
+    rest = "; the others quarantined (see the delivery summary)"
     typer.echo(
         f"training:       {prepared} of {result['train_studies']} studies prepared, ROI from "
-        f"{sources or 'nowhere'}; the others quarantined (see the delivery summary)"
+        f"{sources or 'nowhere'}{rest if prepared < result['train_studies'] else ''}"
     )
     typer.echo(
         f"study reports:  {len(result['study_reports'])} of {result['new_studies']} new studies"
