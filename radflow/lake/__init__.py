@@ -382,7 +382,7 @@ class Lake:
 
     def quarantined(self, stage: str, input_key: str) -> QuarantineRecord | None:
         """The record of `input_key` set aside at `stage`, if it was."""
-        key = QuarantineRecord.for_key(self.url, input_key, stage, "-").store_key
+        key = QuarantineRecord.for_key("", input_key, stage, "-").store_key  # as run_stage
         return self._read(QuarantineRecord, key) if self.store.exists(key) else None
 
     def quarantine_count(self) -> int:

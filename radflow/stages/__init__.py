@@ -57,8 +57,10 @@ def run_stage(stage: Stage, lake: Lake, settings: Settings, keys: Sequence[str |
     try:
         return Outcome(key=stage.run(lake, settings, *present))
     except QuarantineError as err:
+        # Named by the input's key alone, not the lake's URL: the same study set aside in a
+        # lake elsewhere (a copy, a second demo workdir) gets the same record.
         record = QuarantineRecord.for_key(
-            lake.url, present[0], stage.NAME, err.reason, type(err).__name__
+            "", present[0], stage.NAME, err.reason, type(err).__name__
         )
         lake.quarantine(record)
         return Outcome(quarantined=record)
