@@ -7,6 +7,7 @@ that stage's output (as Dagster's I/O managers own their paths, STYLE.md 10).
 Layout, under the store's root (a content address is `<prefix>/<version>/<hash>`):
 
     deid/<v>/<h>/<series>/<sop>.dcm, study.json   de-identified study; the manifest commits it
+    deid/<v>/<h>/labelmap.nii.gz                  its label map, when `ingest --masks` gave one
     volumes/<v>/<h>/image|input|mask.nii.gz, ..., qc.json   a preprocessed study
     features/<v>/<h>                               one feature row (JSON)
     labels/<study_id>.json                          a training label, by pseudonym
@@ -89,6 +90,7 @@ R = TypeVar("R", bound=Record)
 VolumeImage = Literal["image", "input", "mask"]
 
 MANIFEST = "study.json"
+LABELMAP = "labelmap.nii.gz"
 QC = "qc.json"
 PREDICTIONS = "predictions.json"
 CARD = "card.json"
@@ -159,6 +161,19 @@ class Lake:
 
     def download(self, key: str, dest: Path) -> None:
         self.store.download(key, dest)
+
+    def put_study_labelmap(self, deid: str, path: Path) -> None:
+        """The study's de-identified label map (from `ingest --masks`); before the manifest."""
+        self.store.put_file(f"{deid}/{LABELMAP}", path)
+
+    def study_labelmap(self, deid: str, dest_dir: Path) -> Path | None:
+        """The study's label map downloaded into `dest_dir`, or None if it has none."""
+        key = f"{deid}/{LABELMAP}"
+        if not self.store.exists(key):
+            return None
+        dest = dest_dir / LABELMAP
+        self.store.download(key, dest)
+        return dest
 
     # --- labels ----------------------------------------------------------------------------
 
