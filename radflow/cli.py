@@ -523,10 +523,18 @@ def features(
         Path, typer.Argument(help="NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or a DICOM folder.")
     ],
     mask: Annotated[
-        Path, typer.Option(help="Label map on IMAGE's grid, in any of IMAGE's formats.")
+        Path,
+        typer.Option(
+            help="Label map on IMAGE's grid, in any of IMAGE's formats, or a DICOM SEG or"
+            " RTSTRUCT file of IMAGE's series."
+        ),
     ],
     label: Annotated[
-        int | None, typer.Option(help="The label to describe (default: the only one).")
+        int | None,
+        typer.Option(
+            help="The label to describe (default: the only one); for a SEG or RTSTRUCT the"
+            " segment number (SEG segment, RTSTRUCT ROI number)."
+        ),
     ] = None,
     as_json: Annotated[
         bool,
