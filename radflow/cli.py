@@ -41,6 +41,9 @@ _PREFECT_DEFAULTS = {
 }
 
 
+DEMO_ROI_SOURCES = '["annotation", "model", "rule"]'
+
+
 def _prefect_env(home: Path | None = None) -> None:
     for name, value in _PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
@@ -110,6 +113,9 @@ def demo(
     os.environ.pop("RADFLOW_SECRET", None)
     # One process on Prefect's temporary server: stage tags would cost ~2 s per stage there.
     os.environ.setdefault("RADFLOW_STAGE_TAGS", "false")
+    # The demo knows its data: the threshold rule finds its synthetic lesions where a study
+    # has no annotation (nowhere else is the rule a default).
+    os.environ.setdefault("RADFLOW_PREPROCESS__ROI_SOURCES", DEMO_ROI_SOURCES)
     _prefect_env(layout.workdir / ".prefect")
     started = time.perf_counter()
 

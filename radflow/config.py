@@ -94,6 +94,24 @@ class SeriesRules(BaseModel, frozen=True):
         return v
 
 
+#: Where a study's region of interest may come from, in the order tried: the study's own
+#: annotation (a SEG or RTSTRUCT in it, or a label map given with `radflow ingest --masks`),
+#: the champion segmentation model, the demo's threshold rule.
+RoiSource = Literal["annotation", "model", "rule"]
+
+
+class RoiSelection(BaseModel, frozen=True):
+    """Which segment of a study's annotation (SEG, RTSTRUCT, label map) is the region of
+    interest: by label (case-insensitive), number or code ("<scheme>:<value>"), all given
+    ones must match; none given: the lowest-numbered segment (SEG segment 1, the first
+    ROI, label 1). `tolerance_mm`: how far an annotation may lie off the series' grid."""
+
+    label: str | None = None
+    number: int | None = Field(None, ge=0)
+    code: str | None = Field(None, pattern=r"^[^:\s]+:\S+$")
+    tolerance_mm: float = Field(0.5, gt=0, le=5)
+
+
 class PreprocessParams(BaseModel, frozen=True):
     """Parameters of the preprocess stage; hashed into its content address."""
 
@@ -109,12 +127,27 @@ class PreprocessParams(BaseModel, frozen=True):
     registration: Literal["rigid", "affine"] = "rigid"
     registration_spacing_mm: float = Field(2.0, gt=0)
     series: SeriesRules = SeriesRules()
+    # The rule (largest blob above `roi_threshold_hu`) finds bright lesions in synthetic CT and
+    # the spine in a real chest: only a configuration that knows its data lists it (the demo).
+    roi_sources: tuple[RoiSource, ...] = Field(
+        ("annotation", "model"),
+        min_length=1,
+        description="where the ROI may come from, in order: annotation, model, rule",
+    )
+    roi_segment: RoiSelection = RoiSelection()
 
     @field_validator("spacing_mm")
     @classmethod
     def _positive_spacing(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
         if min(v) <= 0:
             raise ValueError("every spacing must be > 0 mm")
+        return v
+
+    @field_validator("roi_sources")
+    @classmethod
+    def _each_source_once(cls, v: tuple[RoiSource, ...]) -> tuple[RoiSource, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"each source at most once, got {list(v)}")
         return v
 
     @field_validator("shape")
@@ -179,18 +212,6 @@ class CNNSettings(BaseModel, frozen=True):
     patience: int = Field(5, ge=1)
     num_workers: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-
-
-class RoiSelection(BaseModel, frozen=True):
-    """Which segment of a study's annotation (SEG, RTSTRUCT, label map) is the region of
-    interest: by label (case-insensitive), number or code ("<scheme>:<value>"), all given
-    ones must match; none given: the lowest-numbered segment (SEG segment 1, the first
-    ROI, label 1). `tolerance_mm`: how far an annotation may lie off the series' grid."""
-
-    label: str | None = None
-    number: int | None = Field(None, ge=0)
-    code: str | None = Field(None, pattern=r"^[^:\s]+:\S+$")
-    tolerance_mm: float = Field(0.5, gt=0, le=5)
 
 
 Candidate = Literal["lr", "rf", "gb", "cnn"]
@@ -262,7 +283,6 @@ class Settings(BaseSettings):
     preprocess: PreprocessParams = PreprocessParams()
     features: FeatureParams = FeatureParams()
     train: TrainSettings = TrainSettings()
-    roi_segment: RoiSelection = RoiSelection()
     stage_tags: bool = Field(
         True,
         description="a `stage:<name>` tag on every task run, to filter by in the UI; Prefect 3.8"

@@ -36,6 +36,12 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
+# The synthetic studies most tests ingest are the demo's kind: bright lesions the threshold
+# rule finds, mostly without annotations. Like `radflow demo`, the suite lists the rule as
+# the last ROI source; tests of the default (no rule) unset it. Subprocesses that start from
+# a clean environment get it from `ROI_SOURCES_WITH_RULE`.
+ROI_SOURCES_WITH_RULE = '["annotation", "model", "rule"]'
+os.environ.setdefault("RADFLOW_PREPROCESS__ROI_SOURCES", ROI_SOURCES_WITH_RULE)
 
 # ---------------------------------------------------------------------------------- tiers
 
@@ -212,10 +218,12 @@ def trained(
 
 @contextmanager
 def _without_radflow_settings() -> Iterator[None]:
-    """A session lake is built with the defaults, whatever the test that asks first has set."""
+    """A session lake is built with the suite's defaults (the defaults and the rule as the
+    last ROI source), whatever the test that asks first has set."""
     with pytest.MonkeyPatch.context() as mp:
         for name in [n for n in os.environ if n.startswith("RADFLOW_")]:
             mp.delenv(name)
+        mp.setenv("RADFLOW_PREPROCESS__ROI_SOURCES", ROI_SOURCES_WITH_RULE)
         yield
 
 

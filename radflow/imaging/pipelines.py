@@ -78,6 +78,10 @@ def preprocessing(params: PreprocessParams) -> dict[str, Any]:
             "working_spacing_mm": params.registration_spacing_mm,
         },
         "series": params.series.model_dump(),
+        "roi": {
+            "sources": list(params.roi_sources),
+            "segment": params.roi_segment.model_dump(),
+        },
     }
 
 

@@ -7,7 +7,7 @@ that stage's output (as Dagster's I/O managers own their paths, STYLE.md 10).
 Layout, under the store's root (a content address is `<prefix>/<version>/<hash>`):
 
     deid/<v>/<h>/<series>/<sop>.dcm, study.json   de-identified study; the manifest commits it
-    deid/<v>/<h>/labelmap.nii.gz                  its label map, when `ingest --masks` gave one
+    deid/<v>/<h>/labelmap.nii.gz                  the label map given with it (--masks), if any
     volumes/<v>/<h>/image|input|mask.nii.gz, ..., qc.json   a preprocessed study
     features/<v>/<h>                               one feature row (JSON)
     labels/<study_id>.json                          a training label, by pseudonym
@@ -89,8 +89,8 @@ __all__ = [
 R = TypeVar("R", bound=Record)
 VolumeImage = Literal["image", "input", "mask"]
 
-MANIFEST = "study.json"
 LABELMAP = "labelmap.nii.gz"
+MANIFEST = "study.json"
 QC = "qc.json"
 PREDICTIONS = "predictions.json"
 CARD = "card.json"
@@ -146,6 +146,20 @@ class Lake:
     def manifest(self, deid: str) -> StudyManifest:
         return self._read(StudyManifest, f"{deid}/{MANIFEST}")
 
+    def put_study_labelmap(self, deid: str, path: Path) -> None:
+        """A label map given with the study (`radflow ingest --masks`), already stripped to
+        voxels and geometry; written before the manifest, which commits the study."""
+        self.store.put_file(f"{deid}/{LABELMAP}", path)
+
+    def study_labelmap(self, deid: str, folder: Path) -> Path | None:
+        """The study's label map as a local file, or None when it was given none."""
+        key = f"{deid}/{LABELMAP}"
+        if not self.store.exists(key):
+            return None
+        path = folder / LABELMAP
+        self.store.download(key, path)
+        return path
+
     def instances(self, deid: str, series_uid: str) -> list[str]:
         """The keys of a de-identified series' instances, in key order."""
         return sorted(o.key for o in self.store.list(f"{deid}/{series_uid}/"))
@@ -161,19 +175,6 @@ class Lake:
 
     def download(self, key: str, dest: Path) -> None:
         self.store.download(key, dest)
-
-    def put_study_labelmap(self, deid: str, path: Path) -> None:
-        """The study's de-identified label map (from `ingest --masks`); before the manifest."""
-        self.store.put_file(f"{deid}/{LABELMAP}", path)
-
-    def study_labelmap(self, deid: str, dest_dir: Path) -> Path | None:
-        """The study's label map downloaded into `dest_dir`, or None if it has none."""
-        key = f"{deid}/{LABELMAP}"
-        if not self.store.exists(key):
-            return None
-        dest = dest_dir / LABELMAP
-        self.store.download(key, dest)
-        return dest
 
     # --- labels ----------------------------------------------------------------------------
 

@@ -183,6 +183,9 @@ class VolumeQC(Record):
     roi_voxels: int
     modality: str = ""
     selection: SeriesSelection | None = Field(default=None, exclude_if=_absent_if_none)
+    #: Where the ROI came from: "annotation:SEG", "annotation:RTSTRUCT",
+    #: "annotation:labelmap", "model" or "rule" (radflow/imaging/roi_source.py).
+    roi_source: str = ""
 
 
 # --- features, catalog, dataset -----------------------------------------------------------
@@ -197,6 +200,7 @@ class FeatureRow(Record):
     volume: str
     features: dict[str, float]
     extraction: SettingsDescription
+    roi_source: str = ""  # as the volume's QC record says
 
 
 class CatalogEntry(Record):
@@ -416,6 +420,7 @@ class Score(Record):
     probability: float
     threshold: float
     positive: bool
+    roi_source: str = ""  # as the volume's QC record says
 
 
 class PendingArrival(Record):

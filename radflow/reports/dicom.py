@@ -53,6 +53,7 @@ class SegmentedRoi:
     segment_number: int
     source_series_uid: str  # the series the segmentation was made on
     volume_mm3: float
+    source: str = "rule"  # where the ROI came from (VolumeQC.roi_source)
 
 
 def name_uid(*parts: str) -> str:
@@ -133,7 +134,7 @@ def _roi_group(
     volume in mm3, made by radflow (the ROI's own maker is in the SEG's segment)."""
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=name_uid(key, "roi-tracking"), identifier="radflow ROI"
+            uid=name_uid(key, "roi-tracking"), identifier=f"radflow ROI from {roi.source}"
         ),
         referenced_segment=hd.sr.ReferencedSegment(
             sop_class_uid=roi.seg.SOPClassUID,

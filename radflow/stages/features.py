@@ -57,6 +57,7 @@ def extract_features(lake: Lake, volume: str, deid: str, params: FeatureParams) 
         volume=volume,
         features=require_finite(extract(image, mask, bin_width=params.bin_width), mask),
         extraction=params.model_dump(),
+        roi_source=lake.qc(volume).roi_source,
     )
     lake.put_feature_row(out, row)
     return out

@@ -4,8 +4,10 @@ The primary series and the secondaries come from declarative rules (`params.seri
 selection (every series kept or dropped, and why) goes into `qc.json`.
 
 Outputs: `image.nii.gz` (HU for CT, resampled and cropped around the ROI; what features read),
-`input.nii.gz` (windowed to [0, 1]; what a network reads), `mask.nii.gz` (the ROI), and
-`qc.json` (geometry, registration, warnings), written last as the commit marker.
+`input.nii.gz` (windowed to [0, 1]; what a network reads), `mask.nii.gz` (the ROI, from the
+source `radflow.imaging.roi_source` finds: the study's annotation, a model, or the rule),
+and `qc.json` (geometry, registration, ROI source, warnings), written last as the commit
+marker.
 """
 
 from __future__ import annotations
@@ -14,16 +16,24 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import SimpleITK as sitk
 
+from radflow.annotations import referenced_series
 from radflow.config import PreprocessParams, Settings
 from radflow.errors import QuarantineError
 from radflow.imaging.pipelines import ct_only_warnings, preprocess_pipelines, preprocessing
 from radflow.imaging.qc import checkerboard_png
 from radflow.imaging.read import read_series_with_warnings
 from radflow.imaging.register import register, resample_onto, write_transform
-from radflow.imaging.roi import lesion_mask
-from radflow.imaging.selection import require_primary, select_series, summarise_series
+from radflow.imaging.roi_checks import roi_warnings
+from radflow.imaging.roi_source import Annotation, find_roi
+from radflow.imaging.selection import (
+    SeriesSummary,
+    require_primary,
+    select_series,
+    summarise_series,
+)
 from radflow.keys import address as content_address
 from radflow.lake import Lake
 from radflow.lake.records import Geometry, Registration, VolumeQC
@@ -54,6 +64,49 @@ def _geometry(image: sitk.Image) -> Geometry:
     )
 
 
+def _annotations(
+    lake: Lake,
+    deid: str,
+    summaries: list[SeriesSummary],
+    files: dict[str, list[Path]],
+    tmp: Path,
+) -> list[tuple[Annotation, str | None]]:
+    """The study's annotations with the series each references: its SEG and RTSTRUCT
+    objects (in series order), then the label map given with it."""
+    found = []
+    for summary in sorted(summaries, key=lambda s: (s.series_number or 0, s.series_uid)):
+        if summary.object_kind in ("SEG", "RTSTRUCT"):
+            for path in files[summary.series_uid]:
+                try:
+                    referenced = referenced_series(path)
+                except QuarantineError:
+                    referenced = None  # find_roi says why, when it tries it
+                found.append((Annotation(path, summary.object_kind), referenced))
+    labelmap = lake.study_labelmap(deid, tmp)
+    if labelmap is not None:
+        found.append((Annotation(labelmap, "labelmap"), None))
+    return found
+
+
+def _annotated_series(
+    annotations: list[tuple[Annotation, str | None]], files: dict[str, list[Path]]
+) -> str | None:
+    """The series the first annotation that names one of the study's series references: it
+    is the primary, whatever the other rules would prefer."""
+    return next((uid for _, uid in annotations if uid in files), None)
+
+
+def _instance_uids(paths: list[Path]) -> set[str]:
+    return {
+        str(
+            pydicom.dcmread(
+                p, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]
+            ).SOPInstanceUID
+        )
+        for p in paths
+    }
+
+
 def build_volume(
     lake: Lake,
     deid: str,
@@ -77,15 +130,23 @@ def build_volume(
             for entry in manifest.series
         }
         summaries = [summarise_series(uid, paths, max_voxels) for uid, paths in files.items()]
-        selection = select_series(summaries, params.series)
+        annotations = _annotations(lake, deid, summaries, files, tmp)
+        selection = select_series(summaries, params.series, _annotated_series(annotations, files))
         primary_uid = require_primary(selection, summaries)
         chosen = {c.series_uid: c for c in selection.kept}
         primary, warnings = read_series_with_warnings(files[primary_uid], max_voxels)
         modality = chosen[primary_uid].modality
         warnings += ct_only_warnings(params, modality)
-        if modality != "CT":
-            warnings.append(f"ROI rule uses an HU threshold on {modality}")
-        mask = lesion_mask(primary, threshold_hu=params.roi_threshold_hu)
+        roi_found, roi_warnings_ = find_roi(
+            primary,
+            modality,
+            primary_uid,
+            _instance_uids(files[primary_uid]),
+            [a for a, _ in annotations],
+            params,
+        )
+        warnings += roi_warnings_
+        mask = roi_found.mask
         pipelines = preprocess_pipelines(params, modality)
         image_hu, roi = pipelines.geometry(primary, mask)
         assert roi is not None
@@ -135,8 +196,7 @@ def build_volume(
             png = checkerboard_png(image_hu, registered, window=window)
             lake.put_volume_file(out, f"registration_{n}.png", png)
         roi_voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(roi)))
-        if roi_voxels == 0:
-            warnings.append("ROI is empty after cropping")
+        warnings += roi_warnings(image_hu, roi, modality)
         qc = VolumeQC(
             study_id=manifest.study_id,
             series=1 + len(registrations),
@@ -152,6 +212,7 @@ def build_volume(
             roi_voxels=roi_voxels,
             modality=modality,
             selection=selection,
+            roi_source=roi_found.source,
         )
         lake.put_image(out, "image", sitk.Cast(image_hu, stored))
         lake.put_image(out, "input", normalised)

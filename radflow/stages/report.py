@@ -14,7 +14,7 @@ from radflow.imaging.grid import Grid, mask_on_grid
 from radflow.imaging.read import plan_series
 from radflow.keys import address as content_address
 from radflow.lake import STUDY_HTML, Lake
-from radflow.lake.records import Decision, Geometry, VolumeQC
+from radflow.lake.records import Decision, Geometry
 from radflow.models.plots import calibration_png, confusion_png, pr_png, roc_png
 from radflow.reports.dicom import SegmentedRoi, encapsulated_pdf, score_sr
 from radflow.reports.facts import StudyFacts, report_date, selection_rows
@@ -70,11 +70,6 @@ def primary_series(
     )
 
 
-def _roi_source(qc: VolumeQC) -> str:
-    """Where the volume's ROI came from; every ROI is the rule's until the QC record says."""
-    return str(getattr(qc, "roi_source", None) or "rule")
-
-
 def study_facts(lake: Lake, score: str) -> tuple[StudyFacts, str]:
     """What the study's reports say, and the de-identified study they belong to."""
     result = lake.score(score)
@@ -97,6 +92,7 @@ def study_facts(lake: Lake, score: str) -> tuple[StudyFacts, str]:
             "Preprocessed size": " x ".join(map(str, qc.preprocessed.size)),
         },
         qc={
+            "ROI source": qc.roi_source,
             "ROI voxels": qc.roi_voxels,
             "Registration metric (Mattes MI)": ", ".join(f"{r.metric:.4f}" for r in qc.registration)
             or "single series",
@@ -133,9 +129,9 @@ def write_study_report(lake: Lake, score: str) -> str:
         sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
         mask = mask_on_grid(lake.image(volume, "mask"), native)
         seg = roi_seg(
-            mask, sources, key=out, roi_source=_roi_source(qc), content_date=facts.report_date
+            mask, sources, key=out, roi_source=qc.roi_source, content_date=facts.report_date
         )
-        roi = SegmentedRoi(seg, ROI_SEGMENT, series_uid, roi_volume_mm3(mask))
+        roi = SegmentedRoi(seg, ROI_SEGMENT, series_uid, roi_volume_mm3(mask), qc.roi_source)
         # The SR's evidence and the source of both outputs' patient and study modules.
         evidence = sources[0]
         for name, ds in (

@@ -67,6 +67,7 @@ def score_study(lake: Lake, features: str, model: str) -> str:
         probability=round(probability, 6),
         threshold=threshold,
         positive=probability >= threshold,
+        roi_source=qc.roi_source,
     )
     lake.put_score(out, score)
     return out

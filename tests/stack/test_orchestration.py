@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ROI_SOURCES_WITH_RULE
 from support.browser import chromium
 from support.lakes import TrainedLake
 from support.load import drop_and_score
@@ -49,6 +50,7 @@ def stack(
     for the module: pytest runs the tests of one together)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
     env |= {
+        "RADFLOW_PREPROCESS__ROI_SOURCES": ROI_SOURCES_WITH_RULE,
         "RADFLOW_STORE_URL": lake.root.as_uri(),
         "RADFLOW_SECRET_FILE": str(lake.secret_file),
         "RADFLOW_CACHE_DIR": str(lake.settings.cache_dir),

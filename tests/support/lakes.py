@@ -108,8 +108,11 @@ def stack_env(built: TrainedLake, tmp: Path) -> dict[str, str]:
     stack's workers need to work on `built` (caches and the map under `tmp`)."""
     import os
 
+    from conftest import ROI_SOURCES_WITH_RULE
+
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
     return env | {
+        "RADFLOW_PREPROCESS__ROI_SOURCES": ROI_SOURCES_WITH_RULE,
         "RADFLOW_STORE_URL": built.root.as_uri(),
         "RADFLOW_SECRET_FILE": str(built.secret_file),
         "RADFLOW_CACHE_DIR": str(tmp / "cache"),

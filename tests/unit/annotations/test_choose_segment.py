@@ -37,7 +37,7 @@ def test_label_number_and_code_select(criteria: dict[str, object], number: int) 
 
 
 def test_the_settings_default_selects_the_first_segment() -> None:
-    selection = Settings().roi_segment
+    selection = Settings().preprocess.roi_segment
     assert selection == RoiSelection()
     chosen = choose_segment(
         _segments(), label=selection.label, number=selection.number, code=selection.code
@@ -47,13 +47,13 @@ def test_the_settings_default_selects_the_first_segment() -> None:
 
 
 def test_the_selection_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RADFLOW_ROI_SEGMENT__LABEL", "Liver")
-    monkeypatch.setenv("RADFLOW_ROI_SEGMENT__TOLERANCE_MM", "1.5")
-    selection = load_settings().roi_segment
+    monkeypatch.setenv("RADFLOW_PREPROCESS__ROI_SEGMENT__LABEL", "Liver")
+    monkeypatch.setenv("RADFLOW_PREPROCESS__ROI_SEGMENT__TOLERANCE_MM", "1.5")
+    selection = load_settings().preprocess.roi_segment
     assert (selection.label, selection.tolerance_mm) == ("Liver", 1.5)
 
 
 def test_a_code_without_a_scheme_is_a_setting_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RADFLOW_ROI_SEGMENT__CODE", "108369006")
-    with pytest.raises(ConfigError, match="RADFLOW_ROI_SEGMENT__CODE"):
+    monkeypatch.setenv("RADFLOW_PREPROCESS__ROI_SEGMENT__CODE", "108369006")
+    with pytest.raises(ConfigError, match="RADFLOW_PREPROCESS__ROI_SEGMENT__CODE"):
         load_settings()

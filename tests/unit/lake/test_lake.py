@@ -87,7 +87,7 @@ def test_records_refuse_what_they_do_not_define(built: TrainedLake) -> None:
         built.lake.store.get_text(f"{built.lake.feature_row(built.rows[0]).volume}/qc.json")
     )
     with pytest.raises(ValidationError):
-        VolumeQC.model_validate({**qc, "roi_source": "rule"})  # unknown: a newer writer's
+        VolumeQC.model_validate({**qc, "lesion_type": "nodule"})  # unknown: a newer writer's
     with pytest.raises(ValidationError):
         VolumeQC.model_validate({k: v for k, v in qc.items() if k != "roi_voxels"})
     with pytest.raises(ValidationError):

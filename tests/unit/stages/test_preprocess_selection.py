@@ -39,6 +39,9 @@ SECRET = "selection-secret-" + "0123456789abcdef" * 2
 # Small volumes: 3 mm voxels, a 16-voxel crop.
 SMALL = {"spacing_mm": (3.0, 3.0, 3.0), "shape": (16, 16, 16)}
 
+#: The builders' lesion spans the whole of their few slices.
+TOUCHES = "ROI touches the crop border: the lesion may extend beyond the crop"
+
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -91,7 +94,15 @@ def test_good_ct_with_topogram_seg_rtstruct_and_thick_recon_is_prepared(
     assert qc.native.size == [128, 128, 8] and qc.native.spacing_mm[2] == pytest.approx(2.5)
     assert qc.series == 2 and [r.series for r in qc.registration] == [1]
     assert qc.modality == "CT"
-    assert qc.warnings == []
+    # The real SEG and RTSTRUCT annotate other patients' series: set aside, with the reason.
+    assert qc.warnings == [
+        "SEG annotation not used: annotation references another series:"
+        " 1 of 1 referenced series are not the study's series",
+        "RTSTRUCT annotation not used: annotation references another series:"
+        " 1 of 1 referenced series are not the study's series",
+        TOUCHES,
+    ]
+    assert qc.roi_source == "rule"
     assert lake.store.exists(f"{volume}/secondary_1.nii.gz")
     assert not lake.store.exists(f"{volume}/secondary_2.nii.gz")
     image = lake.image(volume, "image")
@@ -133,7 +144,10 @@ def test_a_secondary_that_cannot_be_registered_is_a_warning(
     lake, deid = _ingest(tmp_path, inbox, settings)
     volume = preprocess.build_volume(lake, deid, settings.preprocess)
     qc = lake.qc(volume)
-    assert qc.warnings == [f"secondary series 2 (CT, 5 slices) not registered: {why}"]
+    assert qc.warnings == [
+        f"secondary series 2 (CT, 5 slices) not registered: {why}",
+        TOUCHES,
+    ]
     assert qc.series == 1 and qc.registration == []
     assert not lake.store.exists(f"{volume}/secondary_1.nii.gz")
 
@@ -282,4 +296,4 @@ def test_reports_dose_plans_captures_and_documents_are_kept_as_objects(
         ("SR", 301),
         ("SR", 302),
     ]
-    assert qc.series == 1 and qc.warnings == []
+    assert qc.series == 1 and qc.warnings == [TOUCHES]
