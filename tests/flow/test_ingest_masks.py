@@ -1,7 +1,7 @@
-"""`radflow ingest --masks`: a real ingest flow over synthetic studies whose soft-tissue
-lesions no threshold finds, with only annotations allowed as ROI sources; each study's label
-map (its true lesion, written as NIfTI on the primary series' grid) is its ROI, voxel for
-voxel through preprocessing and into its feature row."""
+"""`radflow ingest --masks`: a real ingest flow, through the CLI, over synthetic studies
+whose soft-tissue lesions no threshold finds, with only annotations allowed as ROI sources;
+each study's label map (its true lesion, written as NIfTI on the primary series' grid) is
+its ROI, voxel for voxel through preprocessing and into its feature row."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from typer.testing import CliRunner
 
+from radflow.cli import app
 from radflow.config import load_settings
 from radflow.imaging.pipelines import preprocess_pipelines
 from radflow.imaging.read import read_series
@@ -53,8 +55,6 @@ def test_every_study_takes_its_label_map_as_roi(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from flows.ingest import ingest
-
     monkeypatch.setenv("RADFLOW_PREPROCESS__ROI_SOURCES", '["annotation"]')
     inbox, labels = pipeline_env / "inbox", pipeline_env / "labels.csv"
     studies = synthesize(inbox, labels, SPEC)
@@ -81,8 +81,14 @@ def test_every_study_takes_its_label_map_as_roi(
     masks = masks_dir / "masks.csv"
     masks.write_text("study_uid,path,label\n" + "\n".join(rows) + "\n")
 
+    monkeypatch.chdir(pipeline_env)  # the CLI resolves a relative CSV path for the flow
     with caplog.at_level("WARNING"):
-        keys = ingest(inbox.as_uri(), "", str(labels), str(masks))
+        result = CliRunner().invoke(
+            app,
+            ["ingest", str(inbox), "--labels", str(labels), "--masks", "masks/masks.csv", "--json"],
+        )
+    assert result.exit_code == 0, result.output
+    keys = json.loads(result.stdout)
     assert len(keys) == 3
     assert "masks CSV: 1 row(s) name a study that is not in the delivery" in caplog.text
     assert not any(s.study_uid in caplog.text for s in studies)
