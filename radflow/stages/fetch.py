@@ -200,4 +200,6 @@ def _add_masks(
             # make the de-identified study two.
             result.masks_of_another_study += 1
             continue
-        files.append(cached_annotation(cache_dir, entry.path, "dicom"))
+        copy = cached_annotation(cache_dir, entry.path, "dicom")
+        if all(f.sha256 != copy.sha256 for f in files):  # not when the delivery holds it too
+            files.append(copy)

@@ -180,6 +180,17 @@ def test_a_seg_row_joins_its_study_as_a_dicom_object(tmp_path: Path) -> None:
     assert str(ds.StudyInstanceUID) != ct.study_uid  # de-identified with the study
 
 
+def test_a_seg_row_the_delivery_holds_already_changes_nothing(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    ct = liver_ct(inbox / "LIVER")
+    (inbox / "LIVER" / "SEG").mkdir()
+    (inbox / "LIVER" / "SEG" / "seg.dcm").write_bytes(liver_seg().read_bytes())
+    plain = fetch_delivery(LocalStore(inbox), "", tmp_path / "cache")
+    row = [MaskEntry(ct.study_uid, liver_seg())]
+    listed = fetch_delivery(LocalStore(inbox), "", tmp_path / "cache", masks=row)
+    assert listed.studies == plain.studies and listed.quarantined == []
+
+
 def test_a_seg_row_of_another_study_is_counted_not_used(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     ct = _ct(inbox)
@@ -189,3 +200,36 @@ def test_a_seg_row_of_another_study_is_counted_not_used(tmp_path: Path) -> None:
     assert fetched.masks_of_another_study == 1 and fetched.masks_without_study == 0
     plain = fetch_delivery(LocalStore(inbox), "", tmp_path / "cache2")
     assert fetched.studies == plain.studies
+
+
+def test_the_fetch_tasks_cache_key_sees_the_masks(
+    tmp_path: Path, study: tuple[Path, CTSeries, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prefect's cache key of fetch: a changed map or label must not return the old
+    references; the key holds no original UID."""
+    from tasks import fetch as fetch_task
+    from tasks import runtime
+
+    inbox, ct, mask = study
+    monkeypatch.setenv("RADFLOW_SECRET", SECRET)
+    monkeypatch.setenv("RADFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    runtime.settings.cache_clear()
+
+    def key(rows: str) -> str:
+        csv = tmp_path / "masks.csv"
+        csv.write_text(f"study_uid,path,label\n{rows}\n")
+        return fetch_task._fetch_key(inbox.as_uri(), "", str(csv))
+
+    try:
+        plain = fetch_task._fetch_key(inbox.as_uri(), "", "")
+        whole = key(f"{ct.study_uid},{mask},")
+        assert key(f"{ct.study_uid},{mask},") == whole
+        labelled = key(f"{ct.study_uid},{mask},2")
+        changed = _labels()
+        changed[0, 0, 0] = 1
+        _write_labelmap(mask, ct, changed)
+        edited = key(f"{ct.study_uid},{mask},")
+    finally:
+        runtime.settings.cache_clear()
+    assert len({plain, whole, labelled, edited}) == 4
+    assert not any(ct.study_uid in k for k in (whole, labelled, edited))
