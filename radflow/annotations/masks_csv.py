@@ -113,7 +113,7 @@ def _entry(row: list[str], number: int, columns: int, folder: Path) -> MaskEntry
         raise MasksCsvError(
             f"masks CSV line {number}: a label is given for a SEG or RTSTRUCT",
             hint="the label column is a label map's value; a SEG's or RTSTRUCT's segment is"
-            " chosen by RADFLOW_ROI_SEGMENT__LABEL or __NUMBER",
+            " chosen by RADFLOW_PREPROCESS__ROI_SEGMENT__LABEL or __NUMBER",
         )
     return MaskEntry(study_uid=study_uid, path=mask, label=label)
 

@@ -106,7 +106,7 @@ def test_the_label_column_is_optional(folder: Path) -> None:
             f"study_uid,path,label\n{STUDY_B},{liver_seg()},Liver\n",
             False,
             "masks CSV line 2: a label is given for a SEG or RTSTRUCT",
-            "RADFLOW_ROI_SEGMENT__LABEL",
+            "RADFLOW_PREPROCESS__ROI_SEGMENT__LABEL",
         ),
     ],
     ids=[
