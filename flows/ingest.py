@@ -15,14 +15,15 @@ from tasks.fetch import fetch
 from tasks.preprocess import preprocess
 
 
-def prepare_studies(source: str, prefix: str = "") -> Prepared:
+def prepare_studies(source: str, prefix: str = "", masks: str = "") -> Prepared:
     """fetch -> anonymize -> register + preprocess -> extract, fanned out per study.
 
     A quarantined study drops out (its record is in the lake); a study whose stage failed
     unexpectedly is counted, and the others go on either way: the caller finishes them and
-    then fails the run with `Prepared.raise_if_failed`."""
+    then fails the run with `Prepared.raise_if_failed`. `masks`: a masks CSV's path, read
+    inside fetch (its rows hold original UIDs)."""
     connect_tag_checks(fetch, anonymize, preprocess, features, catalog)
-    refs = fetch(source, prefix)
+    refs = fetch(source, prefix, masks or "")
     deid = anonymize.map(refs)
     volumes = preprocess.map(deid)
     rows = features.map(volumes, deid)
@@ -37,17 +38,23 @@ def delivery_run_name(kind: str) -> str:
     return f"{kind}-{short_id(params['source'] + '/' + params.get('prefix', ''))}"
 
 
-def ingest_steps(source: str, prefix: str = "", labels: str | None = None) -> list[str]:
+def ingest_steps(
+    source: str, prefix: str = "", labels: str | None = None, masks: str | None = None
+) -> list[str]:
     """labels -> prepare -> catalog; the feature keys of the delivery's studies."""
     if labels:
         record_labels(labels)
-    studies = prepare_studies(source, prefix)
+    studies = prepare_studies(source, prefix, masks or "")
     catalog(studies.keys)
     studies.raise_if_failed()
     return studies.keys
 
 
 @flow(name="ingest", flow_run_name=lambda: delivery_run_name("ingest"))
-def ingest(source: str, prefix: str = "", labels: str | None = None) -> list[str]:
-    """Labels (a local CSV of original StudyInstanceUID,label) are stored under pseudonyms."""
-    return ingest_steps(source, prefix, labels)
+def ingest(
+    source: str, prefix: str = "", labels: str | None = None, masks: str | None = None
+) -> list[str]:
+    """Labels (a local CSV of original StudyInstanceUID,label) are stored under pseudonyms;
+    masks (a local CSV of original StudyInstanceUID,path[,label]) add each study's own
+    annotation, which then is its region of interest."""
+    return ingest_steps(source, prefix, labels, masks)

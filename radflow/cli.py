@@ -345,8 +345,10 @@ def ingest(
     masks: Annotated[
         Path | None,
         typer.Option(
-            help="CSV: study_uid,path[,label]: each study's SEG, RTSTRUCT or NIfTI/NRRD label"
-            " map (paths relative to the CSV); checked before anything runs."
+            help="CSV: study_uid,path[,label] (original StudyInstanceUIDs): each study's SEG,"
+            " RTSTRUCT or NIfTI/NRRD label map (paths relative to the CSV), checked before"
+            " anything runs. It is de-identified into the study and is its region of interest,"
+            " before any rule; label: the label map's value to keep (default: all)."
         ),
     ] = None,
     task_runner: Annotated[
@@ -366,17 +368,17 @@ def ingest(
         if masks is not None:
             from radflow.annotations.masks_csv import read_masks_csv
 
-            entries = read_masks_csv(masks)
-            # Checked only: the preprocess stage does not read annotations yet (issue 14).
-            typer.echo(
-                f"warning: masks CSV checked ({len(entries)} studies) but not used yet",
-                err=True,
-            )
+            read_masks_csv(masks)  # every mistake, with its line, before anything runs
         from flows.ingest import ingest as ingest_flow
         from flows.runtime.runners import task_runner as runner
 
         flow = ingest_flow.with_options(task_runner=runner(task_runner, dask_address))
-        keys: list[str] = flow(url, prefix, str(labels.resolve()) if labels else None)
+        keys: list[str] = flow(
+            url,
+            prefix,
+            str(labels.resolve()) if labels else None,
+            str(masks.resolve()) if masks else None,
+        )
         return keys
 
     keys = _run(body)
@@ -537,10 +539,18 @@ def features(
         Path, typer.Argument(help="NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or a DICOM folder.")
     ],
     mask: Annotated[
-        Path, typer.Option(help="Label map on IMAGE's grid, in any of IMAGE's formats.")
+        Path,
+        typer.Option(
+            help="Label map on IMAGE's grid, in any of IMAGE's formats, or a DICOM SEG or"
+            " RTSTRUCT file of IMAGE's series."
+        ),
     ],
     label: Annotated[
-        int | None, typer.Option(help="The label to describe (default: the only one).")
+        int | None,
+        typer.Option(
+            help="The label to describe (default: the only one); for a SEG or RTSTRUCT the"
+            " segment number (SEG segment, RTSTRUCT ROI number)."
+        ),
     ] = None,
     as_json: Annotated[
         bool,

@@ -2,14 +2,18 @@
 
 It holds raw files and raw keys (PHI), so it stays on the worker, never in the lake. Fetch
 fills it; anonymize reads a study's files back from it by the study's reference (a hash of
-the files' contents), so the two stages share the cache and nothing else.
+the files' contents), so the two stages share the cache and nothing else. A study's label
+map from `ingest --masks` is one of its files (with the label chosen from it), so the
+reference, and every address after it, changes when the map or the label does.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 from radflow.keys import sha256_bytes, sha256_file
 from radflow.store import ObjectInfo, ObjectStore
@@ -20,10 +24,20 @@ class RawFile:
     key: str
     sha256: str
     path: str
+    kind: Literal["dicom", "labelmap"] = "dicom"
+    label: int | None = None  # a label map's chosen label; None: the map as it is
 
     @classmethod
     def of(cls, key: str, path: Path) -> RawFile:
         return cls(key, sha256_file(path), str(path))
+
+    @property
+    def identity(self) -> str:
+        """What the study's reference hashes: a DICOM file's content (as ever), a label
+        map's content and its label."""
+        if self.kind == "dicom":
+            return self.sha256
+        return f"{self.sha256} {self.kind} {'' if self.label is None else self.label}"
 
 
 def cached_copy(source: ObjectStore, info: ObjectInfo, cache_dir: Path) -> Path:
@@ -38,21 +52,62 @@ def cached_copy(source: ObjectStore, info: ObjectInfo, cache_dir: Path) -> Path:
     return dest
 
 
+_LABELMAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd")
+
+
+def cached_annotation(
+    cache_dir: Path, source: Path, kind: Literal["dicom", "labelmap"], label: int | None = None
+) -> RawFile:
+    """A copy of a local annotation file (`ingest --masks`) in the cache, as a study file.
+
+    A label map's copy keeps its format's suffix (ITK reads by it); a detached NRRD header
+    (.nhdr, its voxels in another file) is read with SimpleITK and kept as one .nrrd file."""
+    name = source.name.lower()
+    suffix = (
+        ".dcm"
+        if kind == "dicom"
+        else next((s for s in _LABELMAP_SUFFIXES if name.endswith(s)), ".nrrd")
+    )
+    staging = cache_dir / "masks" / "incoming"
+    staging.mkdir(parents=True, exist_ok=True)
+    tmp = staging / f"{sha256_bytes(str(source).encode())}{suffix}"
+    if kind == "labelmap" and not name.endswith(_LABELMAP_SUFFIXES):
+        import SimpleITK as sitk
+
+        sitk.WriteImage(sitk.ReadImage(str(source)), str(tmp))
+    else:
+        shutil.copyfile(source, tmp)
+    digest = sha256_file(tmp)
+    dest = cache_dir / "masks" / digest[:2] / f"{digest}{suffix}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp.replace(dest)
+    return RawFile(str(source), digest, str(dest), kind=kind, label=label)
+
+
 def _index_path(cache_dir: Path, ref: str) -> Path:
     return cache_dir / "groups" / f"{ref}.json"
 
 
 def index_study(cache_dir: Path, files: list[RawFile]) -> str:
     """Record which cached files make one study; returns the study's reference."""
-    files = sorted(files, key=lambda f: f.sha256)
-    ref = "raw-" + sha256_bytes("\n".join(f.sha256 for f in files).encode())
+    files = sorted(files, key=lambda f: f.identity)
+    ref = "raw-" + sha256_bytes("\n".join(f.identity for f in files).encode())
     index = _index_path(cache_dir, ref)
     index.parent.mkdir(parents=True, exist_ok=True)
     index.write_text(json.dumps([asdict(f) for f in files]))
     return ref
 
 
+def _entries(cache_dir: Path, ref: str) -> list[RawFile]:
+    return [RawFile(**e) for e in json.loads(_index_path(cache_dir, ref).read_text())]
+
+
 def study_files(cache_dir: Path, ref: str) -> list[Path]:
-    """The cached files of a study, by its reference."""
-    entries = json.loads(_index_path(cache_dir, ref).read_text())
-    return [Path(RawFile(**e).path) for e in entries]
+    """The cached DICOM files of a study, by its reference."""
+    return [Path(f.path) for f in _entries(cache_dir, ref) if f.kind == "dicom"]
+
+
+def study_labelmap(cache_dir: Path, ref: str) -> tuple[Path, int | None] | None:
+    """The cached label map of a study and its chosen label, or None if it has none."""
+    maps = [f for f in _entries(cache_dir, ref) if f.kind == "labelmap"]
+    return (Path(maps[0].path), maps[0].label) if maps else None

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from radflow.annotations.masks_csv import MaskEntry, read_masks_csv
+from radflow.keys import keyed_hash, sha256_file
 from radflow.stages.fetch import delivery_fingerprint, fetch_delivery
 from radflow.store import open_store
 from tasks.runtime import settings, task
 from tasks.stage_task import LakeAddress, quarantine, run_name
 
 
-def _fetch_key(source: str, prefix: str = "") -> str:
-    # Lists the delivery: the key must see new, changed and removed files.
+def _masks(masks: str) -> list[MaskEntry]:
+    # Read here, inside the task: the CSV holds original StudyInstanceUIDs (PHI), so only
+    # its path is a parameter.
+    return read_masks_csv(Path(masks)) if masks else []
+
+
+def _fetch_key(source: str, prefix: str = "", masks: str = "") -> str:
+    # Lists the delivery: the key must see new, changed and removed files, and a changed
+    # masks CSV or mask file (keyed: the CSV's rows hold original UIDs). No masks is "", not
+    # None: LakeAddress gives no cache key when an input is None.
     s = settings()
     inbox = open_store(source, s.s3_options())
-    return delivery_fingerprint(inbox, prefix, s.cache_dir, s.max_series_voxels)
+    key = delivery_fingerprint(inbox, prefix, s.cache_dir, s.max_series_voxels)
+    if not masks:
+        return key
+    rows = "\n".join(f"{e.study_uid},{sha256_file(e.path)},{e.label or ''}" for e in _masks(masks))
+    return f"{key}-masks-{keyed_hash(s.pseudonym_secret(), rows)[:32]}"
 
 
 @task(
@@ -20,11 +36,24 @@ def _fetch_key(source: str, prefix: str = "") -> str:
     task_run_name=run_name("fetch"),
     tags=["stage:fetch"],
 )
-def fetch(source: str, prefix: str = "") -> list[str]:
-    """Study references of a delivery; unreadable files are quarantined."""
+def fetch(source: str, prefix: str = "", masks: str = "") -> list[str]:
+    """Study references of a delivery; unreadable files are quarantined. `masks`: the path
+    of a masks CSV (`ingest --masks`), whose files join their studies."""
+    from prefect.logging import get_run_logger
+
     s = settings()
     inbox = open_store(source, s.s3_options())
-    result = fetch_delivery(inbox, prefix, s.cache_dir, s.max_series_voxels)
+    result = fetch_delivery(inbox, prefix, s.cache_dir, s.max_series_voxels, _masks(masks))
     for record in result.quarantined:
         quarantine(record)
+    if result.masks_without_study:
+        get_run_logger().warning(
+            "masks CSV: %d row(s) name a study that is not in the delivery; not used",
+            result.masks_without_study,
+        )
+    if result.masks_of_another_study:
+        get_run_logger().warning(
+            "masks CSV: %d SEG/RTSTRUCT file(s) belong to another study than their row's; not used",
+            result.masks_of_another_study,
+        )
     return result.studies

@@ -98,13 +98,35 @@ def _entry(row: list[str], number: int, columns: int, folder: Path) -> MaskEntry
             f"masks CSV line {number}: the mask file does not exist",
             hint="paths are relative to the CSV's folder",
         )
-    if annotation_kind(mask) is None:
+    kind = annotation_kind(mask)
+    if kind is None:
         raise MasksCsvError(
             f"masks CSV line {number}: the file is not a SEG, RTSTRUCT or label map",
             hint="label maps are NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr)",
         )
     label = cells[2] if columns == 3 and cells[2] else None
+    if label is not None and kind == "labelmap":
+        label = _labelmap_value(label, number)
+    elif label is not None:
+        # The label is applied by keeping only its voxels in the stored label map; a SEG or
+        # RTSTRUCT is kept whole, as the standard object it is.
+        raise MasksCsvError(
+            f"masks CSV line {number}: a label is given for a SEG or RTSTRUCT",
+            hint="the label column is a label map's value; a SEG's or RTSTRUCT's segment is"
+            " chosen by RADFLOW_PREPROCESS__ROI_SEGMENT__LABEL or __NUMBER",
+        )
     return MaskEntry(study_uid=study_uid, path=mask, label=label)
+
+
+def _labelmap_value(label: str, number: int) -> str:
+    """A label map's label is a voxel value: "2" or "label 2" (as segments are named)."""
+    value = label.removeprefix("label").strip()
+    if not value.isdigit() or int(value) == 0:
+        raise MasksCsvError(
+            f"masks CSV line {number}: a label map's label must be a positive whole number",
+            hint="give the voxel value of the region, e.g. 1",
+        )
+    return str(int(value))
 
 
 def _header_hint() -> str:

@@ -2,8 +2,9 @@
 
 `radflow features IMAGE --mask MASK` reads through here. Images are NIfTI (.nii, .nii.gz),
 NRRD (.nrrd, .nhdr) or a folder holding one DICOM series; a mask is any of those holding a
-label map. Further mask formats (DICOM SEG, RTSTRUCT) belong here too, each returning the
-same thing: a 0/1 mask on the image's own grid.
+label map, or a DICOM SEG or RTSTRUCT file (read by `radflow.annotations`, whose segments
+are numbered: SEG segment number, RTSTRUCT ROI number). Each gives the same thing: a 0/1
+mask on the image's own grid.
 
 A mask must lie on the image's grid: the same size, and every voxel centre within
 `GRID_TOLERANCE_MM` of the image's (this one figure covers origin, spacing and direction). A
@@ -115,9 +116,42 @@ def _labels(values: np.ndarray) -> list[int]:
     return [int(v) for v in present]
 
 
+def _segment_mask(path: Path, image: sitk.Image, number: int | None) -> sitk.Image:
+    """Segment `number` of the SEG or RTSTRUCT at `path` (default: the only one) on
+    `image`'s grid. The annotation readers place it by its frames' or contours' positions,
+    within their tolerance; nothing is resampled."""
+    from radflow.annotations import segments_on_grid
+
+    segments = segments_on_grid(path, image)
+    listed = ", ".join(f"{s.number} ({s.label})" for s in segments)
+    if number is None:
+        if len(segments) > 1:
+            raise QuarantineError(
+                "several segments in the mask", f"segments {listed}; choose one (--label N)"
+            )
+        (chosen,) = segments
+    else:
+        found = [s for s in segments if s.number == number]
+        if not found:
+            raise QuarantineError(
+                "segment not in the mask", f"no segment {number}; the mask holds {listed}"
+            )
+        (chosen,) = found
+    if chosen.voxels == 0:
+        raise QuarantineError("mask is empty", "the segment covers no voxel of the image")
+    mask = sitk.Cast(chosen.mask, sitk.sitkUInt8)
+    mask.CopyInformation(image)
+    return mask
+
+
 def load_mask(path: Path, image: sitk.Image, label: int | None = None) -> sitk.Image:
     """The region of `label` (default: every non-zero voxel, if the mask holds one label) of
-    the label map at `path`, as a 0/1 uint8 mask carrying the image's geometry exactly."""
+    the label map at `path`, as a 0/1 uint8 mask carrying the image's geometry exactly. For
+    a DICOM SEG or RTSTRUCT, `label` is the segment number (default: the only segment)."""
+    from radflow.annotations import annotation_kind
+
+    if Path(path).is_file() and annotation_kind(Path(path)) in ("seg", "rtstruct"):
+        return _segment_mask(Path(path), image, label)
     labels_image = _on_grid(load_image(path), image)
     values = sitk.GetArrayViewFromImage(labels_image)
     labels = _labels(values)

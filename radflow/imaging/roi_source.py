@@ -60,9 +60,14 @@ def _from_annotation(
         check_references(annotation.path, primary_uid, primary_instances)
     selection = params.roi_segment
     segments = segments_on_grid(annotation.path, primary, tolerance_mm=selection.tolerance_mm)
-    chosen = choose_segment(
-        segments, label=selection.label, number=selection.number, code=selection.code
-    )
+    if annotation.kind == "labelmap":
+        # A label map's segments are its values ("label 2"): names and codes chosen for the
+        # site's SEGs and RTSTRUCTs do not apply (the masks CSV picks its label instead).
+        chosen = choose_segment(segments, number=selection.number)
+    else:
+        chosen = choose_segment(
+            segments, label=selection.label, number=selection.number, code=selection.code
+        )
     if not sitk.GetArrayViewFromImage(chosen.mask).any():
         raise QuarantineError("annotation segment is empty", f"segment {chosen.number}")
     return chosen.mask

@@ -6,9 +6,11 @@ local folder (mode 700, files 600), never beside the de-identified data.
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from pathlib import Path
 
+from radflow.annotations.labelmap import write_deidentified_labelmap
 from radflow.config import Settings
 from radflow.dicom.batch import deidentify_bytes, read_dicom
 from radflow.dicom.deid import DeidConfig, Deidentifier, DeidResult, study_pseudonym
@@ -18,7 +20,7 @@ from radflow.keys import secret_fingerprint, sha256_file
 from radflow.lake import Lake
 from radflow.lake.records import QuarantineRecord, SeriesEntry, StudyManifest
 from radflow.privacy import write_private
-from radflow.raw_cache import study_files
+from radflow.raw_cache import study_files, study_labelmap
 
 NAME = "anonymize"
 
@@ -50,7 +52,9 @@ def anonymize_study(
     """De-identify every instance of a study; the manifest, written last, commits the output.
 
     An instance that cannot be de-identified (unreadable, possible burned-in text) is
-    quarantined alone; the study goes on without it unless nothing is left."""
+    quarantined alone; the study goes on without it unless nothing is left. A label map
+    given with the study (`ingest --masks`) that cannot be used quarantines the study: it
+    was meant to be the study's region of interest."""
     out = deid_address(ref, config)
     if lake.has(out):
         return out
@@ -81,6 +85,7 @@ def anonymize_study(
     if len({i[0] for i in identities}) != 1:
         raise QuarantineError("inconsistent study", "more than one patient id in one study")
     (ids,) = identities.values()
+    _put_labelmap(lake, cache_dir, ref, out)
     study_id = study_pseudonym(config.secret, ids.original_study_uid)
     write_reid_entry(reid_dir, study_id, ids.reid_entry(config.secret))
     manifest = StudyManifest(
@@ -94,3 +99,16 @@ def anonymize_study(
     )
     lake.put_manifest(out, manifest)
     return out
+
+
+def _put_labelmap(lake: Lake, cache_dir: Path, ref: str, out: str) -> None:
+    """The study's label map, if it has one, de-identified into the study (voxels and
+    geometry only, of the chosen label alone when one was given); before the manifest."""
+    found = study_labelmap(cache_dir, ref)
+    if found is None:
+        return
+    source, label = found
+    with tempfile.TemporaryDirectory(prefix="radflow-labelmap-") as tmp:
+        clean = Path(tmp) / "labelmap.nii.gz"
+        write_deidentified_labelmap(source, clean, label)
+        lake.put_study_labelmap(out, clean)

@@ -7,6 +7,7 @@ What leaves this stage are study references: hashes of the study's file contents
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,12 +16,15 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from radflow.annotations.kinds import annotation_kind
+from radflow.annotations.kinds import read_header as read_annotation_header
+from radflow.annotations.masks_csv import MaskEntry
 from radflow.errors import QuarantineError
 from radflow.imaging.nifti import is_nifti
-from radflow.keys import sha256_bytes
+from radflow.keys import sha256_bytes, sha256_file
 from radflow.lake.records import QuarantineRecord
 from radflow.limits import DEFAULT_MAX_SERIES_VOXELS
-from radflow.raw_cache import RawFile, cached_copy, index_study
+from radflow.raw_cache import RawFile, cached_annotation, cached_copy, index_study
 from radflow.store import ObjectStore, validate_key
 
 NAME = "fetch"
@@ -40,6 +44,8 @@ _NIFTI_MAGIC = ((344, b"n+1\0"), (4, b"n+2\0"))  # single-file NIfTI-1 and NIfTI
 class FetchResult:
     studies: list[str] = field(default_factory=list)
     quarantined: list[QuarantineRecord] = field(default_factory=list)
+    masks_without_study: int = 0  # rows of the masks CSV whose study is not in the delivery
+    masks_of_another_study: int = 0  # SEG/RTSTRUCT rows whose file names another study
 
 
 def delivery_fingerprint(
@@ -126,9 +132,11 @@ def fetch_delivery(
     prefix: str,
     cache_dir: Path,
     max_voxels: int = DEFAULT_MAX_SERIES_VOXELS,
+    masks: Sequence[MaskEntry] = (),
 ) -> FetchResult:
     """Every study under `prefix`; files the inbox cannot take become quarantine records
-    (radflow's reason, the key's hash), not errors, and the raw files are never changed."""
+    (radflow's reason, the key's hash), not errors, and the raw files are never changed.
+    `masks` (the rows of `ingest --masks`) add each study's annotation to its files."""
     result = FetchResult()
     studies: dict[str, list[RawFile]] = defaultdict(list)
     for info in source.list(prefix):
@@ -155,5 +163,43 @@ def fetch_delivery(
             )
             continue
         studies[str(ds.StudyInstanceUID)].append(RawFile.of(info.key, path))
+    _add_masks(studies, masks, cache_dir, result)
     result.studies = sorted(index_study(cache_dir, files) for files in studies.values())
     return result
+
+
+def _add_masks(
+    studies: dict[str, list[RawFile]],
+    masks: Sequence[MaskEntry],
+    cache_dir: Path,
+    result: FetchResult,
+) -> None:
+    """Each masks CSV row's file joins its study's files (a copy in the cache): a label map
+    with its label, a SEG or RTSTRUCT as one more DICOM object of the study. Rows of studies
+    not in the delivery, and SEG/RTSTRUCT files of another study, are only counted (UIDs
+    are PHI)."""
+    for entry in masks:
+        files = studies.get(entry.study_uid)
+        if files is None:
+            result.masks_without_study += 1
+            continue
+        if annotation_kind(entry.path) == "labelmap":
+            label = int(entry.label) if entry.label is not None else None
+            files.append(cached_annotation(cache_dir, entry.path, "labelmap", label))
+            continue
+        try:
+            ds = read_annotation_header(entry.path)
+        except QuarantineError as err:
+            source = "mask-sha256:" + sha256_file(entry.path)  # its path may hold PHI
+            result.quarantined.append(
+                QuarantineRecord.for_key("", source, NAME, err.reason, type(err).__name__)
+            )
+            continue
+        if str(ds.get("StudyInstanceUID", "")) != entry.study_uid:
+            # Anonymize maps one study's UIDs together; an object of another study would
+            # make the de-identified study two.
+            result.masks_of_another_study += 1
+            continue
+        copy = cached_annotation(cache_dir, entry.path, "dicom")
+        if all(f.sha256 != copy.sha256 for f in files):  # not when the delivery holds it too
+            files.append(copy)

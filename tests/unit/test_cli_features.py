@@ -8,8 +8,17 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
+from support.annotations import (
+    liver_ct,
+    liver_seg,
+    rtstruct_ct,
+    rtstruct_file,
+    write_ct_series,
+    write_seg,
+)
 from support.realdata import pydicom_file, pyradiomics_baseline, pyradiomics_case
 from typer.testing import CliRunner
 
@@ -135,3 +144,67 @@ def test_a_dicom_series_folder_with_a_nifti_mask(tmp_path: Path) -> None:
     assert values["original_shape_VoxelVolume"] / voxel == pytest.approx(126, abs=1e-9)
     inside = sitk.GetArrayFromImage(image)[labels == 1].astype(np.float64)
     assert values["original_firstorder_Mean"] == pytest.approx(float(inside.mean()), rel=1e-9)
+
+
+def _voxels(values: dict[str, float], image: sitk.Image) -> float:
+    return values["original_shape_VoxelVolume"] / math.prod(image.GetSpacing())
+
+
+def test_a_real_seg_as_the_mask(tmp_path: Path) -> None:
+    """pydicom-data's liver.dcm on the CT rebuilt on its grid: the region is the SEG's own
+    voxels, counted here from pydicom's unpacking of its frames (independent of highdicom)."""
+    ct = liver_ct(tmp_path / "ct")
+    result = runner.invoke(app, ["features", str(ct.folder), "--mask", str(liver_seg()), "--json"])
+    assert result.exit_code == 0, result.output
+    frames = pydicom.dcmread(liver_seg()).pixel_array
+    assert int(frames.sum()) == 107098
+    voxels = _voxels(json.loads(result.stdout), load_image(ct.folder))
+    assert voxels == pytest.approx(107098, abs=1e-6)
+
+
+def test_several_segments_need_the_segment_number(tmp_path: Path) -> None:
+    ct = write_ct_series(
+        tmp_path / "ct",
+        rows=32,
+        columns=40,
+        pixel_spacing=(0.7, 0.8),
+        positions=[(-10.0, -20.0, 2.5 * k - 3.0) for k in range(8)],
+    )
+    labels = np.zeros((8, 32, 40), np.uint8)
+    labels[2:5, 5:12, 7:20] = 1  # 273 voxels
+    labels[3, 20:25, 30:33] = 2  # 15 voxels
+    seg = write_seg(tmp_path / "seg.dcm", ct, labels)
+    both = runner.invoke(app, ["features", str(ct.folder), "--mask", str(seg), "--json"])
+    assert both.exit_code == 2
+    assert both.stderr.splitlines()[0] == (
+        "error: several segments in the mask: segments 1 (segment 1), 2 (segment 2);"
+        " choose one (--label N)"
+    )
+    image = load_image(ct.folder)
+    for number, expected in ((1, 273), (2, 15)):
+        chosen = runner.invoke(
+            app,
+            ["features", str(ct.folder), "--mask", str(seg), "--label", str(number), "--json"],
+        )
+        assert chosen.exit_code == 0, chosen.output
+        assert _voxels(json.loads(chosen.stdout), image) == pytest.approx(expected, abs=1e-6)
+    missing = runner.invoke(
+        app, ["features", str(ct.folder), "--mask", str(seg), "--label", "3", "--json"]
+    )
+    assert missing.exit_code == 2
+    assert "segment not in the mask: no segment 3; the mask holds 1 (segment 1), 2" in (
+        missing.stderr
+    )
+
+
+def test_a_real_rtstruct_as_the_mask(tmp_path: Path) -> None:
+    """pydicom's rtstruct.dcm on the grid its rectangles fill: ROI 1 covers 400 x 300 voxel
+    centres on each of its three planes (1 mm pixels, centres between whole mm)."""
+    ct = rtstruct_ct(tmp_path / "ct")
+    result = runner.invoke(
+        app,
+        ["features", str(ct.folder), "--mask", str(rtstruct_file()), "--label", "1", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    voxels = _voxels(json.loads(result.stdout), load_image(ct.folder))
+    assert voxels == pytest.approx(3 * 400 * 300, abs=1e-6)

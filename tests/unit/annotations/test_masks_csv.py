@@ -96,8 +96,32 @@ def test_the_label_column_is_optional(folder: Path) -> None:
             "masks CSV line 2: the file is not a SEG, RTSTRUCT or label map",
             "NIfTI",
         ),
+        (
+            f"study_uid,path,label\n{STUDY_A},masks/lung1.nrrd,Tumour\n",
+            False,
+            "masks CSV line 2: a label map's label must be a positive whole number",
+            "voxel value",
+        ),
+        (
+            f"study_uid,path,label\n{STUDY_B},{liver_seg()},Liver\n",
+            False,
+            "masks CSV line 2: a label is given for a SEG or RTSTRUCT",
+            "RADFLOW_PREPROCESS__ROI_SEGMENT__LABEL",
+        ),
     ],
-    ids=["bom", "semicolons", "header", "empty", "missing", "duplicate", "uid", "columns", "kind"],
+    ids=[
+        "bom",
+        "semicolons",
+        "header",
+        "empty",
+        "missing",
+        "duplicate",
+        "uid",
+        "columns",
+        "kind",
+        "label-word",
+        "seg-label",
+    ],
 )
 def test_mistakes_name_the_line_and_say_what_to_do(
     folder: Path, text: str, bom: bool, message: str, hint: str
@@ -107,6 +131,12 @@ def test_mistakes_name_the_line_and_say_what_to_do(
     assert str(caught.value) == message
     assert hint in caught.value.hint
     assert STUDY_A not in str(caught.value) and "lung1" not in str(caught.value)
+
+
+@pytest.mark.parametrize("label", ["2", "label 2", " 02 "])
+def test_a_label_maps_label_is_its_value(folder: Path, label: str) -> None:
+    path = _csv(folder, f"study_uid,path,label\n{STUDY_A},masks/lung1.nrrd,{label}\n")
+    assert read_masks_csv(path) == [MaskEntry(STUDY_A, folder / "masks" / "lung1.nrrd", "2")]
 
 
 def test_a_missing_csv_is_one_clear_error(tmp_path: Path) -> None:

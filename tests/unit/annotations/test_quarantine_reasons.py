@@ -26,6 +26,7 @@ from radflow.annotations import (
     choose_segment,
     segments_on_grid,
 )
+from radflow.annotations.labelmap import write_deidentified_labelmap
 from radflow.errors import QuarantineError
 from radflow.imaging.read import read_series
 
@@ -296,12 +297,30 @@ CASES: dict[str, tuple[str, str, Callable[[World, Path], object]]] = {
         r"label Liver; the annotation has 2 segment\(s\)",
         lambda w, t: choose_segment(_segments(), label="Liver"),
     ),
+    "a masks CSV label the map lacks": (
+        "label not in the label map",
+        r"no voxel has label 9",
+        lambda w, t: write_deidentified_labelmap(
+            _label(t, _small_labels(1)), t / "clean.nii.gz", label=9
+        ),
+    ),
+    "negative label values": (
+        "label map values out of range",
+        r"labels must be 0\.\.65535",
+        lambda w, t: write_deidentified_labelmap(_label(t, _small_labels(-3)), t / "clean.nii.gz"),
+    ),
     "a label two segments have": (
         "ROI selection matches several segments",
         r"label LESION matches 2; select by number",
         lambda w, t: choose_segment(_segments(), label="LESION"),
     ),
 }
+
+
+def _small_labels(value: int) -> sitk.Image:
+    array = np.zeros((4, 4, 4), dtype=np.int16)
+    array[1:3, 1:3, 1:3] = value
+    return sitk.GetImageFromArray(array)
 
 
 def _label_text(tmp: Path, data: bytes = b"just some text\n") -> Path:
