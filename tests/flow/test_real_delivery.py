@@ -2,8 +2,10 @@
 here wrote (pydicom's dicomdirtests CR/CT/MR studies, CT_small, MR_small, its SRs, a secondary
 capture and rtstruct.dcm; pydicom-data's SEG liver.dcm, enhanced CT and MR, a J2K CT;
 nibabel's Siemens MOSAIC pair; an Encapsulated PDF) beside realistic synthetic studies with
-topograms, reformats, thick recons, SEGs and RTSTRUCTs. Every study is prepared or set aside
-with radflow's own reason, none fails, and an annotated study's ROI is its annotation."""
+topograms, reformats, thick recons, SEGs and RTSTRUCTs, and a masks CSV giving one of them a
+NIfTI label map. The ROI sources are the default (annotation, model: no rule). Every study is
+prepared or set aside with radflow's own reason, none fails, and an annotated study's ROI is
+its annotation, voxel for voxel."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import SimpleITK as sitk
 from support.realstudies import (
     DICOMDIR_TESTS,
     copy_tree,
@@ -28,6 +31,7 @@ from support.realstudies import (
 from support.roi_truth import expected_roi_voxels
 
 from radflow.dicom.deid import study_pseudonym
+from radflow.imaging.read import read_series_with_warnings
 from radflow.lake import Lake
 from radflow.store import LocalStore
 from radflow.synth import SynthSpec, SynthStudy, realistic, synthesize
@@ -59,14 +63,27 @@ EXPECTED = {
     "CT with documents": NO_ROI,  # SRs, a secondary capture, a PDF: kept, never an ROI
     "CT with others' annotations": NO_ROI,  # a SEG and an RTSTRUCT of series it lacks
     "synthetic 0": NO_ROI,  # soft tissue, no annotation
-    "synthetic 1": NO_ROI,  # bright, no annotation: only the demo's rule would find it
+    "synthetic 1": PREPARED,  # bright, no annotation in it: a label map in the masks CSV
     "synthetic 2": PREPARED,  # RTSTRUCT
     "synthetic 3": PREPARED,  # SEG of a soft-tissue lesion
 }
-ROI_SOURCE = {"synthetic 2": "annotation:RTSTRUCT", "synthetic 3": "annotation:SEG"}
+ROI_SOURCE = {
+    "synthetic 1": "annotation:labelmap",
+    "synthetic 2": "annotation:RTSTRUCT",
+    "synthetic 3": "annotation:SEG",
+}
 # Their series (number, role, rule) and objects: the 5 mm recon (3) is registered, the coronal
 # reformat (4) and the topogram (5) dropped, the annotation (6 SEG, 7 RTSTRUCT) an object.
 SELECTION = {
+    "synthetic 1": (
+        [
+            (1, "primary", ""),
+            (2, "secondary", ""),
+            (3, "secondary", ""),
+            (5, "dropped", "localizer"),
+        ],
+        [],
+    ),
     "synthetic 2": (
         [
             (1, "primary", ""),
@@ -123,6 +140,18 @@ def _delivery(inbox: Path) -> tuple[dict[str, str], list[SynthStudy]]:
     return names, synthetic
 
 
+def _masks_csv(folder: Path, study: SynthStudy) -> Path:
+    """A masks CSV giving `study` its lesion as a NIfTI label map on its primary grid."""
+    assert study.truth is not None
+    folder.mkdir()
+    primary, _ = read_series_with_warnings(list(study.files[: SYNTH.slices]))
+    labelmap = sitk.GetImageFromArray(study.truth.mask().astype(np.uint8))
+    labelmap.CopyInformation(primary)
+    sitk.WriteImage(labelmap, str(folder / "lesion.nii.gz"), useCompression=True)
+    (folder / "masks.csv").write_text(f"study_uid,path\n{study.study_uid},lesion.nii.gz\n")
+    return folder / "masks.csv"
+
+
 def _summary() -> str:
     """The newest delivery summary's markdown (the session's other runs write the same key)."""
     from prefect.client.orchestration import get_client
@@ -168,7 +197,8 @@ def test_a_delivery_of_real_and_synthetic_studies(
     names, synthetic = _delivery(inbox)
     assert sorted(names.values()) == sorted(EXPECTED)
 
-    state = ingest(inbox.as_uri(), "", return_state=True)
+    masks = _masks_csv(pipeline_env / "masks", synthetic[1])
+    state = ingest(inbox.as_uri(), "", masks=str(masks), return_state=True)
     assert state.is_completed(), state.message
     keys: list[str] = state.result()
     summary = _summary()
@@ -185,7 +215,8 @@ def test_a_delivery_of_real_and_synthetic_studies(
     by_name = {f"synthetic {i}": s for i, s in enumerate(synthetic)}
     for name, source in ROI_SOURCE.items():
         study = by_name[name]
-        assert study.annotation == source.removeprefix("annotation:").lower()
+        in_study = source.removeprefix("annotation:").lower()
+        assert study.annotation == ("" if in_study == "labelmap" else in_study)
         row = lake.feature_row(row_of[name])
         qc = lake.qc(row.volume)
         assert (qc.roi_source, row.roi_source) == (source, source)
