@@ -23,7 +23,7 @@ def prepare_studies(source: str, prefix: str = "", masks: str = "") -> Prepared:
     then fails the run with `Prepared.raise_if_failed`. `masks`: a masks CSV's path, read
     inside fetch (its rows hold original UIDs)."""
     connect_tag_checks(fetch, anonymize, preprocess, features, catalog)
-    refs = fetch(source, prefix, masks or "")
+    refs = fetch(source, prefix, masks)
     deid = anonymize.map(refs)
     volumes = preprocess.map(deid)
     rows = features.map(volumes, deid)

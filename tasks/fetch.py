@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from radflow.annotations.masks_csv import MaskEntry, read_masks_csv
-from radflow.keys import keyed_hash, sha256_file
-from radflow.stages.fetch import delivery_fingerprint, fetch_delivery
+from radflow.stages.fetch import delivery_fingerprint, fetch_delivery, masks_fingerprint
 from radflow.store import open_store
 from tasks.runtime import settings, task
 from tasks.stage_task import LakeAddress, quarantine, run_name
@@ -27,8 +26,7 @@ def _fetch_key(source: str, prefix: str = "", masks: str = "") -> str:
     key = delivery_fingerprint(inbox, prefix, s.cache_dir, s.max_series_voxels)
     if not masks:
         return key
-    rows = "\n".join(f"{e.study_uid},{sha256_file(e.path)},{e.label or ''}" for e in _masks(masks))
-    return f"{key}-masks-{keyed_hash(s.pseudonym_secret(), rows)[:32]}"
+    return f"{key}-masks-{masks_fingerprint(_masks(masks), s.pseudonym_secret())}"
 
 
 @task(

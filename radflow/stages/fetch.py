@@ -21,7 +21,7 @@ from radflow.annotations.kinds import read_header as read_annotation_header
 from radflow.annotations.masks_csv import MaskEntry
 from radflow.errors import QuarantineError
 from radflow.imaging.nifti import is_nifti
-from radflow.keys import sha256_bytes, sha256_file
+from radflow.keys import keyed_hash, sha256_bytes, sha256_file
 from radflow.lake.records import QuarantineRecord
 from radflow.limits import DEFAULT_MAX_SERIES_VOXELS
 from radflow.raw_cache import RawFile, cached_annotation, cached_copy, index_study
@@ -46,6 +46,13 @@ class FetchResult:
     quarantined: list[QuarantineRecord] = field(default_factory=list)
     masks_without_study: int = 0  # rows of the masks CSV whose study is not in the delivery
     masks_of_another_study: int = 0  # SEG/RTSTRUCT rows whose file names another study
+
+
+def masks_fingerprint(masks: Sequence[MaskEntry], secret: bytes) -> str:
+    """Changes when a masks CSV's rows, a mask file's content or a chosen label change.
+    Keyed: the rows hold original StudyInstanceUIDs, and the fingerprint is a cache key."""
+    rows = "\n".join(f"{e.study_uid},{sha256_file(e.path)},{e.label or ''}" for e in masks)
+    return keyed_hash(secret, rows)[:32]
 
 
 def delivery_fingerprint(
