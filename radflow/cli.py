@@ -232,6 +232,13 @@ def anonymize(
     option: Annotated[
         list[str] | None, typer.Option(help="PS3.15 Annex E option, e.g. clean_descriptors.")
     ] = None,
+    documents: Annotated[
+        str | None,
+        typer.Option(
+            help="Encapsulated documents: quarantine (the default), or check-text: keep a PDF"
+            " whose text and metadata hold none of the header's patient identifiers."
+        ),
+    ] = None,
     processes: Annotated[int, typer.Option(min=1, help="Worker processes.")] = os.cpu_count() or 1,
 ) -> None:
     """De-identify every file under SRC into DST by the DICOM PS3.15 Annex E profile."""
@@ -251,6 +258,15 @@ def anonymize(
             overrides["secret_file"] = secret_file
         if option:
             overrides["deid"] = {"options": tuple(option)}
+        if documents is not None:
+            if documents not in ("quarantine", "check-text"):
+                raise RadflowError(
+                    f"bad --documents {documents!r}", hint="quarantine or check-text"
+                )
+            overrides["deid"] = {
+                **overrides.get("deid", {}),
+                "documents": documents.replace("-", "_"),
+            }
         settings = load_settings(**overrides)
         config = settings.deid_config()
         reid = (

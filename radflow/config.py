@@ -167,6 +167,9 @@ class DeidSettings(BaseModel, frozen=True):
     options: tuple[str, ...] = ()
     safe_private: tuple[str, ...] = ()
     allow_burned_in: bool = False
+    # Encapsulated documents: quarantined, or (PDF only) kept when their text and metadata hold
+    # none of the header's patient identifiers (radflow.dicom.documents; README, "documents").
+    documents: Literal["quarantine", "check_text"] = "quarantine"
     reid_dir: Path = Path("./radflow-reid")
 
     @field_validator("options")
@@ -348,6 +351,7 @@ class Settings(BaseSettings):
             options=frozenset(self.deid.options),
             safe_private=self.deid.allow_list(),
             allow_burned_in=self.deid.allow_burned_in,
+            documents=self.deid.documents,
         )
 
     def pseudonym_secret(self) -> bytes:

@@ -23,6 +23,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID_dictionary
 
 from radflow import __version__
+from radflow.dicom.documents import DOCUMENT_MODES, DocumentMode, screen_document
 from radflow.dicom.profile import Option, Profile, method_codes
 from radflow.errors import QuarantineError
 from radflow.keys import keyed_hash
@@ -151,8 +152,11 @@ class DeidConfig:
     options: frozenset[str] = frozenset()
     safe_private: frozenset[tuple[str, int]] = frozenset()  # (private creator, element byte)
     allow_burned_in: bool = False
+    documents: DocumentMode = "quarantine"  # encapsulated documents: see radflow.dicom.documents
 
     def __post_init__(self) -> None:
+        if self.documents not in DOCUMENT_MODES:
+            raise ValueError(f"documents must be one of {', '.join(DOCUMENT_MODES)}")
         unknown = set(self.options) - {o.value for o in Option}
         if unknown:
             raise ValueError(f"unknown de-identification options: {', '.join(sorted(unknown))}")
@@ -166,6 +170,7 @@ class DeidConfig:
             "options": sorted(self.options),
             "safe_private": sorted(f"{c}:{e:02X}" for c, e in self.safe_private),
             "allow_burned_in": self.allow_burned_in,
+            "documents": self.documents,
             "profile": Profile.standard().edition,
             "method": method_text(self.options),
         }
@@ -273,6 +278,7 @@ class Deidentifier:
     def __call__(self, ds: Dataset) -> DeidResult:
         """De-identify `ds` in place and say what it was and what it became."""
         self.check_burned_in(ds)
+        screen_document(ds, self.config.documents)  # reads the header's identifiers: first
         patient_id = str(ds.get("PatientID", ""))
         study_uid = str(ds.get("StudyInstanceUID", ""))
         context = _Context(
