@@ -45,6 +45,7 @@ _PDF_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, OSEr
 # Keys of a page that carry content outside its text (ISO 32000-1 7.7.3.3): comments, form
 # fields and attachments (Annots), JavaScript (AA), per-page XMP and application data.
 _PAGE_KEYS_DROPPED = ("/Annots", "/AA", "/Metadata", "/PieceInfo")
+_OBJECT_KEYS_DROPPED = ("/Metadata", "/PieceInfo")
 _MONTHS = (
     "january",
     "february",
@@ -90,9 +91,9 @@ def checked_pdf(ds: Dataset) -> bytes:
     from pypdf.errors import PyPdfError
 
     document = ds.get("EncapsulatedDocument")
-    if document is None or not document.value:
+    if not document:
         raise QuarantineError(NO_TEXT, "the Encapsulated PDF holds no document")
-    data = _strip_padding(bytes(document.value), ds.get("EncapsulatedDocumentLength"))
+    data = _strip_padding(bytes(document), ds.get("EncapsulatedDocumentLength"))
     reader = _open(data)
     text = _document_text(reader)
     kinds = sorted({kind for kind, _ in find_identifiers(text, header_identifiers(ds))})
@@ -112,8 +113,7 @@ def _put_document(ds: Dataset, document: bytes) -> None:
         ds.EncapsulatedDocumentLength = len(document)
 
 
-def _strip_padding(data: bytes, length: object) -> bytes:
-    declared = getattr(length, "value", None)
+def _strip_padding(data: bytes, declared: object) -> bytes:
     if isinstance(declared, int) and 0 < declared <= len(data):
         return data[:declared]
     return data
@@ -127,12 +127,11 @@ def _open(data: bytes) -> PdfReader:
 
     try:
         reader = PdfReader(io.BytesIO(data))
-        encrypted = reader.is_encrypted
+        if reader.is_encrypted:
+            raise QuarantineError(NO_TEXT, "the PDF is encrypted")
         pages = len(reader.pages)
     except (PyPdfError, *_PDF_ERRORS):
         raise QuarantineError(NO_TEXT, "the PDF cannot be read") from None
-    if encrypted:
-        raise QuarantineError(NO_TEXT, "the PDF is encrypted")
     if pages == 0:
         raise QuarantineError(NO_TEXT, "the PDF has no pages")
     return reader
@@ -166,15 +165,40 @@ def pages_only(reader: PdfReader) -> bytes:
     from pypdf.generic import NameObject
 
     writer = PdfWriter()
+    seen: set[int] = set()
     for page in reader.pages:
-        added = writer.add_page(page)
+        # Off the reader's page before it is copied: the writer copies what a page refers
+        # to, and would keep the objects of a key removed later (unreferenced, yet in the file).
         for key in _PAGE_KEYS_DROPPED:
-            if key in added:
-                del added[NameObject(key)]
+            if key in page:
+                del page[NameObject(key)]
+        _drop_metadata(page, seen)
+        writer.add_page(page)
     writer.metadata = None
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
+
+
+def _drop_metadata(obj: object, seen: set[int]) -> None:
+    """Remove XMP (/Metadata) and application data (/PieceInfo) from everything a page uses:
+    images, forms and fonts may carry their own (ISO 32000-1 14.3.2, 14.5)."""
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
+
+    if isinstance(obj, IndirectObject):
+        obj = obj.get_object()
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, DictionaryObject):  # streams too
+        for key in _OBJECT_KEYS_DROPPED:
+            obj.pop(key, None)
+        for key, value in list(obj.items()):
+            if key not in ("/Parent", "/P"):  # back to the page tree: already walked
+                _drop_metadata(value, seen)
+    elif isinstance(obj, ArrayObject):
+        for value in obj:
+            _drop_metadata(value, seen)
 
 
 # --- the patient's identifiers and where they appear -------------------------------------
@@ -203,8 +227,7 @@ def header_identifiers(ds: Dataset) -> list[tuple[str, str]]:
     return [(kind, v) for kind, v in found if len(_compact(v)) >= 2]
 
 
-def _values(elem: object) -> Iterator[str]:
-    value = getattr(elem, "value", None)
+def _values(value: object) -> Iterator[str]:
     for v in value if isinstance(value, MultiValue | list) else [value]:
         if v is not None and str(v).strip():
             yield str(v).strip()

@@ -8,12 +8,15 @@ orientation, the study they belong to), so the pixels and the rest of the header
 from __future__ import annotations
 
 import copy
+import io
 import shutil
 from pathlib import Path
 
 import nibabel as nib
 import pydicom
 import pydicom.data
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -130,8 +133,20 @@ def mosaic(folder: Path) -> list[Path]:
     return [Path(shutil.copy(NIBABEL_DICOM / n, folder / n)) for n in ("0.dcm", "1.dcm")]
 
 
+def text_pdf(*lines: str) -> bytes:
+    """A one-page PDF of `lines`, drawn as radflow draws its study report: text pypdf reads."""
+    buffer = io.BytesIO()
+    with PdfPages(buffer, metadata={"CreationDate": None}) as pdf:
+        fig = Figure(figsize=(8.27, 11.69))
+        for row, line in enumerate(lines):
+            fig.text(0.1, 0.9 - 0.04 * row, line, fontsize=11)
+        pdf.savefig(fig)
+    return buffer.getvalue()
+
+
 def encapsulated_pdf(folder: Path, study: str, number: int = 400) -> Path:
-    """A minimal Encapsulated PDF in `study` (pydicom ships none): a document, not an image."""
+    """An Encapsulated PDF in `study` (pydicom ships none): a document, not an image; a
+    page of text without identifiers, so `deid.documents = check_text` keeps it."""
     ds = Dataset()
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"
     ds.SOPInstanceUID = uid(f"{study} pdf")
@@ -140,6 +155,8 @@ def encapsulated_pdf(folder: Path, study: str, number: int = 400) -> Path:
     ds.SeriesNumber = number
     ds.BurnedInAnnotation = "NO"
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
-    ds.EncapsulatedDocument = b"%PDF-1.4\n%%EOF\n"
+    document = text_pdf("Radiology report", "No focal lesion.")
+    ds.EncapsulatedDocument = document + b"\0" * (len(document) % 2)
+    ds.EncapsulatedDocumentLength = len(document)
     _into_study(ds, study)
     return _save(ds, folder / "pdf" / "0.dcm")

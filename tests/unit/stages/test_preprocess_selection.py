@@ -276,7 +276,11 @@ def test_reports_dose_plans_captures_and_documents_are_kept_as_objects(
     tmp_path: Path, settings: Settings
 ) -> None:
     """pydicom's real SRs, RT dose and plan and a secondary capture, and an Encapsulated
-    PDF, beside a good CT series: de-identified and kept, listed as objects, never read."""
+    PDF (kept only when its text is checked), beside a good CT series: de-identified and
+    kept, listed as objects, never read."""
+    settings = load_settings(
+        store_url=(tmp_path / "lake").as_uri(), preprocess=SMALL, deid={"documents": "check_text"}
+    )
     inbox = tmp_path / "inbox"
     ct_series(inbox, "s", "axial", 6, spacing_mm=2.5)
     names = ("test-SR.dcm", "reportsi.dcm", "rtdose.dcm", "rtplan.dcm", "SC_rgb_rle.dcm")
