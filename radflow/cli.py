@@ -236,7 +236,7 @@ def anonymize(
         str | None,
         typer.Option(
             help="Encapsulated documents: quarantine (the default), or check-text: keep a PDF"
-            " whose text and metadata hold none of the header's patient identifiers."
+            " whose pages hold none of the header's patient identifiers, without its metadata."
         ),
     ] = None,
     processes: Annotated[int, typer.Option(min=1, help="Worker processes.")] = os.cpu_count() or 1,

@@ -167,8 +167,8 @@ class DeidSettings(BaseModel, frozen=True):
     options: tuple[str, ...] = ()
     safe_private: tuple[str, ...] = ()
     allow_burned_in: bool = False
-    # Encapsulated documents: quarantined, or (PDF only) kept when their text and metadata hold
-    # none of the header's patient identifiers (radflow.dicom.documents; README, "documents").
+    # Encapsulated documents: quarantined, or (PDF only) kept when their pages hold none of the
+    # header's patient identifiers, rebuilt without their own metadata (radflow.dicom.documents; README, "documents").
     documents: Literal["quarantine", "check_text"] = "quarantine"
     reid_dir: Path = Path("./radflow-reid")
 
