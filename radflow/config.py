@@ -168,7 +168,8 @@ class DeidSettings(BaseModel, frozen=True):
     safe_private: tuple[str, ...] = ()
     allow_burned_in: bool = False
     # Encapsulated documents: quarantined, or (PDF only) kept when their pages hold none of the
-    # header's patient identifiers, rebuilt without their own metadata (radflow.dicom.documents; README, "documents").
+    # header's patient identifiers, rebuilt without their own metadata
+    # (radflow.dicom.documents; README, "Encapsulated documents").
     documents: Literal["quarantine", "check_text"] = "quarantine"
     reid_dir: Path = Path("./radflow-reid")
 
