@@ -66,6 +66,10 @@ _DUMMY: dict[str, object] = {
     "SS": 0,
     "UL": 0,
     "US": 0,
+    "UR": "ANONYMIZED",  # a relative URI reference that resolves to nothing
+    "OB": b"\x00\x00",  # byte VRs: the shortest even, non-zero length
+    "OW": b"\x00\x00",
+    "UN": b"\x00\x00",
 }
 # File meta elements that can name a sender or a site.
 _META_IDENTIFYING = (
@@ -468,8 +472,8 @@ class _Context:
         if vr == "SQ":
             self._sequence(ds, tag, action, clean)
             return
-        if vr != "UI" and action == "K":
-            return  # kept as read, never decoded
+        if action == "K":
+            return  # kept as read, never decoded (a K UID too: Retain Device Identity's)
         if vr != "UI" and action is None:
             if clean and vr in _TEXT_VRS and self.pattern is not None:
                 elem = ds[tag]
