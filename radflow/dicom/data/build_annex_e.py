@@ -156,6 +156,7 @@ def render_toml(table: Table, origin: str) -> str:
 # On a sequence, radflow's D removes it (see radflow.dicom.deid._Context._sequence for why).
 # An empty option column means that option does not change the Basic Profile action.
 # Keywords come from pydicom's data dictionary; a tag it does not know yet has none.
+# Every row comes from the source file: none is added or changed by hand.
 #
 # Omitted: the one table row that is not a tag, "Private attributes" (gggg,eeee) where gggg is
 # odd (basic X, Retain Safe Private Option C). It is the only row using Retain Safe Private, so

@@ -43,7 +43,7 @@ ROWS_2024B = 617  # single-tag rows of the 2024b table: the floor any later edit
 # tag -> (name, basic, {option column: code}); option columns not named must be empty.
 SPOT_CHECKS: dict[str, tuple[str, str, dict[str, str]]] = {
     "00100010": ("Patient's Name", "Z", {}),
-    "00100020": ("Patient ID", "Z/D", {}),  # Z until 2024; Z/D in 2026c
+    "00100020": ("Patient ID", "Z/D", {}),  # Z in the 2021-era snapshot, Z/D by 2024b
     "00080018": ("SOP Instance UID", "U", {"retain_uids": "K"}),
     "00080050": ("Accession Number", "Z", {}),
     "00080080": ("Institution Name", "X/Z/D", {"retain_institution_identity": "K"}),
