@@ -360,9 +360,13 @@ _PHI_NESTED = (
     ("OtherPatientIDsSequence", "PatientID"),
     ("RequestAttributesSequence", "AccessionNumber"),
 )
-# Shorter words are matched only as whole words ("Wu" is scrubbed, "Wound" is not); one
-# letter identifies no one and would scrub every text.
-_MIN_TOKEN = 2
+# Words shorter than _MIN_TOKEN are not scrubbed (one letter identifies no one, and "of" in an
+# institution's name would scrub every text), except the patient's own names down to two
+# letters ("Wu", "Ng"); words shorter than _WHOLE_WORD_BELOW are matched only as whole words
+# ("Wu" is scrubbed, "Wound" is not).
+_MIN_TOKEN = 3
+_MIN_NAME_TOKEN = 2
+_PATIENT_NAMES = frozenset({"PatientName", "OtherPatientNames", "PatientBirthName"})
 _WHOLE_WORD_BELOW = 4
 _DA = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
 
@@ -371,15 +375,16 @@ def _phi_tokens(ds: Dataset) -> list[str]:
     """The patient's own identifying words, for scrubbing text (the clean options): each word
     of names, IDs, accession and address, and the birth date as written in the header and in
     the usual ways people type it (1961-03-04, 04/03/1961, 03/04/1961, 04.03.1961)."""
-    values: list[object] = [ds.get(k) for k in _PHI_KEYWORDS]
+    values: list[tuple[object, int]] = [
+        (ds.get(k), _MIN_NAME_TOKEN if k in _PATIENT_NAMES else _MIN_TOKEN) for k in _PHI_KEYWORDS
+    ]
     for sequence, keyword in _PHI_NESTED:
-        values += [item.get(keyword) for item in ds.get(sequence) or []]
+        values += [(item.get(keyword), _MIN_TOKEN) for item in ds.get(sequence) or []]
     tokens: set[str] = set()
-    for value in values:
+    for value, shortest in values:
         for v in value if isinstance(value, MultiValue) else [value]:
-            text = str(v.value if isinstance(v, DataElement) else v or "")
-            for word in re.split(r"[\^\s,=]+", text):
-                if len(word) >= _MIN_TOKEN:
+            for word in re.split(r"[\^\s,=]+", str(v or "")):
+                if len(word) >= shortest:
                     tokens.add(word)
                 date = _DA.fullmatch(word)
                 if date:

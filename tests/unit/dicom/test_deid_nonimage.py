@@ -331,3 +331,25 @@ def test_real_sr_cleaned_keeps_its_tree_and_its_words(name: str) -> None:
     assert cleaned == [t.replace(SURNAME.upper(), "*").replace(MRN, "*") for t in texts]
     assert [str(i.UID) for i in _by_type(out, "UIDREF")] == [pseudo_uid(SECRET, u) for u in uids]
     assert all(str(i.PersonName) == "ANONYMOUS" for i in _by_type(out, "PNAME"))
+
+
+# The words scrubbed from text under the clean options.
+
+
+@pytest.mark.parametrize(
+    ("text", "cleaned"),
+    [
+        (f"{SURNAME.lower()} born 1961-03-04", "* born *"),
+        ("seen 04/03/1961 and 03/04/1961 and 04.03.1961", "seen * and * and *"),
+        (f"acc {ACCESSION}, mrn {MRN.lower()}", "acc *, mrn *"),
+        ("Dr Vandersloot of St Olaf Hospital", "Dr * of St * *"),  # 'of', 'St' are kept
+    ],
+)
+def test_clean_descriptors_scrubs_the_identifiers_in_their_usual_spellings(
+    text: str, cleaned: str
+) -> None:
+    ds = _ct(generate_uid())
+    ds.InstitutionName = "St Olaf Hospital of Bergen"
+    ds.StudyDescription = text
+    Deidentifier(DeidConfig(secret=SECRET, options=frozenset({Option.CLEAN_DESCRIPTORS})))(ds)
+    assert ds.StudyDescription == cleaned
