@@ -67,6 +67,10 @@ _DUMMY: dict[str, object] = {
     "SS": 0,
     "UL": 0,
     "US": 0,
+    "UR": "ANONYMIZED",  # a relative URI reference that resolves to nothing
+    "OB": b"\x00\x00",  # byte VRs: the shortest even, non-zero length
+    "OW": b"\x00\x00",
+    "UN": b"\x00\x00",
 }
 # File meta elements that can name a sender or a site.
 _META_IDENTIFYING = (
@@ -253,6 +257,10 @@ class Deidentifier:
             return "K" if longitudinal & self.config.options else "X"
         if vr == "PN":
             return "D"
+        if vr == "AE":
+            # Every AE title the table lists (Station, Retrieve, Scheduled and Performed
+            # Station AE Title, ...) names a device or a site: unlisted ones are no safer.
+            return "K" if Option.RETAIN_DEVICE_IDENTITY in self.config.options else "D"
         return None
 
     def uid(self, value: str) -> str:
@@ -283,7 +291,8 @@ class Deidentifier:
         study_uid = str(ds.get("StudyInstanceUID", ""))
         context = _Context(
             self,
-            tokens=_phi_tokens(ds) if Option.CLEAN_DESCRIPTORS in self.config.options else [],
+            # Read before the walk empties them; only options bring C actions that scrub.
+            tokens=_phi_tokens(ds) if self.config.options else [],
             shift=date_shift_days(self.config.secret, patient_id),
         )
         context.walk(ds)
@@ -327,6 +336,8 @@ def _method_code_sequence(options: Iterable[str]) -> Sequence:
     return Sequence(items)
 
 
+# The header attributes whose words identify the patient (or the people and place around
+# them) wherever else they appear: in free text, labels, SR text and code meanings.
 _PHI_KEYWORDS = (
     "PatientName",
     "PatientID",
@@ -334,29 +345,70 @@ _PHI_KEYWORDS = (
     "OtherPatientNames",
     "PatientBirthName",
     "PatientMotherBirthName",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "MedicalRecordLocator",
+    "AdmissionID",
     "AccessionNumber",
+    "StudyID",
     "PatientBirthDate",
     "ReferringPhysicianName",
     "PerformingPhysicianName",
+    "RequestingPhysician",
+    "PhysiciansOfRecord",
     "OperatorsName",
     "NameOfPhysiciansReadingStudy",
+    "ResponsiblePerson",
     "InstitutionName",
-    "PatientAddress",
 )
+# Nested places the same identifiers live in: (sequence, attribute in its items).
+_PHI_NESTED = (
+    ("OtherPatientIDsSequence", "PatientID"),
+    ("RequestAttributesSequence", "AccessionNumber"),
+)
+# Words shorter than _MIN_TOKEN are not scrubbed (one letter identifies no one, and "of" in an
+# institution's name would scrub every text), except the patient's own names down to two
+# letters ("Wu", "Ng"); words shorter than _WHOLE_WORD_BELOW are matched only as whole words
+# ("Wu" is scrubbed, "Wound" is not).
+_MIN_TOKEN = 3
+_MIN_NAME_TOKEN = 2
+_PATIENT_NAMES = frozenset({"PatientName", "OtherPatientNames", "PatientBirthName"})
+_WHOLE_WORD_BELOW = 4
+_DA = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
 
 
 def _phi_tokens(ds: Dataset) -> list[str]:
-    """The patient's own identifying words, for scrubbing free text (Clean Descriptors)."""
+    """The patient's own identifying words, for scrubbing text (the clean options): each word
+    of names, IDs, accession and address, and the birth date as written in the header and in
+    the usual ways people type it (1961-03-04, 04/03/1961, 03/04/1961, 04.03.1961)."""
+    values: list[tuple[object, int]] = [
+        (ds.get(k), _MIN_NAME_TOKEN if k in _PATIENT_NAMES else _MIN_TOKEN) for k in _PHI_KEYWORDS
+    ]
+    for sequence, keyword in _PHI_NESTED:
+        values += [(item.get(keyword), _MIN_TOKEN) for item in ds.get(sequence) or []]
     tokens: set[str] = set()
-    for keyword in _PHI_KEYWORDS:
-        value = ds.get(keyword)
-        if value is None:
-            continue
+    for value, shortest in values:
         for v in value if isinstance(value, MultiValue) else [value]:
-            for word in re.split(r"[\^\s,]+", str(v)):
-                if len(word) >= 3:
+            for word in re.split(r"[\^\s,=]+", str(v or "")):
+                if len(word) >= shortest:
                     tokens.add(word)
-    return sorted(tokens, key=len, reverse=True)
+                date = _DA.fullmatch(word)
+                if date:
+                    y, m, d = date.groups()
+                    tokens |= {f"{y}-{m}-{d}", f"{d}/{m}/{y}", f"{m}/{d}/{y}", f"{d}.{m}.{y}"}
+    return sorted(tokens, key=lambda t: (-len(t), t))
+
+
+def _scrub_pattern(tokens: list[str]) -> re.Pattern[str] | None:
+    """One case-insensitive alternation, longest first; short tokens as whole words only."""
+    if not tokens:
+        return None
+    alnum_before, alnum_after = r"(?<![^\W_])", r"(?![^\W_])"
+    parts = [
+        alnum_before + re.escape(t) + alnum_after if len(t) < _WHOLE_WORD_BELOW else re.escape(t)
+        for t in tokens
+    ]
+    return re.compile("|".join(parts), re.IGNORECASE)
 
 
 def _vr(ds: Dataset, tag: BaseTag) -> str:
@@ -371,25 +423,31 @@ def _vr(ds: Dataset, tag: BaseTag) -> str:
 
 
 class _Context:
-    """One dataset's walk: the patient's scrub tokens and date shift."""
+    """One dataset's walk: the patient's scrub pattern and date shift.
+
+    Sequences follow PS3.15 E.1.1's note to Table E.1-1a: the action applies to the sequence
+    and all its contents. X removes it, Z empties it, D removes it (see `_sequence`); K, U
+    (X/Z/U*: the contained UIDs replaced) and an unlisted sequence keep it and apply the
+    profile to each item; C (an enabled clean option) keeps it and cleans each item: every
+    attribute still gets its own row's action, and text the table does not list (an SR's
+    Text Value, a code's Code Meaning) is scrubbed of the patient's words."""
 
     def __init__(self, deid: Deidentifier, tokens: list[str], shift: int) -> None:
         self.deid = deid
         self.options = deid.config.options
         self.shift = shift
-        self.pattern = (
-            re.compile("|".join(re.escape(t) for t in tokens), re.IGNORECASE) if tokens else None
-        )
+        self.pattern = _scrub_pattern(tokens)
 
-    def walk(self, ds: Dataset) -> None:
+    def walk(self, ds: Dataset, clean: bool = False) -> None:
         """Act on tags and VRs first: an element is decoded only when its action needs its
-        value, so kept elements are written back as the raw bytes that were read."""
+        value, so kept elements are written back as the raw bytes that were read. `clean`:
+        the items of a sequence being cleaned (C), at any depth below it."""
         kept_creators: set[tuple[int, int]] = set()
         for tag in list(ds.keys()):
             if tag.is_private:
-                self._private(ds, tag, kept_creators)
+                self._private(ds, tag, kept_creators, clean)
             else:
-                self._public(ds, tag)
+                self._public(ds, tag, clean)
         # Private creators that no longer reserve any kept element go too, and so does
         # (gggg,0000-000F): not creators, but private all the same.
         tags = list(ds.keys())  # a Dataset iterates decoded elements; its keys are bare tags
@@ -400,7 +458,7 @@ class _Context:
             ):
                 del ds[tag]
 
-    def _private(self, ds: Dataset, tag: BaseTag, kept: set[tuple[int, int]]) -> None:
+    def _private(self, ds: Dataset, tag: BaseTag, kept: set[tuple[int, int]], clean: bool) -> None:
         if tag.element <= _PRIVATE_CREATOR_MAX_ELEMENT:
             return  # creators are decided after their elements
         if Option.RETAIN_SAFE_PRIVATE in self.options:
@@ -412,26 +470,27 @@ class _Context:
                 elem = ds[tag]
                 if elem.VR == "SQ":
                     for item in elem.value:
-                        self.walk(item)
+                        self.walk(item, clean)
                 return
         del ds[tag]
 
-    def _public(self, ds: Dataset, tag: BaseTag) -> None:
+    def _public(self, ds: Dataset, tag: BaseTag, clean: bool) -> None:
         vr = _vr(ds, tag)
         action = self.deid.action(int(tag)) or self.deid.fallback(vr)
         if action == "X":
             del ds[tag]
             return
-        if vr not in ("SQ", "UI") and (action is None or action == "K"):
-            return  # kept as read, never decoded
-        elem = ds[tag]
         if vr == "SQ":
-            if action == "Z":
-                elem.value = Sequence([])
-            else:
-                for item in elem.value:
-                    self.walk(item)
+            self._sequence(ds, tag, action, clean)
             return
+        if action == "K":
+            return  # kept as read, never decoded (a K UID too: Retain Device Identity's)
+        if vr != "UI" and action is None:
+            if clean and vr in _TEXT_VRS and self.pattern is not None:
+                elem = ds[tag]
+                elem.value = _each(elem.value, self._scrub)
+            return  # otherwise kept as read, never decoded
+        elem = ds[tag]
         if vr == "UI":
             if action == "Z":
                 elem.value = ""
@@ -447,12 +506,33 @@ class _Context:
         elif action == "C":
             self._clean(ds, elem)
 
+    def _sequence(self, ds: Dataset, tag: BaseTag, action: str | None, clean: bool) -> None:
+        elem = ds[tag]
+        if action == "Z":
+            elem.value = Sequence([])
+        elif action == "D":
+            # D asks for "a non-zero length value that may be a dummy". For a sequence that
+            # would be an item built to the IOD's macro, which radflow does not carry; of the
+            # two choices left, removal rather than an empty sequence. An empty one is zero
+            # length, so no closer to D, and the table gives D alone to Type 1 and 1C
+            # attributes (E.1.1's note: Verifying Observer Sequence "is described as D since
+            # it is Type 1C"), for which an empty sequence is never valid while an absent one
+            # can be: Content Sequence is required only "if the item has children", so an SR
+            # root container without it is a valid, empty tree. The same note says a D
+            # sequence met outside the IOD that defines it is "treated as X". And nothing
+            # nested in a removed sequence can survive.
+            del ds[tag]
+        else:  # K, U, C or unlisted: keep the items and apply the profile to each
+            for item in elem.value:
+                self.walk(item, clean or action == "C")
+
     def _uids(self, elem: DataElement) -> object:
         if elem.VM > 1:
             return [self.deid.uid(str(v)) for v in elem.value]
         return self.deid.uid(str(elem.value))
 
     def _clean(self, ds: Dataset, elem: DataElement) -> None:
+        """C on a non-sequence attribute: only an enabled option resolves to it."""
         vr = elem.VR
         if vr in ("DA", "DT", "TM"):
             if Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in self.options:
@@ -463,10 +543,12 @@ class _Context:
                 # TM: a whole-day shift leaves the time of day as it was.
             else:
                 elem.value = ""
-        elif vr in _TEXT_VRS and Option.CLEAN_DESCRIPTORS in self.options:
+        elif vr in _TEXT_VRS:
             elem.value = _each(elem.value, self._scrub)
+        elif vr == "AE":
+            elem.value = _DUMMY["AE"]  # an AE title of similar meaning that names no device
         else:
-            # Structured content and graphics are not cleaned item by item here: remove.
+            # Curves and overlay bitmaps are not cleaned value by value here: remove.
             del ds[elem.tag]
 
     def _scrub(self, text: str) -> str:
