@@ -23,7 +23,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID_dictionary
 
 from radflow import __version__
-from radflow.dicom.documents import DOCUMENT_MODES, DocumentMode, screen_document
+from radflow.dicom.documents import DOCUMENT_MODES, DocumentMode, put_document, screen_document
 from radflow.dicom.profile import Option, Profile, method_codes
 from radflow.errors import QuarantineError
 from radflow.keys import keyed_hash
@@ -286,7 +286,8 @@ class Deidentifier:
     def __call__(self, ds: Dataset) -> DeidResult:
         """De-identify `ds` in place and say what it was and what it became."""
         self.check_burned_in(ds)
-        screen_document(ds, self.config.documents)  # reads the header's identifiers: first
+        # Reads the header's identifiers, so before the walk; a checked PDF goes back after it.
+        document = screen_document(ds, self.config.documents)
         patient_id = str(ds.get("PatientID", ""))
         study_uid = str(ds.get("StudyInstanceUID", ""))
         context = _Context(
@@ -296,6 +297,8 @@ class Deidentifier:
             shift=date_shift_days(self.config.secret, patient_id),
         )
         context.walk(ds)
+        if document is not None:
+            put_document(ds, document)
         pseudonym = patient_pseudonym(self.config.secret, patient_id)
         ds.PatientID = pseudonym
         ds.PatientName = pseudonym

@@ -62,12 +62,13 @@ _MONTHS = (
 )
 
 
-def screen_document(ds: Dataset, mode: DocumentMode) -> None:
+def screen_document(ds: Dataset, mode: DocumentMode) -> bytes | None:
     """Quarantine an encapsulated document, or (`check_text`, PDF only) check its text for the
-    header's identifiers and replace it in `ds` by a copy without its metadata.
+    header's identifiers and return a copy without its metadata, for `put_document` to put
+    back after the walk (Table E.1-1 gives Encapsulated Document D: the walk replaces it).
 
     Must run before the header is de-identified: the identifiers are read from it. A dataset
-    that is not an encapsulated document is left alone."""
+    that is not an encapsulated document is left alone (None)."""
     sop_class = str(ds.get("SOPClassUID", ""))
     if sop_class == ENCAPSULATED_PDF:
         if mode != "check_text":
@@ -76,13 +77,14 @@ def screen_document(ds: Dataset, mode: DocumentMode) -> None:
                 "an Encapsulated PDF is quarantined while the option to check its text is off"
                 " (deid.documents = check_text)",
             )
-        _put_document(ds, checked_pdf(ds))
-    elif sop_class in _OTHER_DOCUMENTS or "EncapsulatedDocument" in ds:
+        return checked_pdf(ds)
+    if sop_class in _OTHER_DOCUMENTS or "EncapsulatedDocument" in ds:
         kind = _OTHER_DOCUMENTS.get(sop_class, "document of another SOP class")
         raise QuarantineError(
             "encapsulated document",
             f"an Encapsulated {kind} is always quarantined: radflow does not check its content",
         )
+    return None
 
 
 def checked_pdf(ds: Dataset) -> bytes:
@@ -105,7 +107,7 @@ def checked_pdf(ds: Dataset) -> bytes:
         raise QuarantineError("document cannot be rewritten", "pypdf cannot write it") from None
 
 
-def _put_document(ds: Dataset, document: bytes) -> None:
+def put_document(ds: Dataset, document: bytes) -> None:
     # PS3.5 7.1.1: values have even length; Encapsulated Document Length counts the document
     # without its padding byte (PS3.3 C.24.2).
     ds.EncapsulatedDocument = document + b"\x00" * (len(document) % 2)

@@ -39,6 +39,7 @@ from radflow.dicom.deid import (
     shift_datetime,
 )
 from radflow.dicom.profile import Option
+from radflow.errors import QuarantineError
 
 SECRET = b"annex-e-applied-secret-0c4f9a81d2e7"
 PATIENT_ID = "MRN-APPLIED-1"
@@ -49,6 +50,10 @@ NESTED_UID = "1.2.826.0.1.3680043.10.999.2"
 OUTER, INNER = 0x00081115, 0x0008114A  # Referenced Series / Referenced Instance Sequence
 # Attributes the Deidentifier itself writes at the top level after the walk.
 WRITTEN_BY_RADFLOW = {0x00100010, 0x00100020, 0x00120062, 0x00120063, 0x00120064, 0x00280303}
+# An Encapsulated Document at the top level makes the instance a document, which
+# radflow.dicom.documents quarantines before the table is applied (tests/unit/dicom/
+# test_documents.py); nested, the row's own action applies.
+ENCAPSULATED_DOCUMENT = 0x00420011
 TEXT_VRS = {"LO", "LT", "SH", "ST", "UC", "UT"}
 # A concrete tag for each repeating-group row (a group other than the first, on purpose).
 CONCRETE = {"50xxxxxx": 0x50023000, "60xx3000": 0x60023000, "60xx4000": 0x60024000}
@@ -214,6 +219,10 @@ def test_every_row_is_applied_at_any_depth(case: Case) -> None:
         if depth == 0 and case.tag in WRITTEN_BY_RADFLOW:
             continue
         ds = _dataset(case, depth)
+        if depth == 0 and case.tag == ENCAPSULATED_DOCUMENT:
+            with pytest.raises(QuarantineError, match="encapsulated document"):
+                Deidentifier(DeidConfig(secret=SECRET, options=case.options))(ds)
+            continue
         before = _element(case)
         Deidentifier(DeidConfig(secret=SECRET, options=case.options))(ds)
         if depth:  # the kept sequences themselves survive, one item each
