@@ -355,7 +355,11 @@ def register(
 def ingest(
     source: Annotated[str, typer.Argument(help="A folder, or s3://bucket/prefix.")],
     labels: Annotated[
-        Path | None, typer.Option(help="CSV: study_uid,label (original UIDs).")
+        Path | None,
+        typer.Option(
+            help="CSV: study_uid,label (original StudyInstanceUIDs; label 0 or 1), checked"
+            " whole before anything runs."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     masks: Annotated[
@@ -379,8 +383,10 @@ def ingest(
 
     def body() -> list[str]:
         url, prefix = _source(source)
-        if labels is not None and not labels.is_file():
-            raise NotFoundError(f"no labels file at {labels}")
+        if labels is not None:
+            from radflow.labels_csv import read_labels_csv
+
+            read_labels_csv(labels)  # the whole file, as the labels stage will read it
         if masks is not None:
             from radflow.annotations.masks_csv import read_masks_csv
 
