@@ -196,6 +196,35 @@ def test_dicom_outputs_are_deterministic_and_join_the_evidence_study() -> None:
     assert back.SeriesInstanceUID not in (sr.SeriesInstanceUID, evidence.SeriesInstanceUID)
 
 
+@pytest.mark.parametrize(
+    ("score", "call"), [(0.87654, "Positive"), (0.5, "Positive"), (0.49999, "Negative")]
+)
+def test_the_sr_states_the_call_beside_the_score(score: float, call: str) -> None:
+    """Read back as a PACS would (highdicom from the saved bytes): the score's group holds
+    the call at the threshold, SNOMED CT's Positive or Negative."""
+    import io
+
+    import highdicom as hd
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.sr.codedict import codes
+
+    from radflow.reports.dicom import CALL, SCORE, score_sr
+
+    evidence = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    buffer = io.BytesIO()
+    score_sr(_facts(score=score), [evidence], "reports/v5/abc").save_as(
+        buffer, enforce_file_format=True
+    )
+    sr = hd.sr.srread(io.BytesIO(buffer.getvalue()))
+    (group,) = sr.content.get_image_measurement_groups()
+    (evaluation,) = group.get_qualitative_evaluations(name=CALL)
+    assert evaluation.value == getattr(codes.SCT, call)
+    assert evaluation.name.meaning == "Call at the operating threshold"
+    (measured,) = group.get_measurements(name=SCORE)
+    assert measured.value == pytest.approx(round(score, 6))
+
+
 def test_key_images_are_windowed_per_modality() -> None:
     """pydicom's MR_small (values 127..2145): CT's 40/400 window turns a quarter of the
     figure white; MR's own 1st..99th percentile window almost none."""
