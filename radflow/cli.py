@@ -150,6 +150,10 @@ def demo(
     )
     for key in result["study_reports"][:3]:
         typer.echo(f"  {layout.lake / key}")
+    typer.echo(
+        f"results:        RADFLOW_STORE_URL={layout.lake.as_uri()} radflow results"
+        f" --map {layout.reid}"
+    )
 
 
 @app.command()
@@ -548,7 +552,9 @@ def results(
         from radflow.results import parse_since
 
         if as_json and as_csv:
-            raise RadflowError("give --json or --csv, not both")
+            raise RadflowError(
+                "give --json or --csv, not both", hint="--json for programs, --csv for spreadsheets"
+            )
         if map_path is not None and not map_path.exists():
             raise NotFoundError(
                 "no re-identification map at the given path",

@@ -66,7 +66,7 @@ def test_each_row_is_its_studys_score_call_and_reports(scored: Scored) -> None:
             score.model_id,
             score.roi_source,
         )
-        assert row.call == ("positive" if score.probability >= score.threshold else "negative")
+        assert row.call == ("positive" if score.positive else "negative")
         assert row.study_uid is None
     reported = {r.study_id: r.reports for r in rows}
     first = reported.pop(ids[0])
@@ -171,3 +171,61 @@ def test_a_scored_study_is_found_without_the_catalog(scored: Scored, tmp_path: P
     (built.root / "scored" / f"{study}.json").unlink()
     with pytest.raises(NotFoundError, match=r"no study .* among the scored studies"):
         lake.study_features(study)
+
+
+def test_the_results_command_prints_rows_as_json_csv_and_lines(
+    scored: Scored, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No flow, no Prefect: the command reads the lake; the map folder of the settings
+    (RADFLOW_DEID__REID_DIR) is used when it exists."""
+    from typer.testing import CliRunner
+
+    from radflow.cli import app
+
+    monkeypatch.setenv("RADFLOW_STORE_URL", scored.built.root.as_uri())
+    monkeypatch.setenv("RADFLOW_DEID__REID_DIR", str(scored.reid))
+    runner = CliRunner()
+    rows = result_rows(scored.built.lake, reid=scored.reid)
+    as_json = runner.invoke(app, ["results", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout) == [r.as_json() for r in rows]
+    as_csv = runner.invoke(app, ["results", "--csv", "--since", "2026-12-02"])
+    assert as_csv.stdout == rows_csv(rows[2:])
+    lines = runner.invoke(app, ["results"]).stdout.splitlines()
+    assert len(lines) == 3
+    assert lines[2].startswith(f"{rows[2].study_id} ({rows[2].study_uid}): {rows[2].call}")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--json", "--csv"], "error: give --json or --csv, not both"),
+        (["--map", "/nonexistent/map"], "error: no re-identification map at the given path"),
+        (["/nonexistent/delivery"], "error: no scored study of that delivery in the lake"),
+        (["--since", "yesterday"], "error: bad --since 'yesterday'"),
+    ],
+)
+def test_results_mistakes_are_one_line_and_a_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from radflow.cli import app
+
+    monkeypatch.setenv("RADFLOW_STORE_URL", (tmp_path / "lake").as_uri())
+    result = CliRunner().invoke(app, ["results", *args])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert lines[0] == message and lines[1].startswith("hint: ") and len(lines) == 2
+
+
+def test_an_empty_lake_has_no_results_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from radflow.cli import app
+
+    monkeypatch.setenv("RADFLOW_STORE_URL", (tmp_path / "lake").as_uri())
+    monkeypatch.setenv("RADFLOW_DEID__REID_DIR", str(tmp_path / "reid"))
+    runner = CliRunner()
+    assert runner.invoke(app, ["results"]).stdout == "no scored studies yet\n"
+    assert json.loads(runner.invoke(app, ["results", "--json"]).stdout) == []
