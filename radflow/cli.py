@@ -482,8 +482,9 @@ def score(
         return reports
 
     reports = _run(body)
-    # The rows `radflow results` gives, for the studies this run scored.
-    rows = _run(lambda: _results_rows(_source(source) if source else None, started, None))
+    # The rows `radflow results` gives for the studies this run scored, pseudonymous only: an
+    # unattended run's output lands in logs; `radflow results` adds the original UIDs.
+    rows = _run(lambda: _results_rows(_source(source) if source else None, started, None, False))
     if as_json:
         _print_json([row.as_json() for row in rows])
         return
@@ -497,10 +498,10 @@ def score(
 
 
 def _results_rows(
-    delivery: tuple[str, str] | None, since: str | None, reid: Path | None
+    delivery: tuple[str, str] | None, since: str | None, reid: Path | None, reidentify: bool = True
 ) -> list[Any]:
-    """`radflow.results.result_rows` on the configured lake; the original UIDs from `reid`,
-    else from the map folder ingest and score write, when it is there."""
+    """`radflow.results.result_rows` on the configured lake; with `reidentify`, the original
+    UIDs from `reid`, else from the map folder ingest and score write, when it is there."""
     from radflow.config import load_settings
     from radflow.lake import Lake
     from radflow.results import delivery_id, result_rows
@@ -508,7 +509,7 @@ def _results_rows(
 
     settings = load_settings()
     lake = Lake(open_store(settings.store_url, settings.s3_options()))
-    if reid is None and settings.deid.reid_dir.is_dir():
+    if reidentify and reid is None and settings.deid.reid_dir.is_dir():
         reid = settings.deid.reid_dir
     return result_rows(lake, delivery_id(*delivery) if delivery else None, since, reid)
 

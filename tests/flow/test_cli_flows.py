@@ -109,8 +109,8 @@ def test_results_key_every_scored_study_back_to_its_uid(
 ) -> None:
     """After a real `radflow score`: `radflow results --json` lists every scored study with
     its original StudyInstanceUID from the map the score run wrote, and without it when the
-    map is not there; `score --json` printed the same rows; `radflow report` finds a study
-    that was only scored (not in the catalog)."""
+    map is not there; `score --json` printed the same rows, pseudonymous; `radflow report`
+    finds a study that was only scored (not in the catalog)."""
     import json
 
     import highdicom as hd
@@ -132,7 +132,9 @@ def test_results_key_every_scored_study_back_to_its_uid(
     with_map = runner.invoke(app, ["results", "--json"])
     assert with_map.exit_code == 0, with_map.output
     rows = json.loads(with_map.stdout)
-    assert rows == score_rows
+    assert [{k: v for k, v in r.items() if k != "study_uid"} for r in rows] == score_rows
+    for study in new:  # score's own output stays pseudonymous
+        assert study.study_uid not in scored.stdout
     assert sorted(r["study_uid"] for r in rows) == sorted(s.study_uid for s in new)
     assert {r["delivery"] for r in rows} == {delivery_id((pipeline_env / "inbox").as_uri(), "new")}
     for row in rows:  # the call the SR states, read back as a PACS would
