@@ -15,12 +15,15 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import urlparse
 
 import typer
 
 from radflow.errors import NotFoundError, RadflowError
+
+if TYPE_CHECKING:
+    from radflow.results import ResultRow
 
 app = typer.Typer(
     help="radflow: medical-imaging AI pipeline on Prefect 3.",
@@ -499,7 +502,7 @@ def score(
 
 def _results_rows(
     delivery: tuple[str, str] | None, since: str | None, reid: Path | None, reidentify: bool = True
-) -> list[Any]:
+) -> list[ResultRow]:
     """`radflow.results.result_rows` on the configured lake; with `reidentify`, the original
     UIDs from `reid`, else from the map folder ingest and score write, when it is there."""
     from radflow.config import load_settings
@@ -549,7 +552,7 @@ def results(
     """Per scored study: pseudonym, probability, threshold, call, model, ROI source, report
     files and, with the re-identification map, the original StudyInstanceUID."""
 
-    def body() -> list[Any]:
+    def body() -> list[ResultRow]:
         from radflow.results import parse_since
 
         if as_json and as_csv:

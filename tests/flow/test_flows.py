@@ -282,6 +282,11 @@ def test_train_and_score_from_s3(
     assert trained["promoted"] is True
     reports = score_flow(f"s3://{s3_bucket}", "inbox/new/")
     assert len(reports) == 2
+    # `radflow results` names an S3 lake's reports by URL, and finds the delivery by its URI.
+    from radflow.results import delivery_id, result_rows
+
+    rows = result_rows(_common.lake(), delivery_id(f"s3://{s3_bucket}/inbox/new"))
+    assert {r.reports["html"] for r in rows} == {f"s3://{s3_bucket}/lake/{k}" for k in reports}
     lake_keys = {
         o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="lake/")["Contents"]
     }
