@@ -529,13 +529,17 @@ def results(
     delivery: Annotated[
         str | None,
         typer.Argument(
+            metavar="DELIVERY",
             help="A delivery as given to `radflow score` (a folder or s3://bucket/prefix);"
-            " default: every scored study."
+            " default: every scored study.",
         ),
     ] = None,
     since: Annotated[
         str | None,
-        typer.Option(help="Only studies scored at or after this UTC date or time (2026-12-01)."),
+        typer.Option(
+            metavar="DATE",
+            help="Only studies scored at or after this UTC date or time (2026-12-01).",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV.")] = False,
