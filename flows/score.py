@@ -8,17 +8,21 @@ from flows.ingest import delivery_run_name, prepare_studies
 from flows.outcomes import broke, outcome
 from flows.runtime.tag_checks import connect_tag_checks
 from radflow.delivery import Prepared
+from radflow.results import delivery_id
 from tasks.report import study_report
-from tasks.score import current_champion, score
+from tasks.score import current_champion, record_results, score
 
 
 def score_steps(source: str, prefix: str = "") -> list[str]:
-    """champion -> prepare -> score -> report; report keys, one per scored study."""
+    """champion -> prepare -> score -> report -> record the results; report keys, one per
+    scored study."""
     connect_tag_checks(current_champion, score, study_report)
     model = current_champion()
     studies = prepare_studies(source, prefix)
-    reports = study_report.map(score.map(studies.keys, unmapped(model)))
+    scores = score.map(studies.keys, unmapped(model))
+    reports = study_report.map(scores)
     done = [key for key in map(outcome, reports) if key]
+    record_results(delivery_id(source, prefix), [outcome(s) for s in scores])
     failed = studies.failed + sum(map(broke, reports))
     Prepared(studies.keys, failed, studies.seen).raise_if_failed()
     return done

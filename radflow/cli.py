@@ -15,12 +15,15 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import urlparse
 
 import typer
 
 from radflow.errors import NotFoundError, RadflowError
+
+if TYPE_CHECKING:
+    from radflow.results import ResultRow
 
 app = typer.Typer(
     help="radflow: medical-imaging AI pipeline on Prefect 3.",
@@ -150,6 +153,10 @@ def demo(
     )
     for key in result["study_reports"][:3]:
         typer.echo(f"  {layout.lake / key}")
+    typer.echo(
+        f"results:        RADFLOW_STORE_URL={layout.lake.as_uri()} radflow results"
+        f" --map {layout.reid}"
+    )
 
 
 @app.command()
@@ -355,7 +362,11 @@ def register(
 def ingest(
     source: Annotated[str, typer.Argument(help="A folder, or s3://bucket/prefix.")],
     labels: Annotated[
-        Path | None, typer.Option(help="CSV: study_uid,label (original UIDs).")
+        Path | None,
+        typer.Option(
+            help="CSV: study_uid,label (original StudyInstanceUIDs; label 0 or 1), checked"
+            " whole before anything runs."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     masks: Annotated[
@@ -379,8 +390,10 @@ def ingest(
 
     def body() -> list[str]:
         url, prefix = _source(source)
-        if labels is not None and not labels.is_file():
-            raise NotFoundError(f"no labels file at {labels}")
+        if labels is not None:
+            from radflow.labels_csv import read_labels_csv
+
+            read_labels_csv(labels)  # the whole file, as the labels stage will read it
         if masks is not None:
             from radflow.annotations.masks_csv import read_masks_csv
 
@@ -439,6 +452,9 @@ def score(
 ) -> None:
     """Score the studies of a delivery with the champion model and write their reports."""
     _prefect_env()
+    from radflow.results import now_utc
+
+    started = now_utc()
 
     def body() -> list[str]:
         if (source is None) == (not pending):
@@ -469,12 +485,109 @@ def score(
         return reports
 
     reports = _run(body)
+    # The rows `radflow results` gives for the studies this run scored, pseudonymous only: an
+    # unattended run's output lands in logs; `radflow results` adds the original UIDs.
+    rows = _run(lambda: _results_rows(_source(source) if source else None, started, None, False))
     if as_json:
-        _print_json(reports)
-    else:
-        typer.echo(f"scored {len(reports)} studies")
-        for key in reports:
-            typer.echo(f"  {key}")
+        _print_json([row.as_json() for row in rows])
+        return
+    from radflow.results import rows_text
+
+    typer.echo(f"scored {len(reports)} {'study' if len(reports) == 1 else 'studies'}")
+    for key in reports:
+        typer.echo(f"  {key}")
+    for line in rows_text(rows):
+        typer.echo(line)
+
+
+def _results_rows(
+    delivery: tuple[str, str] | None, since: str | None, reid: Path | None, reidentify: bool = True
+) -> list[ResultRow]:
+    """`radflow.results.result_rows` on the configured lake; with `reidentify`, the original
+    UIDs from `reid`, else from the map folder ingest and score write, when it is there."""
+    from radflow.config import load_settings
+    from radflow.lake import Lake
+    from radflow.results import delivery_id, result_rows
+    from radflow.store import open_store
+
+    settings = load_settings()
+    lake = Lake(open_store(settings.store_url, settings.s3_options()))
+    if reidentify and reid is None and settings.deid.reid_dir.is_dir():
+        reid = settings.deid.reid_dir
+    return result_rows(lake, delivery_id(*delivery) if delivery else None, since, reid)
+
+
+def _delivery_location(delivery: str) -> tuple[str, str]:
+    """A delivery as `score` was given it, which need not exist any more: (store URL, prefix)."""
+    if "://" in delivery:
+        return _source(delivery)
+    return Path(delivery).resolve().as_uri(), ""
+
+
+@app.command()
+def results(
+    delivery: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="DELIVERY",
+            help="A delivery as given to `radflow score` (a folder or s3://bucket/prefix);"
+            " default: every scored study.",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DATE",
+            help="Only studies scored at or after this UTC date or time (2026-12-01).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV.")] = False,
+    map_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--map",
+            help="Re-identification map: the folder ingest and score write (default: the"
+            " RADFLOW_DEID__REID_DIR folder, when it exists) or a map file of `radflow"
+            " anonymize`. With it, each row has the study's original StudyInstanceUID.",
+        ),
+    ] = None,
+) -> None:
+    """Per scored study: pseudonym, probability, threshold, call, model, ROI source, report
+    files and, with the re-identification map, the original StudyInstanceUID."""
+
+    def body() -> list[ResultRow]:
+        from radflow.results import parse_since
+
+        if as_json and as_csv:
+            raise RadflowError(
+                "give --json or --csv, not both", hint="--json for programs, --csv for spreadsheets"
+            )
+        if map_path is not None and not map_path.exists():
+            raise NotFoundError(
+                "no re-identification map at the given path",
+                hint="give the folder RADFLOW_DEID__REID_DIR names, or a map file of anonymize",
+            )
+        where = _delivery_location(delivery) if delivery else None
+        rows = _results_rows(where, parse_since(since) if since else None, map_path)
+        if delivery and not rows:
+            raise NotFoundError(
+                "no scored study of that delivery in the lake" + (" since then" if since else ""),
+                hint="score it first: radflow score DELIVERY",
+            )
+        return rows
+
+    rows = _run(body)
+    if as_json:
+        _print_json([row.as_json() for row in rows])
+        return
+    from radflow.results import rows_csv, rows_text
+
+    if as_csv:
+        typer.echo(rows_csv(rows), nl=False)
+        return
+    for line in rows_text(rows) or ["no scored studies yet"]:
+        typer.echo(line)
 
 
 @app.command()

@@ -15,7 +15,9 @@ anonymize = stage_task(anonymize_stage)
 
 def _labels_key(labels_path: str) -> str:
     # The file's text, keyed: the key sees a changed file, and holds no original UID.
-    return "labels/" + keyed_hash(settings().pseudonym_secret(), Path(labels_path).read_text())
+    return "labels/" + keyed_hash(
+        settings().pseudonym_secret(), Path(labels_path).read_text(encoding="utf-8")
+    )
 
 
 @task(
@@ -27,4 +29,6 @@ def record_labels(labels_path: str) -> int:
     """Labels keyed by original StudyInstanceUID, stored under the studies' pseudonyms.
 
     The task takes the file's path, not its text: the text holds original UIDs."""
-    return store_labels(lake(), Path(labels_path).read_text(), settings().pseudonym_secret())
+    return store_labels(
+        lake(), Path(labels_path).read_text(encoding="utf-8"), settings().pseudonym_secret()
+    )

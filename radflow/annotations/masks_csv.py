@@ -1,26 +1,24 @@
 """The masks CSV of `radflow ingest SOURCE --masks CSV`: which annotation file is whose.
 
-Header `study_uid,path` or `study_uid,path,label`; one row per study; `path` relative to
-the CSV's folder or absolute; `label` optionally names the segment that is the ROI. Every
+Header `study_uid,path` or `study_uid,path,label` (read as `radflow.csv_table` reads a
+spreadsheet's CSV: any case, ',', ';' or tab, a byte-order mark ignored); one row per study;
+`path` relative to the CSV's folder or absolute; `label` optionally names the segment that is
+the ROI. Every
 mistake is reported with its line number, before any work starts. Messages carry no UIDs
 and no paths (folder names of raw deliveries often hold patient names).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from radflow.annotations.kinds import annotation_kind
+from radflow.csv_table import is_uid, read_table
 from radflow.errors import RadflowError
 
 HEADER = ("study_uid", "path")
 OPTIONAL = ("label",)
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-_BOM = "\ufeff"
 
 
 class MasksCsvError(RadflowError):
@@ -45,47 +43,24 @@ def read_masks_csv(path: Path) -> list[MaskEntry]:
         raise MasksCsvError(
             "masks CSV is not UTF-8 text", hint="save it as plain CSV (UTF-8)"
         ) from None
-    if text.startswith(_BOM):
-        raise MasksCsvError(
-            "masks CSV line 1: the file starts with a byte-order mark",
-            hint="save it as plain CSV, not Excel's 'CSV UTF-8'",
-        )
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows or not any(cell.strip() for cell in rows[0]):
-        raise MasksCsvError("masks CSV line 1: no header", hint=_header_hint())
-    header = tuple(cell.strip() for cell in rows[0])
-    if len(header) == 1 and ";" in header[0]:
-        raise MasksCsvError(
-            "masks CSV line 1: columns are separated by ';'", hint="separate columns by commas"
-        )
-    if header not in (HEADER, HEADER + OPTIONAL):
-        raise MasksCsvError(
-            f"masks CSV line 1: header is {','.join(header)!r}", hint=_header_hint()
-        )
+    table = read_table(text, "masks CSV", [HEADER, HEADER + OPTIONAL], MasksCsvError)
     entries: list[MaskEntry] = []
     first_line: dict[str, int] = {}
-    for number, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        entry = _entry(row, number, len(header), path.parent)
+    for row in table.rows:
+        entry = _entry(row.cells, row.line, len(table.header), path.parent)
         if entry.study_uid in first_line:
             raise MasksCsvError(
-                f"masks CSV line {number}: the study of line {first_line[entry.study_uid]} again",
+                f"masks CSV line {row.line}: the study of line {first_line[entry.study_uid]} again",
                 hint="one row per study; put several segments in one SEG or label map",
             )
-        first_line[entry.study_uid] = number
+        first_line[entry.study_uid] = row.line
         entries.append(entry)
     return entries
 
 
-def _entry(row: list[str], number: int, columns: int, folder: Path) -> MaskEntry:
-    cells = [cell.strip() for cell in row]
-    if len(cells) != columns:
-        raise MasksCsvError(
-            f"masks CSV line {number}: {len(cells)} columns where the header has {columns}"
-        )
+def _entry(cells: tuple[str, ...], number: int, columns: int, folder: Path) -> MaskEntry:
     study_uid, file = cells[0], cells[1]
-    if not _UID.match(study_uid) or len(study_uid) > 64:
+    if not is_uid(study_uid):
         raise MasksCsvError(
             f"masks CSV line {number}: study_uid is not a DICOM UID",
             hint="give the study's StudyInstanceUID (digits and dots)",
@@ -127,7 +102,3 @@ def _labelmap_value(label: str, number: int) -> str:
             hint="give the voxel value of the region, e.g. 1",
         )
     return str(int(value))
-
-
-def _header_hint() -> str:
-    return "the first line must be study_uid,path or study_uid,path,label"

@@ -16,6 +16,7 @@ Layout, under the store's root (a content address is `<prefix>/<version>/<hash>`
     candidates/<v>/<h>/<name>.pkl, predictions.json fitted candidates
     models/<v>/<h>/model.pkl, metrics.json, card.json, decision.json; models/champion.json
     scores/<v>/<h>                                 a study's score (JSON)
+    scored/<study_id>.json                          a study's latest scoring: score, delivery, time
     reports/<v>/<h>/...                             study and model reports
     quarantine/<stage>/<hash>.json                  inputs set aside, and why
     pending/<arrival>.json                          arrivals not scored yet
@@ -54,11 +55,12 @@ from radflow.lake.records import (
     QuarantineRecord,
     Record,
     Score,
+    ScoredStudy,
     SeriesEntry,
     StudyManifest,
     VolumeQC,
 )
-from radflow.store import ObjectInfo, ObjectStore, validate_key
+from radflow.store import LocalStore, ObjectInfo, ObjectStore, validate_key
 
 if TYPE_CHECKING:
     import numpy as np
@@ -81,6 +83,7 @@ __all__ = [
     "Predictions",
     "QuarantineRecord",
     "Score",
+    "ScoredStudy",
     "SeriesEntry",
     "StudyManifest",
     "VolumeQC",
@@ -277,7 +280,9 @@ class Lake:
         return sorted(self._read(CatalogEntry, o.key).features for o in self._catalog())
 
     def study_features(self, study_id: str) -> str:
-        """The study's current feature row; `study_id` is the pseudonym reports and runs show."""
+        """The study's current feature row: the catalog's (ingest), else the row it was last
+        scored on (scoring does not catalog: a new unlabelled study would change every
+        training table); `study_id` is the pseudonym reports and runs show."""
         key = f"catalog/{study_id}.json"
         try:
             validate_key(key)
@@ -285,12 +290,15 @@ class Lake:
             raise RadflowError(
                 f"bad study ID: {err}", hint="give a pseudonymous study ID"
             ) from None
-        if not self.store.exists(key):
+        if self.store.exists(key):
+            return self._read(CatalogEntry, key).features
+        scored = self.scored(study_id)
+        if scored is None:
             raise NotFoundError(
-                f"no study {study_id} in the catalog",
-                hint="give the pseudonymous study ID a report shows; ingest the study first",
+                f"no study {study_id} in the catalog or among the scored studies",
+                hint="give the pseudonymous study ID a report shows; ingest or score it first",
             )
-        return self._read(CatalogEntry, key).features
+        return scored.features
 
     def _catalog(self) -> Iterator[ObjectInfo]:
         return self.store.list("catalog/")
@@ -363,6 +371,25 @@ class Lake:
     def score(self, key: str) -> Score:
         return self._read(Score, key)
 
+    def put_scored(self, scored: ScoredStudy) -> None:
+        self._write(_scored_key(scored.study_id), scored)
+
+    def scored(self, study_id: str) -> ScoredStudy | None:
+        """The study's latest scoring, or None when it was never scored."""
+        key = _scored_key(study_id)
+        return self._read(ScoredStudy, key) if self.store.exists(key) else None
+
+    def scored_studies(self) -> list[ScoredStudy]:
+        """Every scored study's latest scoring, by study ID."""
+        return [self._read(ScoredStudy, o.key) for o in self.store.list("scored/")]
+
+    def location(self, key: str) -> str:
+        """Where a user finds an object: its absolute path in a local folder's lake, its URL
+        (`s3://bucket/prefix/key`) otherwise."""
+        if isinstance(self.store, LocalStore):
+            return str(self.store.root / key)
+        return f"{self.url.rstrip('/')}/{key}"
+
     def put_report_file(self, folder: str, name: str, data: bytes | str | Path) -> str:
         key = f"{folder}/{name}"
         if isinstance(data, Path):
@@ -432,6 +459,12 @@ class Lake:
 
 def _watch_key(source_url: str, prefix: str) -> str:
     return f"watch/{sha256_bytes(f'{source_url}|{prefix}'.encode())[:16]}.json"
+
+
+def _scored_key(study_id: str) -> str:
+    key = f"scored/{study_id}.json"
+    validate_key(key)
+    return key
 
 
 def _pending_key(arrival: str) -> str:

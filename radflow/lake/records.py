@@ -423,6 +423,20 @@ class Score(Record):
     roi_source: str = ""  # as the volume's QC record says
 
 
+class ScoredStudy(Record):
+    """A study's latest scoring (`scored/<study_id>.json`): which score, of which delivery
+    (a hash of its location: folder names may hold PHI), when (UTC, ISO 8601). What
+    `radflow results` lists and how `radflow report` finds a study that was scored, not
+    ingested for training."""
+
+    indent: ClassVar[int | None] = None
+    study_id: str
+    score: str
+    features: str
+    delivery: str = Field(pattern=r"^[0-9a-f]{16}$")
+    scored_at: str
+
+
 class PendingArrival(Record):
     """An arrival not scored yet (`pending/<arrival>.json`): the inbox's URL and prefix
     (configuration, not PHI), the arrival's hash, why it waits and since when."""

@@ -1,6 +1,6 @@
 """DICOM results a PACS can take back: a Comprehensive SR (TID 1500 measurement report) with
-the score, the threshold and the model (and, when the ROI was written as a SEG, the segment and
-its volume), and an Encapsulated PDF of the study report. Both go into new series of the
+the score, the threshold, the call and the model (and, when the ROI was written as a SEG, the
+segment and its volume), and an Encapsulated PDF of the study report. Both go into new series of the
 de-identified study (same StudyInstanceUID, same pseudonymous patient).
 
 UIDs are name-based (UUID v5 under 2.25) on the score's key, and dates come from the report,
@@ -26,6 +26,9 @@ from radflow.reports.facts import StudyFacts
 SCHEME = "99RADFLOW"
 SCORE = Code("RF0001", SCHEME, "Probability of positive finding")
 THRESHOLD = Code("RF0002", SCHEME, "Operating threshold")
+CALL = Code("RF0003", SCHEME, "Call at the operating threshold")
+# The call's values: SNOMED CT's qualifier values Positive and Negative.
+CALLS = {"positive": codes.SCT.Positive, "negative": codes.SCT.Negative}
 UNITLESS = Code("1", "UCUM", "no units")
 SR_SERIES_NUMBER = 9001
 PDF_SERIES_NUMBER = 9002
@@ -78,7 +81,8 @@ def score_sr(
     facts: StudyFacts, evidence: Sequence[Dataset], key: str, roi: SegmentedRoi | None = None
 ) -> Dataset:
     """A Comprehensive SR: one measurement group, tracked by the study pseudonym, holding the
-    score and the threshold, with the model as the algorithm (TID 4019); with `roi`, a second,
+    score and the threshold, and the call as a qualitative evaluation (positive or negative
+    at the threshold), with the model as the algorithm (TID 4019); with `roi`, a second,
     volumetric group (TID 1411) that references the ROI's segment and holds its volume. The
     SEG then joins the evidence."""
     algorithm = hd.sr.AlgorithmIdentification(name=facts.model_id, version=facts.model_version)
@@ -91,6 +95,7 @@ def score_sr(
             hd.sr.Measurement(name=SCORE, value=round(facts.score, 6), unit=UNITLESS),
             hd.sr.Measurement(name=THRESHOLD, value=round(facts.threshold, 6), unit=UNITLESS),
         ],
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=CALL, value=CALLS[facts.call])],
         source_images=[
             hd.sr.SourceImageForMeasurementGroup.from_source_image(evidence[0]),
         ],

@@ -32,6 +32,9 @@ class StudyFacts:
     study_id: str
     score: float  # calibrated probability of the positive class
     threshold: float
+    # The score's own call (made on the unrounded probability: a calibrated probability often
+    # equals the threshold, and rounding it could flip the call), never recomputed here.
+    positive: bool
     model_id: str
     model_version: str
     report_date: str  # YYYYMMDD
@@ -41,10 +44,6 @@ class StudyFacts:
     key_image_png: bytes
     registration_png: bytes | None = None
     notes: tuple[str, ...] = field(default=())
-
-    @property
-    def positive(self) -> bool:
-        return self.score >= self.threshold
 
     @property
     def call(self) -> str:

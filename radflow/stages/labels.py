@@ -1,26 +1,20 @@
 """Labels: a CSV of original StudyInstanceUID,label -> `labels/<study_id>.json`, by pseudonym.
 
 The file holds original UIDs (PHI): it is read on the worker, and only pseudonyms reach the
-lake."""
+lake. It is checked whole first (`radflow.labels_csv`): a bad file stores nothing."""
 
 from __future__ import annotations
 
-import csv
-import io
-
 from radflow.dicom.deid import study_pseudonym
-from radflow.errors import QuarantineError
+from radflow.labels_csv import parse_labels_csv
 from radflow.lake import Lake
 
 NAME = "labels"
 
 
 def store_labels(lake: Lake, labels_csv: str, secret: bytes) -> int:
-    """How many rows were stored."""
-    count = 0
-    for row in csv.DictReader(io.StringIO(labels_csv)):
-        if set(row) < {"study_uid", "label"}:
-            raise QuarantineError("bad labels file", "columns must be study_uid,label")
-        lake.put_label(study_pseudonym(secret, row["study_uid"].strip()), int(row["label"]))
-        count += 1
-    return count
+    """How many studies' labels were stored."""
+    labels = parse_labels_csv(labels_csv)
+    for entry in labels:
+        lake.put_label(study_pseudonym(secret, entry.study_uid), entry.label)
+    return len(labels)

@@ -81,6 +81,7 @@ def study_facts(lake: Lake, score: str) -> tuple[StudyFacts, str]:
         study_id=result.study_id,
         score=result.probability,
         threshold=result.threshold,
+        positive=result.positive,
         model_id=result.model_id,
         model_version=card.code_version.radflow,
         report_date=report_date(),

@@ -99,3 +99,67 @@ def test_report_rebuilds_a_studys_reports_once(
         result = runner.invoke(app, ["report", bad])
         assert result.exit_code == 2 and message in result.output
         assert "hint: " in result.output and "Traceback" not in result.output
+
+
+def test_results_key_every_scored_study_back_to_its_uid(
+    prefect_server: None,
+    pipeline_env: Path,
+    trained: TrainedLake,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a real `radflow score`: `radflow results --json` lists every scored study with
+    its original StudyInstanceUID from the map the score run wrote, and without it when the
+    map is not there; `score --json` printed the same rows, pseudonymous; `radflow report`
+    finds a study that was only scored (not in the catalog)."""
+    import json
+
+    import highdicom as hd
+
+    from radflow.reports.dicom import CALL, CALLS
+    from radflow.results import delivery_id
+    from radflow.synth import SynthSpec, synthesize
+
+    trained.copy(pipeline_env)  # a champion, made by the stages, into this lake
+    new = synthesize(
+        pipeline_env / "inbox" / "new",
+        pipeline_env / "new-labels.csv",
+        SynthSpec(studies=3, rows=40, columns=40, slices=16, seed=11),
+    )
+    scored = runner.invoke(app, ["score", str(pipeline_env / "inbox" / "new"), "--json"])
+    assert scored.exit_code == 0, scored.output
+    score_rows = json.loads(scored.stdout)
+
+    with_map = runner.invoke(app, ["results", "--json"])
+    assert with_map.exit_code == 0, with_map.output
+    rows = json.loads(with_map.stdout)
+    assert [{k: v for k, v in r.items() if k != "study_uid"} for r in rows] == score_rows
+    for study in new:  # score's own output stays pseudonymous
+        assert study.study_uid not in scored.stdout
+    assert sorted(r["study_uid"] for r in rows) == sorted(s.study_uid for s in new)
+    assert {r["delivery"] for r in rows} == {delivery_id((pipeline_env / "inbox").as_uri(), "new")}
+    for row in rows:  # the call the SR states, read back as a PACS would
+        assert all(Path(p).is_file() for p in row["reports"].values()) and row["reports"]
+        sr = hd.sr.srread(row["reports"]["sr"])
+        (group,) = sr.content.get_image_measurement_groups()
+        (call,) = group.get_qualitative_evaluations(name=CALL)
+        assert call.value == CALLS[row["call"]]
+    by_delivery = runner.invoke(app, ["results", str(pipeline_env / "inbox" / "new"), "--json"])
+    assert json.loads(by_delivery.stdout) == rows
+
+    monkeypatch.setenv("RADFLOW_DEID__REID_DIR", str(pipeline_env / "elsewhere"))
+    without = runner.invoke(app, ["results", "--json"])
+    assert without.exit_code == 0, without.output
+    assert json.loads(without.stdout) == [
+        {k: v for k, v in r.items() if k != "study_uid"} for r in rows
+    ]
+    for study in new:
+        assert study.study_uid not in without.stdout
+
+    study = rows[0]["study_id"]
+    assert not (pipeline_env / "lake" / "catalog" / f"{study}.json").exists()
+    report = runner.invoke(app, ["report", study, "--json"])
+    assert report.exit_code == 0, report.output
+    folder = Path(rows[0]["reports"]["html"]).parent
+    assert json.loads(report.stdout)["reports"][0] == str(
+        (folder / "study.html").relative_to(pipeline_env / "lake")
+    )

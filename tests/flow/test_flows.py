@@ -282,6 +282,11 @@ def test_train_and_score_from_s3(
     assert trained["promoted"] is True
     reports = score_flow(f"s3://{s3_bucket}", "inbox/new/")
     assert len(reports) == 2
+    # `radflow results` names an S3 lake's reports by URL, and finds the delivery by its URI.
+    from radflow.results import delivery_id, result_rows
+
+    rows = result_rows(_common.lake(), delivery_id(f"s3://{s3_bucket}/inbox/new"))
+    assert {r.reports["html"] for r in rows} == {f"s3://{s3_bucket}/lake/{k}" for k in reports}
     lake_keys = {
         o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="lake/")["Contents"]
     }
@@ -377,6 +382,7 @@ def test_arrival_without_a_champion_waits_then_scores(
     from radflow.arrival import arrival_id
     from radflow.cli import app
     from radflow.errors import NotFoundError
+    from radflow.results import delivery_id
     from radflow.store import LocalStore
 
     folder, _, studies = inbox
@@ -391,7 +397,8 @@ def test_arrival_without_a_champion_waits_then_scores(
     trained.copy(pipeline_env)  # a champion, made by the stages, into this lake
     result = CliRunner().invoke(app, ["score", "--pending", "--json"])
     assert result.exit_code == 0, result.output
-    reports = json.loads(result.stdout)
-    assert len(reports) == sum(s.files[0].is_relative_to(folder / delivery) for s in studies)
-    assert all((lake / key).exists() for key in reports)
+    rows = json.loads(result.stdout)  # `radflow results`' rows, of the studies just scored
+    assert len(rows) == sum(s.files[0].is_relative_to(folder / delivery) for s in studies)
+    assert all(Path(row["reports"]["html"]).is_file() for row in rows)
+    assert {row["delivery"] for row in rows} == {delivery_id(folder.as_uri(), delivery)}
     assert not list((lake / "pending").iterdir())

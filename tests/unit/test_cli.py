@@ -117,6 +117,6 @@ def test_a_bad_masks_csv_stops_ingest_before_anything_runs(tmp_path: Path) -> No
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert lines == [
-        "error: masks CSV line 1: the file starts with a byte-order mark",
-        "hint: save it as plain CSV, not Excel's 'CSV UTF-8'",
+        "error: masks CSV line 2: the mask file does not exist",
+        "hint: paths are relative to the CSV's folder",
     ]

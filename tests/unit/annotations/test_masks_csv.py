@@ -48,21 +48,10 @@ def test_the_label_column_is_optional(folder: Path) -> None:
     ("text", "bom", "message", "hint"),
     [
         (
-            f"study_uid,path\n{STUDY_A},masks/lung1.nrrd\n",
-            True,
-            "masks CSV line 1: the file starts with a byte-order mark",
-            "CSV UTF-8",
-        ),
-        (
-            f"study_uid;path\n{STUDY_A};masks/lung1.nrrd\n",
-            False,
-            "masks CSV line 1: columns are separated by ';'",
-            "commas",
-        ),
-        (
             f"StudyInstanceUID,mask\n{STUDY_A},masks/lung1.nrrd\n",
             False,
-            "masks CSV line 1: header is 'StudyInstanceUID,mask'",
+            "masks CSV line 1: the columns are 'StudyInstanceUID,mask', expected"
+            " study_uid,path or study_uid,path,label",
             "study_uid,path",
         ),
         ("", False, "masks CSV line 1: no header", "study_uid,path"),
@@ -110,8 +99,6 @@ def test_the_label_column_is_optional(folder: Path) -> None:
         ),
     ],
     ids=[
-        "bom",
-        "semicolons",
         "header",
         "empty",
         "missing",
@@ -131,6 +118,21 @@ def test_mistakes_name_the_line_and_say_what_to_do(
     assert str(caught.value) == message
     assert hint in caught.value.hint
     assert STUDY_A not in str(caught.value) and "lung1" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "bom"),
+    [
+        (f"study_uid,path\r\n{STUDY_A},masks/lung1.nrrd\r\n", True),
+        (f"Study_UID;Path\n{STUDY_A};masks/lung1.nrrd\n", False),
+        (f"study_uid\tpath\n\n{STUDY_A}\tmasks/lung1.nrrd\n\n\n", False),
+    ],
+    ids=["excel-bom-crlf", "semicolons", "tabs"],
+)
+def test_spreadsheet_variants_read_as_the_plain_csv(folder: Path, text: str, bom: bool) -> None:
+    assert read_masks_csv(_csv(folder, text, bom=bom)) == [
+        MaskEntry(STUDY_A, folder / "masks" / "lung1.nrrd")
+    ]
 
 
 @pytest.mark.parametrize("label", ["2", "label 2", " 02 "])

@@ -30,7 +30,9 @@ def _facts(**overrides: object) -> StudyFacts:
         "qc": {"slices": 120, "spacing_mm": "0.8×0.8×1.5"},
         "key_image_png": PNG,
     }
-    return StudyFacts(**(args | overrides))  # type: ignore[arg-type]
+    args |= overrides
+    args.setdefault("positive", args["score"] >= args["threshold"])  # type: ignore[operator]
+    return StudyFacts(**args)  # type: ignore[arg-type]
 
 
 def _study(**overrides: object) -> str:
@@ -194,6 +196,43 @@ def test_dicom_outputs_are_deterministic_and_join_the_evidence_study() -> None:
     assert back.EncapsulatedDocumentLength == len(pdf)
     assert back.StudyInstanceUID == evidence.StudyInstanceUID
     assert back.SeriesInstanceUID not in (sr.SeriesInstanceUID, evidence.SeriesInstanceUID)
+
+
+@pytest.mark.parametrize(
+    ("score", "positive", "call"),
+    [
+        (0.87654, True, "Positive"),
+        (0.49999, False, "Negative"),
+        # The score's own call, made before its probability was rounded to the threshold's
+        # value: a tie stays positive, and the SR never recomputes it.
+        (0.5, True, "Positive"),
+        (0.5, False, "Negative"),
+    ],
+)
+def test_the_sr_states_the_call_beside_the_score(score: float, positive: bool, call: str) -> None:
+    """Read back as a PACS would (highdicom from the saved bytes): the score's group holds
+    its call, SNOMED CT's Positive or Negative."""
+    import io
+
+    import highdicom as hd
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.sr.codedict import codes
+
+    from radflow.reports.dicom import CALL, SCORE, score_sr
+
+    evidence = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    buffer = io.BytesIO()
+    score_sr(_facts(score=score, positive=positive), [evidence], "reports/v5/abc").save_as(
+        buffer, enforce_file_format=True
+    )
+    sr = hd.sr.srread(io.BytesIO(buffer.getvalue()))
+    (group,) = sr.content.get_image_measurement_groups()
+    (evaluation,) = group.get_qualitative_evaluations(name=CALL)
+    assert evaluation.value == getattr(codes.SCT, call)
+    assert evaluation.name.meaning == "Call at the operating threshold"
+    (measured,) = group.get_measurements(name=SCORE)
+    assert measured.value == pytest.approx(round(score, 6))
 
 
 def test_key_images_are_windowed_per_modality() -> None:
