@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
-from urllib.parse import urlparse
 
 import typer
 
@@ -68,24 +67,27 @@ def _run(fn: Callable[[], T]) -> T:
     except RadflowError as err:
         _fail(err)
         raise AssertionError("unreachable") from err
+    except KeyboardInterrupt:  # before a flow runs; during one, flows.runtime.foreground
+        from flows.runtime.foreground import EXIT_INTERRUPTED, INTERRUPTED
+
+        typer.echo(INTERRUPTED, err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _start_flows() -> Callable[[], None]:
+    """Once the preflight passed: the temporary server starts while the flows import, and
+    Ctrl-C ends the run at once; call the result when the flows are imported."""
+    from flows.runtime import foreground
+
+    server = foreground.start()
+    return lambda: foreground.ready(server)
 
 
 def _source(source: str) -> tuple[str, str]:
     """A folder or s3://bucket/prefix -> (store URL, listing prefix)."""
-    if source.startswith("s3://"):
-        parsed = urlparse(source)
-        if not parsed.netloc:
-            raise RadflowError(f"bad source {source!r}: no bucket", hint="use s3://bucket/prefix")
-        prefix = parsed.path.strip("/")
-        return f"s3://{parsed.netloc}", f"{prefix}/" if prefix else ""
-    if "://" in source:
-        raise RadflowError(
-            f"bad source {source!r}", hint="give a folder or an s3://bucket/prefix URI"
-        )
-    folder = Path(source)
-    if not folder.is_dir():
-        raise NotFoundError(f"no folder at {source}", hint="give a folder of DICOM files")
-    return folder.resolve().as_uri(), ""
+    from radflow.preflight import source_location
+
+    return source_location(source)
 
 
 def _print_json(value: Any) -> None:
@@ -123,12 +125,13 @@ def demo(
     started = time.perf_counter()
 
     def body() -> dict[str, Any]:
-        from flows.runtime import server as prefect_server
+        from radflow.config import load_settings
 
-        server = prefect_server.start_in_background()
+        load_settings()
+        ready = _start_flows()
         from flows.demo import demo as demo_flow
 
-        prefect_server.wait(server)
+        ready()
         result: dict[str, Any] = demo_flow(str(layout.workdir), studies, seed)
         return result
 
@@ -389,18 +392,14 @@ def ingest(
     _prefect_env()
 
     def body() -> list[str]:
-        url, prefix = _source(source)
-        if labels is not None:
-            from radflow.labels_csv import read_labels_csv
+        from radflow.preflight import for_ingest
 
-            read_labels_csv(labels)  # the whole file, as the labels stage will read it
-        if masks is not None:
-            from radflow.annotations.masks_csv import read_masks_csv
-
-            read_masks_csv(masks)  # every mistake, with its line, before anything runs
+        url, prefix = for_ingest(source, labels, masks).source
+        ready = _start_flows()
         from flows.ingest import ingest as ingest_flow
         from flows.runtime.runners import task_runner as runner
 
+        ready()
         flow = ingest_flow.with_options(task_runner=runner(task_runner, dask_address))
         keys: list[str] = flow(
             url,
@@ -420,8 +419,13 @@ def train(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     _prefect_env()
 
     def body() -> dict[str, Any]:
+        from radflow.preflight import for_train
+
+        for_train()
+        ready = _start_flows()
         from flows.train import train_flow
 
+        ready()
         result: dict[str, Any] = train_flow()
         return result
 
@@ -461,17 +465,19 @@ def score(
             raise RadflowError(
                 "give a delivery to score, or --pending", hint="radflow score s3://bucket/inbox/x"
             )
-        url, prefix = _source(source) if source else ("", "")
         from radflow.config import load_settings
         from radflow.lake import Lake
+        from radflow.preflight import for_score
         from radflow.store import open_store
 
+        url, prefix = for_score(source).source
         settings = load_settings()
         lake = Lake(open_store(settings.store_url, settings.s3_options()))
-        lake.champion()  # before any flow: a clear error
+        ready = _start_flows()
         if pending:
             from flows.arrival import score_arrival
 
+            ready()
             return [
                 key
                 for waiting in lake.pending_arrivals()
@@ -481,6 +487,7 @@ def score(
             ]
         from flows.score import score_flow
 
+        ready()
         reports: list[str] = score_flow(url, prefix)
         return reports
 
@@ -599,16 +606,13 @@ def report(
     _prefect_env()
 
     def body() -> str | None:
-        from radflow.config import load_settings
-        from radflow.lake import Lake
-        from radflow.store import open_store
+        from radflow.preflight import for_report
 
-        settings = load_settings()
-        lake = Lake(open_store(settings.store_url, settings.s3_options()))
-        lake.study_features(study)  # before any flow: clear errors
-        lake.champion()
+        for_report(study)
+        ready = _start_flows()
         from flows.report import report_flow
 
+        ready()
         key: str | None = report_flow(study)
         return key
 
@@ -638,6 +642,9 @@ def serve(
 ) -> None:
     """Start a Prefect server on loopback, the cpu and gpu work pools, the GPU limit, the
     deployments of infra/prefect.yaml and a worker per pool; `radflow stop` ends them."""
+    from radflow.config import load_settings
+
+    _run(load_settings)  # the workers' settings: a mistake now, not in every run
     from flows.runtime import stack as runtime_stack
 
     stack = _run(lambda: runtime_stack.start(home, port or None, database_url, gpus))

@@ -16,6 +16,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -394,6 +395,97 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as err:
         first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        name = "RADFLOW_" + loc.upper().replace(".", "__") if loc else "settings"
-        raise ConfigError(name, first["msg"].removeprefix("Value error, ")) from None
+        # A list item's position is not part of the variable's name: RADFLOW_PREPROCESS__SHAPE.
+        path = [str(p) for p in first["loc"] if not isinstance(p, int)]
+        items = [p + 1 for p in first["loc"] if isinstance(p, int)]
+        problem = first["msg"].removeprefix("Value error, ")
+        if items:
+            what = "is missing" if first["type"] == "missing" else f"is wrong: {problem}"
+            problem = f"item {items[-1]} {what}"
+        needs = _needs(path)
+        if needs and (items or first["type"] in _SHAPE_ERRORS):
+            problem += f"; it needs {needs}"
+        raise ConfigError(_env_name(path), problem, hint=_hint(path, needs)) from None
+    except SettingsError:
+        # pydantic-settings could not parse a list or table variable as JSON ("64,64,48").
+        bad = _unparsable_env_setting()
+        needs = _needs(bad) if bad else None
+        raise ConfigError(
+            _env_name(bad) if bad else "RADFLOW_*",
+            "is not valid JSON" + (f"; it needs {needs}" if needs else ""),
+            hint=_hint(bad, needs) if bad else "list and table settings are JSON",
+        ) from None
+
+
+# Pydantic error types that say a list setting has the wrong form, not a wrong item.
+_SHAPE_ERRORS = {"tuple_type", "list_type", "too_short", "too_long", "missing"}
+_NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
+_KINDS = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+
+
+def _env_name(path: list[str]) -> str:
+    return "RADFLOW_" + "__".join(path).upper() if path else "settings"
+
+
+def _hint(path: list[str], needs: str | None) -> str:
+    return f"e.g. {_env_name(path)}='{_example(path)}'" if needs and path else ""
+
+
+def _field(path: list[str]) -> Any:
+    """The pydantic FieldInfo a settings path names, or None."""
+    model: Any = Settings
+    info: Any = None
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        info = fields[part]
+        model = info.annotation
+    return info
+
+
+def _example(path: list[str]) -> str:
+    import json
+
+    info = _field(path)
+    default = info.get_default() if info is not None else None
+    if isinstance(default, tuple):
+        return json.dumps(list(default), separators=(",", ":"))
+    return json.dumps(default)
+
+
+def _needs(path: list[str]) -> str | None:
+    """What a list setting needs, from its type and default: "three integers as a JSON list,
+    e.g. [40,40,40]"."""
+    from typing import get_args, get_origin
+
+    info = _field(path)
+    if info is None or get_origin(info.annotation) is not tuple:
+        return None
+    args = get_args(info.annotation)
+    example = _example(path)
+    if len(args) == 2 and args[1] is Ellipsis:
+        kind = _KINDS.get(args[0], "values")
+        return f"a JSON list of {kind}, e.g. {example}"
+    count = _NUMBER_WORDS.get(len(args), str(len(args)))
+    kind = _KINDS.get(args[0], "values") if len(set(args)) == 1 else "values"
+    return f"{count} {kind} as a JSON list, e.g. {example}"
+
+
+def _unparsable_env_setting() -> list[str] | None:
+    """The settings path of the first RADFLOW_* list variable that is not JSON."""
+    import json
+
+    for name, value in sorted(os.environ.items()):
+        if not name.upper().startswith("RADFLOW_"):
+            continue
+        path = name[len("RADFLOW_") :].lower().split("__")
+        info = _field(path)
+        if info is None:
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            if not isinstance(info.annotation, type) or issubclass(info.annotation, BaseModel):
+                return path
+    return None

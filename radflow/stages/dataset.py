@@ -44,6 +44,20 @@ def build_dataset(
     preprocessing: dict[str, Any],
     extraction: dict[str, Any],
 ) -> str:
+    table = dataset_table(lake, feature_keys, preprocessing, extraction)
+    out = content_address("datasets", [sha256_bytes(canonical_json(table.model_dump()))])
+    if not lake.has(out):
+        lake.put_dataset(out, table)
+    return out
+
+
+def dataset_table(
+    lake: Lake,
+    feature_keys: list[str],
+    preprocessing: dict[str, Any],
+    extraction: dict[str, Any],
+) -> Dataset:
+    """The training table, not written: `radflow train` checks it before any flow starts."""
     # Compared with what was read back from JSON: tuples become lists there.
     preprocessing, extraction = json.loads(json.dumps([preprocessing, extraction]))
     rows, unlabelled, stale = [], [], []
@@ -68,7 +82,4 @@ def build_dataset(
         preprocessing=preprocessing,
         extraction=extraction,
     )
-    out = content_address("datasets", [sha256_bytes(canonical_json(table.model_dump()))])
-    if not lake.has(out):
-        lake.put_dataset(out, table)
-    return out
+    return table
