@@ -378,14 +378,22 @@ class Settings(BaseSettings):
 def read_secret_file(path: Path) -> bytes:
     """Read a secret, refusing one that other users can read."""
     if not path.is_file():
-        raise ConfigError("RADFLOW_SECRET_FILE", "the file does not exist")
+        raise ConfigError(
+            "RADFLOW_SECRET_FILE",
+            "the file does not exist",
+            hint="give the path of a file (mode 600) holding a long random string",
+        )
     if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
             "RADFLOW_SECRET_FILE", "the file is readable by others", hint=f"chmod 600 {path}"
         )
     secret = path.read_bytes().strip()
     if len(secret) < 16:
-        raise ConfigError("RADFLOW_SECRET_FILE", "the secret is shorter than 16 bytes")
+        raise ConfigError(
+            "RADFLOW_SECRET_FILE",
+            "the secret is shorter than 16 bytes",
+            hint="make it long and random: openssl rand -hex 32 > FILE; chmod 600 FILE",
+        )
     return secret
 
 
@@ -428,7 +436,16 @@ def _env_name(path: list[str]) -> str:
 
 
 def _hint(path: list[str], needs: str | None) -> str:
-    return f"e.g. {_env_name(path)}='{_example(path)}'" if needs and path else ""
+    """The setting's default as an example, or what to check when there is no such setting."""
+    info = _field(path)
+    if info is None:
+        return "no such setting: check its spelling (RADFLOW_<SECTION>__<NAME>)"
+    if needs or not isinstance(info.annotation, type) or not issubclass(info.annotation, BaseModel):
+        example = _example(path)
+        if example != "null":
+            quoted = f"'{example}'" if example.startswith("[") else example
+            return f"e.g. {_env_name(path)}={quoted} (the default)"
+    return "see the settings in the README"
 
 
 def _field(path: list[str]) -> Any:
@@ -451,6 +468,8 @@ def _example(path: list[str]) -> str:
     default = info.get_default() if info is not None else None
     if isinstance(default, tuple):
         return json.dumps(list(default), separators=(",", ":"))
+    if isinstance(default, (str, Path)):
+        return str(default)
     return json.dumps(default)
 
 

@@ -208,10 +208,12 @@ def _lake(settings: Settings) -> Lake:
 
 
 def for_ingest(source: str, labels: Path | None, masks: Path | None) -> Checked:
+    """The cheap, local mistakes first: the source's form, the CSVs, the settings."""
+    source_location(source)
+    check_labels(labels, masks)
     settings = load_settings()
     check_secret(settings)
     location = check_delivery(source, settings)
-    check_labels(labels, masks)
     _lake(settings)
     return Checked(settings, location)
 
@@ -223,6 +225,8 @@ def for_train() -> Checked:
 
 
 def for_score(source: str | None) -> Checked:
+    if source:
+        source_location(source)
     settings = load_settings()
     check_secret(settings)
     location = check_delivery(source, settings) if source else ("", "")

@@ -50,6 +50,7 @@ def ready(proc: subprocess.Popen[bytes] | None) -> None:
 def _on_interrupt(proc: subprocess.Popen[bytes] | None) -> signal._HANDLER:
     def handler(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C changes nothing
+        logging.disable(logging.CRITICAL)  # the task threads' last lines: the UI has them
         os.write(sys.stderr.fileno(), f"{INTERRUPTED}\n".encode())
         _cancel_current_flow_run()
         if proc is not None and proc.poll() is None:
@@ -109,7 +110,7 @@ class UserMistakes(logging.Filter):
         if is_user_mistake(exc):
             self.seen.add(str(exc))
             return False
-        if record.levelno >= logging.ERROR and self.seen:
+        if self.seen:
             message = record.getMessage()
             return not any(quoted in message for quoted in self.seen)
         return True
