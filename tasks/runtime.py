@@ -37,7 +37,9 @@ def settings() -> Settings:
             value = block.get()
         except Exception:  # its message names the block only, but may hold a server's URL
             raise ConfigError(
-                "RADFLOW_SECRET_BLOCK", "no readable Prefect Secret block of that name"
+                "RADFLOW_SECRET_BLOCK",
+                "no readable Prefect Secret block of that name",
+                hint="create the Secret block on this Prefect server, or set RADFLOW_SECRET_FILE",
             ) from None
         s = s.with_secret(str(value))
     return s
