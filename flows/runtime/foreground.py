@@ -50,7 +50,12 @@ def ready(proc: subprocess.Popen[bytes] | None) -> None:
 def _on_interrupt(proc: subprocess.Popen[bytes] | None) -> signal._HANDLER:
     def handler(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C changes nothing
-        logging.disable(logging.CRITICAL)  # the task threads' last lines: the UI has them
+        # The task threads' last lines go to the UI only: no new record, and the console
+        # handlers' locks held (a line being written finishes first) until the exit.
+        logging.disable(logging.CRITICAL)
+        for console in logging.getLogger().handlers:
+            if console.lock is not None:
+                console.lock.acquire(timeout=1.0)
         os.write(sys.stderr.fileno(), f"{INTERRUPTED}\n".encode())
         _cancel_current_flow_run()
         if proc is not None and proc.poll() is None:
