@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +63,7 @@ def _fail(err: RadflowError) -> None:
 
 def _run(fn: Callable[[], T]) -> T:
     """Run a command body; user mistakes print one line and a hint, never a traceback."""
+    interrupt = signal.getsignal(signal.SIGINT)  # a flow command takes Ctrl-C over for its run
     try:
         return fn()
     except RadflowError as err:
@@ -72,6 +74,8 @@ def _run(fn: Callable[[], T]) -> T:
 
         typer.echo(INTERRUPTED, err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
 
 
 def _start_flows() -> Callable[[], None]:

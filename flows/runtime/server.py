@@ -44,9 +44,15 @@ def _free_port() -> int:
 
 
 def start_in_background() -> subprocess.Popen[bytes] | None:
-    """Spawn the server and point this process's Prefect client at it; None when an API is set."""
+    """Spawn the server and point this process's Prefect client at it; None when an API is set
+    (in the environment, or in settings when Prefect is already imported: a test harness)."""
     if os.environ.get("PREFECT_API_URL"):
         return None
+    if "prefect.settings" in sys.modules:
+        from prefect.settings import PREFECT_API_URL
+
+        if PREFECT_API_URL.value():
+            return None
     spec = importlib.util.find_spec("prefect")
     if spec is None or spec.origin is None:
         return None
