@@ -469,14 +469,13 @@ def score(
             raise RadflowError(
                 "give a delivery to score, or --pending", hint="radflow score s3://bucket/inbox/x"
             )
-        from radflow.config import load_settings
         from radflow.lake import Lake
         from radflow.preflight import for_score
         from radflow.store import open_store
 
-        url, prefix = for_score(source).source
-        settings = load_settings()
-        lake = Lake(open_store(settings.store_url, settings.s3_options()))
+        checked = for_score(source)
+        url, prefix = checked.source
+        lake = Lake(open_store(checked.settings.store_url, checked.settings.s3_options()))
         ready = _start_flows()
         if pending:
             from flows.arrival import score_arrival
