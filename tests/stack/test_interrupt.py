@@ -116,3 +116,45 @@ def test_ctrl_c_stops_ingest_at_once_and_a_rerun_resumes(tmp_path: Path) -> None
     out, err = clean.communicate(timeout=600)
     assert clean.returncode == 0, err[-3000:]
     assert resumed == _lake_bytes(clean_lake)
+
+
+def test_ctrl_c_marks_the_run_cancelled_on_a_server_that_stays_up(
+    prefect_server: None, tmp_path: Path
+) -> None:
+    """With a server of its own (`radflow serve`, here the session's), Ctrl-C reaches the CLI
+    alone; the flow run it leaves is Cancelled in the UI, not Running forever."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.settings import PREFECT_API_URL
+
+    from radflow.keys import short_id
+
+    inbox, labels = tmp_path / "inbox", tmp_path / "labels.csv"
+    synthesize(inbox, labels, SynthSpec(studies=4, rows=40, columns=40, slices=16, seed=12))
+    secret = tmp_path / "secret.key"
+    secret.write_text("interrupt-test-secret-" + "0123456789abcdef" * 2)
+    secret.chmod(0o600)
+    lake = tmp_path / "lake"
+    env = {
+        **_env(tmp_path, lake, secret, "served"),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+    }
+
+    run = _ingest(env, inbox, labels)
+    deadline = time.monotonic() + 240
+    while run.poll() is None and time.monotonic() < deadline:
+        if any((lake / "deid").rglob("study.json")):
+            break
+        time.sleep(0.02)
+    assert run.poll() is None, run.communicate()
+    os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err[-3000:]
+    assert err.rstrip().endswith(INTERRUPTED) and "Traceback" not in err
+
+    name = f"ingest-{short_id(inbox.resolve().as_uri() + '/')}"
+    with get_client(sync_client=True) as client:
+        [flow_run] = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+        )
+    assert flow_run.state is not None and flow_run.state.is_cancelled(), flow_run.state
