@@ -17,6 +17,7 @@ records from the terminal only. Its API handler is a separate handler, so the UI
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -57,7 +58,8 @@ def _on_interrupt(proc: subprocess.Popen[bytes] | None) -> signal._HANDLER:
             if console.lock is not None:
                 console.lock.acquire(timeout=1.0)
         os.write(sys.stderr.fileno(), f"{INTERRUPTED}\n".encode())
-        _cancel_current_flow_run()
+        with contextlib.suppress(Exception):  # e.g. Prefect half imported: exit anyway
+            _cancel_current_flow_run()
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:

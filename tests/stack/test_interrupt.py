@@ -158,3 +158,22 @@ def test_ctrl_c_marks_the_run_cancelled_on_a_server_that_stays_up(
             flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
         )
     assert flow_run.state is not None and flow_run.state.is_cancelled(), flow_run.state
+
+
+@pytest.mark.parametrize("delay_s", [0.5, 1.5, 3.0])
+def test_ctrl_c_while_the_server_starts_and_prefect_imports(tmp_path: Path, delay_s: float) -> None:
+    """Before the flow runs (preflight, server start-up, Prefect half imported): the same one
+    line and 130, and no server left behind."""
+    inbox, labels = tmp_path / "inbox", tmp_path / "labels.csv"
+    synthesize(inbox, labels, SynthSpec(studies=1, rows=16, columns=16, slices=8, seed=13))
+    secret = tmp_path / "secret.key"
+    secret.write_text("interrupt-test-secret-" + "0123456789abcdef" * 2)
+    secret.chmod(0o600)
+    run = _ingest(_env(tmp_path, tmp_path / "lake", secret, "early"), inbox, labels)
+    time.sleep(delay_s)
+    assert run.poll() is None, run.communicate()
+    os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=30)
+    assert run.returncode == 130, err[-3000:]
+    assert err.splitlines()[-1] == INTERRUPTED and "Traceback" not in err
+    assert _group_gone(run.pid, 10)
