@@ -115,7 +115,8 @@ class UserMistakes(logging.Filter):
         if exc is None and record.args:
             exc = next((a for a in _as_tuple(record.args) if isinstance(a, BaseException)), None)
         if is_user_mistake(exc):
-            self.seen.add(str(exc))
+            if str(exc):
+                self.seen.add(str(exc))
             return False
         if self.seen:
             message = record.getMessage()
