@@ -22,8 +22,8 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 from flows.runtime import server as temporary_server
@@ -48,7 +48,9 @@ def ready(proc: subprocess.Popen[bytes] | None) -> None:
     quiet_user_errors()
 
 
-def _on_interrupt(proc: subprocess.Popen[bytes] | None) -> signal._HANDLER:
+def _on_interrupt(
+    proc: subprocess.Popen[bytes] | None,
+) -> Callable[[int, FrameType | None], None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C changes nothing
         # The task threads' last lines go to the UI only: no new record, and the console
@@ -57,7 +59,7 @@ def _on_interrupt(proc: subprocess.Popen[bytes] | None) -> signal._HANDLER:
         for console in logging.getLogger().handlers:
             if console.lock is not None:
                 console.lock.acquire(timeout=1.0)
-        os.write(sys.stderr.fileno(), f"{INTERRUPTED}\n".encode())
+        os.write(2, f"{INTERRUPTED}\n".encode())  # stderr, whatever wraps sys.stderr
         with contextlib.suppress(Exception):  # e.g. Prefect half imported: exit anyway
             _cancel_current_flow_run()
         if proc is not None and proc.poll() is None:
