@@ -10,7 +10,6 @@ forward. It never imports Prefect (tests assert it).
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
@@ -187,7 +186,7 @@ def check_trainable(lake: Lake, settings: Settings) -> None:
     patients: dict[int, set[str]] = {0: set(), 1: set()}
     for row in table.rows:
         patients.setdefault(row.label, set()).add(row.patient_id)
-    per_class = Counter({label: len(ids) for label, ids in patients.items()})
+    per_class = {label: len(ids) for label, ids in patients.items()}
     if min(per_class.values()) < MIN_PATIENTS_PER_CLASS:
         counts = ", ".join(f"{n} with label {label}" for label, n in sorted(per_class.items()))
         raise RadflowError(
