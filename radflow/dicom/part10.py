@@ -24,10 +24,11 @@ from copy import copy
 
 import pydicom
 from pydicom.charset import default_encoding
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
@@ -61,6 +62,9 @@ def part10_chunks(ds: Dataset) -> list[Chunk]:
     # copy of each element is enough (values are replaced, never changed in place) and
     # costs a quarter of dcmwrite's deepcopy.
     meta = FileMetaDataset({elem.tag: copy(elem) for elem in ds.file_meta.values()})
+    meta.set_original_encoding(
+        *ds.file_meta.original_encoding, ds.file_meta.original_character_set
+    )  # as a deepcopy keeps it: pydicom then writes raw meta elements as read
     for meta_key, ds_key in (
         ("MediaStorageSOPClassUID", "SOPClassUID"),
         ("MediaStorageSOPInstanceUID", "SOPInstanceUID"),
@@ -133,6 +137,39 @@ def _pixel_data_as_dcmwrite(ds: Dataset, tsyntax: UID) -> None:
     ds[PIXEL_DATA].is_undefined_length = tsyntax.is_compressed
 
 
+# Encoded elements by what their bytes depend on: the slices of a series share most of the
+# values de-identification writes (pseudonyms, study and series UIDs, dummies, Rows...), and
+# pydicom's encoder costs more per element than the rest of the write. Only VRs whose bytes
+# follow from the value alone: not DS/IS (their text keeps the original string), PN (its
+# components), FL/FD (0.0 and -0.0 are equal keys), SQ, or anything not a plain value.
+_CACHED_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "SL", "SS", "ST", "TM"})
+_CACHED_VRS |= frozenset({"UC", "UI", "UL", "UR", "US", "UT"})
+_PLAIN = (str, int, bytes)
+_ENCODED: dict[tuple[object, ...], bytes] = {}
+_ENCODED_MAX = 4096
+
+
+def _encoding_key(elem: object, charset: object, implicit: bool) -> tuple[object, ...] | None:
+    if (
+        not isinstance(elem, DataElement)
+        or elem.VR not in _CACHED_VRS
+        or elem.is_undefined_length
+        or elem.tag == PIXEL_DATA
+    ):
+        return None
+    value = elem.value
+    if isinstance(value, MultiValue):
+        if not all(isinstance(v, _PLAIN) for v in value):
+            return None
+        value_key: object = tuple((type(v), v) for v in value)
+    elif value is None or isinstance(value, _PLAIN):
+        value_key = (type(value), value)
+    else:
+        return None
+    charset_key = tuple(charset) if isinstance(charset, MultiValue) else charset
+    return (elem.tag, elem.VR, value_key, charset_key, implicit)
+
+
 def _span(elem: object, source: memoryview, implicit: bool) -> tuple[int, int] | None:
     """Where a raw element lies in `source`, if pydicom would write exactly those bytes."""
     if (
@@ -189,7 +226,19 @@ def _body(ds: Dataset, source: memoryview, head: DicomBytesIO, implicit: bool) -
             encoded = DicomBytesIO()
             encoded.is_implicit_VR, encoded.is_little_endian = implicit, True
         assert elem is not None
-        write_data_element(encoded, elem, charset)
+        key = _encoding_key(elem, charset, implicit)
+        if key is None:
+            write_data_element(encoded, elem, charset)
+            continue
+        found = _ENCODED.get(key)
+        if found is None:
+            one = DicomBytesIO()
+            one.is_implicit_VR, one.is_little_endian = implicit, True
+            write_data_element(one, elem, charset)
+            if len(_ENCODED) >= _ENCODED_MAX:
+                _ENCODED.clear()
+            found = _ENCODED[key] = one.getvalue()
+        encoded.write(found)
     if encoded is not None:
         chunks.append(encoded.getvalue())
     if run is not None:

@@ -221,3 +221,31 @@ def test_part10_chunks_are_what_save_as_writes(edge: str) -> None:
         # and the SOP UIDs are decoded by save_as too, and encoded again).
         copied = len(data) - data.index(b"\x09\x00\x10\x00LO")
         assert sum(len(c) for c in chunks if isinstance(c, memoryview)) == copied
+
+
+def test_encodings_reused_across_files_only_where_the_bytes_are_the_same() -> None:
+    """part10 reuses an element's encoding across files (the slices of a series share most
+    values); the same value must still encode apart by character set and VR encoding."""
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    from radflow.dicom.part10 import part10_chunks, read_bytes
+
+    files = []
+    for charset in ("ISO_IR 100", "ISO_IR 192"):
+        for implicit in (False, True):
+            ds = _image()
+            ds.SpecificCharacterSet = charset
+            if implicit:
+                ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+            files.append(_bytes(ds))
+    outputs = set()
+    for _ in range(2):  # the second round finds every encoding made in the first
+        for data in files:
+            expected_ds, got_ds = read_bytes(data), read_bytes(data)
+            for one in (expected_ds, got_ds):  # as de-identification sets values
+                one.InstitutionName = "MÜNSTER KLINIK"
+                one.StudyInstanceUID = "2.25.1234"
+            got = b"".join(part10_chunks(got_ds))
+            assert got == _bytes(expected_ds)
+            outputs.add(got)
+    assert len(outputs) == 4
