@@ -21,6 +21,7 @@ import os
 import struct
 from collections.abc import Sequence
 from copy import copy
+from typing import Any, cast
 
 import pydicom
 from pydicom.charset import default_encoding
@@ -35,6 +36,7 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 Chunk = bytes | memoryview
 
 PIXEL_DATA = 0x7FE00010
+_GROUP_LENGTH = 0x00020000
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _PREAMBLE = b"\x00" * 128
 
@@ -73,9 +75,7 @@ def part10_chunks(ds: Dataset) -> list[Chunk]:
         if meta.get(meta_key, None) is None or (value and value != meta.get(meta_key)):
             setattr(meta, meta_key, value)
     validate_file_meta(meta, enforce_standard=True)
-    head = DicomBytesIO()
-    head.write(preamble + b"DICM")
-    write_file_meta_info(head, meta, enforce_standard=True)
+    head = preamble + b"DICM" + _file_meta_bytes(meta)
     _pixel_data_as_dcmwrite(ds, tsyntax)
     return _body(ds, source, head, encoding[0])
 
@@ -196,10 +196,60 @@ def _span(elem: object, source: memoryview, implicit: bool) -> tuple[int, int] |
     return start, elem.value_tell + elem.length
 
 
-def _body(ds: Dataset, source: memoryview, head: DicomBytesIO, implicit: bool) -> list[Chunk]:
+def _file_meta_bytes(meta: FileMetaDataset) -> bytes:
+    """What `write_file_meta_info(fp, meta, enforce_standard=True)` writes for a meta that
+    `validate_file_meta` has passed: the group length, then the elements in tag order, each
+    through the encoding cache (the meta differs from file to file by one UID)."""
+    charset_kept = meta.original_character_set == meta._character_set
+    if meta.original_encoding != (False, True) or not charset_kept:
+        buf = DicomBytesIO()
+        write_file_meta_info(buf, meta, enforce_standard=True)
+        return cast(bytes, buf.getvalue())
+    if "FileMetaInformationGroupLength" not in meta:
+        meta.FileMetaInformationGroupLength = 0
+    body = _explicit_le()
+    charset = meta.get("SpecificCharacterSet", default_encoding)
+    for tag in sorted(meta.keys()):
+        if tag != _GROUP_LENGTH:
+            _encode(body, meta.get_item(tag), charset, False)
+    group_length = _explicit_le()
+    write_data_element(group_length, meta[_GROUP_LENGTH])
+    # write_file_meta_info's arithmetic: all it wrote, less the 12 bytes of a UL length.
+    meta.FileMetaInformationGroupLength = group_length.tell() + body.tell() - 12
+    group_length = _explicit_le()
+    write_data_element(group_length, meta[_GROUP_LENGTH])
+    return cast(bytes, group_length.getvalue() + body.getvalue())
+
+
+def _explicit_le() -> DicomBytesIO:
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = False, True
+    return fp
+
+
+def _encode(
+    fp: DicomBytesIO, elem: DataElement | RawDataElement, charset: Any, implicit: bool
+) -> None:
+    """`write_data_element(fp, elem, charset)`, from the cache where it may be."""
+    key = _encoding_key(elem, charset, implicit)
+    if key is None:
+        write_data_element(fp, elem, charset)
+        return
+    found = _ENCODED.get(key)
+    if found is None:
+        one = DicomBytesIO()
+        one.is_implicit_VR, one.is_little_endian = implicit, True
+        write_data_element(one, elem, charset)
+        if len(_ENCODED) >= _ENCODED_MAX:
+            _ENCODED.clear()
+        found = _ENCODED[key] = one.getvalue()
+    fp.write(found)
+
+
+def _body(ds: Dataset, source: memoryview, head: bytes, implicit: bool) -> list[Chunk]:
     """`write_dataset`'s loop (tag order, no group lengths past group 6) with runs of
     copyable elements taken from `source`."""
-    chunks: list[Chunk] = [head.getvalue()]
+    chunks: list[Chunk] = [head]
     encoded: DicomBytesIO | None = None  # elements pydicom encodes, since the last run
     run: tuple[int, int] | None = None  # the current run of copyable elements in `source`
     charset = ds.get("SpecificCharacterSet", default_encoding)
@@ -225,20 +275,7 @@ def _body(ds: Dataset, source: memoryview, head: DicomBytesIO, implicit: bool) -
         if encoded is None:
             encoded = DicomBytesIO()
             encoded.is_implicit_VR, encoded.is_little_endian = implicit, True
-        assert elem is not None
-        key = _encoding_key(elem, charset, implicit)
-        if key is None:
-            write_data_element(encoded, elem, charset)
-            continue
-        found = _ENCODED.get(key)
-        if found is None:
-            one = DicomBytesIO()
-            one.is_implicit_VR, one.is_little_endian = implicit, True
-            write_data_element(one, elem, charset)
-            if len(_ENCODED) >= _ENCODED_MAX:
-                _ENCODED.clear()
-            found = _ENCODED[key] = one.getvalue()
-        encoded.write(found)
+        _encode(encoded, elem, charset, implicit)
     if encoded is not None:
         chunks.append(encoded.getvalue())
     if run is not None:
