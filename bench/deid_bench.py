@@ -2,7 +2,7 @@
 
 Usage: python bench/deid_bench.py [--repeats 3] [--synth-repeats 3] [--slices 300] [--size 512]
        [--skip-synth] [--ct-slices 1000] [--ct-repeats 3] [--skip-ct] [--deid-on-ct]
-       [--profile] [--show-leaks]
+       [--phases] [--profile] [--show-leaks]
 
 One run, the same corpora for every tool:
 
@@ -40,6 +40,8 @@ PatientName or PatientID (raw bytes, when at least 3 long) or the original Study
 SeriesDescription (verbatim, at least 3 long) still appears in its bytes, pixel data excluded
 (so chance matches in pixel values do not count; deflated files are inflated first).
 
+`--phases` adds the CPU time per file of each phase (read, parse and checks, de-identify,
+encode, write; plain pydicom's read and write beside) on the last corpus, one process.
 `--profile` adds a cProfile of `Deidentifier.__call__` over corpus (a), single process.
 Prints Markdown for bench/RESULTS.md.
 """
@@ -65,6 +67,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
+from typing import TypeVar
 
 import pydicom
 from pydicom.dataelem import RawDataElement
@@ -463,6 +466,60 @@ def goals(corpora: list[Corpus], results: dict[str, list[Measurement]]) -> str:
     return "\n".join(lines)
 
 
+T = TypeVar("T")
+
+
+def phase_split(corpus: Corpus, work: Path) -> str:
+    """Where one process spends its CPU time per file, phase by phase (time.process_time,
+    so other users' load does not count): radflow's path and plain pydicom's, same files."""
+    import os as _os
+
+    from radflow.dicom.batch import read_dicom_bytes
+    from radflow.dicom.part10 import part10_chunks, write_chunks
+
+    deid = Deidentifier(CONFIG)
+    spent: dict[str, float] = {}
+    out = Path(tempfile.mkdtemp(prefix="phases-", dir=work))
+
+    def timed(phase: str, fn: Callable[[], T]) -> T:
+        t0 = time.process_time()
+        result = fn()
+        spent[phase] = spent.get(phase, 0.0) + time.process_time() - t0
+        return result
+
+    def write(path: Path, chunks: list[bytes | memoryview]) -> None:
+        fd = _os.open(path, _os.O_WRONLY | _os.O_CREAT | _os.O_TRUNC, 0o666)
+        try:
+            write_chunks(fd, chunks)
+        finally:
+            _os.close(fd)
+
+    for i, path in enumerate(corpus.files):
+        data = timed("radflow: read the file", path.read_bytes)
+        ds = timed("radflow: parse + checks", lambda: read_dicom_bytes(data))  # noqa: B023
+        timed("radflow: de-identify (Deidentifier)", lambda: deid(ds))  # noqa: B023
+        chunks = timed("radflow: encode (part10)", lambda: part10_chunks(ds))  # noqa: B023
+        timed("radflow: write the file", lambda: write(out / f"{i}.dcm", chunks))  # noqa: B023
+        plain = timed("plain: dcmread", lambda: pydicom.dcmread(path))  # noqa: B023
+        timed("plain: save_as", lambda: plain.save_as(out / f"p{i}.dcm"))  # noqa: B023
+    shutil.rmtree(out)
+    n = len(corpus.files)
+    lines = [
+        f"CPU per file, one process, corpus ({corpus.key}), {n} files (ms):",
+        "",
+        "| phase | ms/file |",
+        "| --- | ---: |",
+    ]
+    for who in ("radflow", "plain"):
+        total = 0.0
+        for phase, seconds in spent.items():
+            if phase.startswith(who):
+                lines.append(f"| {phase} | {seconds / n * 1000:.3f} |")
+                total += seconds
+        lines.append(f"| **{who}: total** | **{total / n * 1000:.3f}** |")
+    return "\n".join(lines)
+
+
 def profile_deid(corpus: Corpus, top: int) -> str:
     """cProfile of Deidentifier.__call__ alone (files read beforehand), single process."""
     datasets = []
@@ -524,6 +581,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ct-repeats", type=int, default=3, help="runs per tool on (c)")
     parser.add_argument("--skip-ct", action="store_true", help="no corpus (c)")
     parser.add_argument("--deid-on-ct", action="store_true", help="run deid on (c) too")
+    parser.add_argument("--phases", action="store_true", help="CPU per phase on the last corpus")
     parser.add_argument("--profile", action="store_true", help="cProfile radflow on (a)")
     parser.add_argument("--show-leaks", action="store_true", help="list leaks on stderr")
     args = parser.parse_args(argv)
@@ -573,6 +631,8 @@ def main(argv: list[str] | None = None) -> None:
         print(goals(corpora, results) + "\n")
         notes.append(f"Whole benchmark: {time.perf_counter() - started:.0f} s.")
         print("\n".join(f"- {note}" for note in notes))
+        if args.phases:
+            print("\n" + phase_split(corpora[-1], work))
         if args.profile:
             print("\n```text\n" + profile_deid(corpora[0], 15) + "```")
     finally:
