@@ -169,8 +169,10 @@ def corpus_ct(work: Path, size: int, slices: int) -> tuple[Corpus, float]:
     from radflow.synth_ct import write_ct_slices
 
     t0 = time.perf_counter()
-    files = sorted(write_ct_slices(work / "corpus-c", slices, size=size))
+    written = sorted(write_ct_slices(work / "corpus-c", slices, size=size))
     seconds = time.perf_counter() - t0
+    # Unique names (every series has its IM0001.dcm): the peers write `out / path.name`.
+    files = [path.rename(path.with_name(f"{i:04d}_{path.name}")) for i, path in enumerate(written)]
     nbytes = sum(f.stat().st_size for f in files)
     series = len({f.parent for f in files})
     title = (
