@@ -1,8 +1,9 @@
 """De-identify a folder tree of DICOM files into `<study>/<series>/<sop>.dcm`, in parallel.
 
-Worker processes each read, de-identify and write whole files; only small records come
-back. Bad input becomes a quarantine record (hashed path, error class, radflow's own
-reason: no PHI), never an exception, and the source file is never touched.
+Worker processes each read a file once into memory, de-identify it and write it back with
+the elements it left as read copied from the source's bytes (`radflow.dicom.part10`); only
+small records come back. Bad input becomes a quarantine record (hashed path, error class,
+radflow's own reason: no PHI), never an exception, and the source file is never touched.
 """
 
 from __future__ import annotations
