@@ -370,6 +370,9 @@ def leak_check(
 def run_once(tool: Tool, corpus: Corpus, work: Path) -> tuple[float, RunResult, Path]:
     out = Path(tempfile.mkdtemp(prefix="out-", dir=work))
     gc.collect()
+    # The previous tool's outputs (530 MB on corpus c) would otherwise be written back to
+    # disk, and its folder's removal finished, while the next tool runs.
+    os.sync()
     t0 = time.perf_counter()
     result = tool.run(corpus, out)
     return time.perf_counter() - t0, result, out
