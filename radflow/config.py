@@ -159,11 +159,22 @@ class PreprocessParams(BaseModel, frozen=True):
         return v
 
 
+def default_reid_dir() -> Path:
+    """The re-identification map's folder when none is set: the user's data folder
+    (`$XDG_DATA_HOME/radflow/reid`, else `~/.local/share/radflow/reid` on Linux), never the
+    current directory, which may be a checkout or a shared folder. The map's writer creates
+    it mode 700."""
+    from platformdirs import user_data_path
+
+    return user_data_path("radflow") / "reid"
+
+
 class DeidSettings(BaseModel, frozen=True):
     """De-identification: PS3.15 Annex E options (names of `radflow.dicom.profile.Option`),
     the Retain Safe Private allow-list as `"Private Creator:EE"` (EE: the element byte, hex),
     whether instances that may carry burned-in text pass, and where the re-identification map
-    goes (a local folder, mode 700, never inside the lake)."""
+    goes (a local folder, mode 700, never inside the lake; by default the user's own data
+    folder, see `default_reid_dir`)."""
 
     options: tuple[str, ...] = ()
     safe_private: tuple[str, ...] = ()
@@ -172,7 +183,7 @@ class DeidSettings(BaseModel, frozen=True):
     # header's patient identifiers, rebuilt without their own metadata
     # (radflow.dicom.documents; README, "Encapsulated documents").
     documents: Literal["quarantine", "check_text"] = "quarantine"
-    reid_dir: Path = Path("./radflow-reid")
+    reid_dir: Path = Field(default_factory=default_reid_dir)
 
     @field_validator("options")
     @classmethod
@@ -284,7 +295,7 @@ class Settings(BaseSettings):
         ge=1,
         description="the most voxels a file or a series may declare (Rows x Columns x frames)",
     )
-    deid: DeidSettings = DeidSettings()
+    deid: DeidSettings = Field(default_factory=DeidSettings)  # its reid_dir reads HOME per call
     preprocess: PreprocessParams = PreprocessParams()
     features: FeatureParams = FeatureParams()
     train: TrainSettings = TrainSettings()

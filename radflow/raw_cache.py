@@ -5,17 +5,22 @@ fills it; anonymize reads a study's files back from it by the study's reference 
 the files' contents), so the two stages share the cache and nothing else. A study's label
 map from `ingest --masks` is one of its files (with the label chosen from it), so the
 reference, and every address after it, changes when the map or the label does.
+
+Only its owner may read it: its folders are mode 700 and its files (raw copies, label maps,
+the group index, which names original keys) mode 600, like the re-identification map.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 from radflow.keys import sha256_bytes, sha256_file
+from radflow.privacy import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, private_dir, write_private
 from radflow.store import ObjectInfo, ObjectStore
 
 
@@ -40,16 +45,37 @@ class RawFile:
         return f"{self.sha256} {self.kind} {'' if self.label is None else self.label}"
 
 
+def private_folder(cache_dir: Path, *parts: str) -> Path:
+    """`cache_dir/<parts>`, every folder from the cache's root down mode 700.
+
+    The root is made private when radflow creates it; one that exists is left as it is
+    (it may be a folder the user shares, such as /tmp), and radflow's own folders in it
+    are tightened even if they existed loose."""
+    if not cache_dir.is_dir():
+        cache_dir.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(cache_dir, PRIVATE_DIR_MODE)  # mkdir's mode passes through the umask
+    folder = cache_dir
+    for part in parts:
+        folder = private_dir(folder / part)
+    return folder
+
+
+def _private_file(path: Path) -> Path:
+    os.chmod(path, PRIVATE_FILE_MODE)
+    return path
+
+
 def cached_copy(source: ObjectStore, info: ObjectInfo, cache_dir: Path) -> Path:
-    """The file in the local cache, downloaded once per (source, key, etag)."""
+    """The file in the local cache (mode 600), downloaded once per (source, key, etag)."""
     name = sha256_bytes(f"{source.url}\0{info.key}\0{info.etag}".encode())
-    dest = cache_dir / "raw" / name[:2] / name
+    # The download's partial file is created beside `dest`: in a folder no one else can open.
+    dest = private_folder(cache_dir, "raw", name[:2]) / name
     if not dest.exists() or dest.stat().st_size != info.size:
         source.download(info.key, dest)
         if dest.stat().st_size != info.size:
             dest.unlink()
             raise OSError("downloaded size differs from the listed size")
-    return dest
+    return _private_file(dest)
 
 
 _LABELMAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd")
@@ -68,8 +94,7 @@ def cached_annotation(
         if kind == "dicom"
         else next((s for s in _LABELMAP_SUFFIXES if name.endswith(s)), ".nrrd")
     )
-    staging = cache_dir / "masks" / "incoming"
-    staging.mkdir(parents=True, exist_ok=True)
+    staging = private_folder(cache_dir, "masks", "incoming")
     tmp = staging / f"{sha256_bytes(str(source).encode())}{suffix}"
     if kind == "labelmap" and not name.endswith(_LABELMAP_SUFFIXES):
         import SimpleITK as sitk
@@ -77,9 +102,9 @@ def cached_annotation(
         sitk.WriteImage(sitk.ReadImage(str(source)), str(tmp))
     else:
         shutil.copyfile(source, tmp)
+    _private_file(tmp)
     digest = sha256_file(tmp)
-    dest = cache_dir / "masks" / digest[:2] / f"{digest}{suffix}"
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest = private_folder(cache_dir, "masks", digest[:2]) / f"{digest}{suffix}"
     tmp.replace(dest)
     return RawFile(str(source), digest, str(dest), kind=kind, label=label)
 
@@ -92,9 +117,8 @@ def index_study(cache_dir: Path, files: list[RawFile]) -> str:
     """Record which cached files make one study; returns the study's reference."""
     files = sorted(files, key=lambda f: f.identity)
     ref = "raw-" + sha256_bytes("\n".join(f.identity for f in files).encode())
-    index = _index_path(cache_dir, ref)
-    index.parent.mkdir(parents=True, exist_ok=True)
-    index.write_text(json.dumps([asdict(f) for f in files]))
+    private_folder(cache_dir, "groups")
+    write_private(_index_path(cache_dir, ref), json.dumps([asdict(f) for f in files]))
     return ref
 
 

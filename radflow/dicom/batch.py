@@ -1,14 +1,14 @@
 """De-identify a folder tree of DICOM files into `<study>/<series>/<sop>.dcm`, in parallel.
 
-Worker processes each read, de-identify and write whole files; only small records come
-back. Bad input becomes a quarantine record (hashed path, error class, radflow's own
-reason: no PHI), never an exception, and the source file is never touched.
+Worker processes each read a file once into memory, de-identify it and write it back with
+the elements it left as read copied from the source's bytes (`radflow.dicom.part10`); only
+small records come back. Bad input becomes a quarantine record (hashed path, error class,
+radflow's own reason: no PHI), never an exception, and the source file is never touched.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -27,6 +27,7 @@ from pydicom.uid import (
 )
 
 from radflow.dicom.deid import DeidConfig, Deidentifier, DeidResult, reid_entry
+from radflow.dicom.part10 import PIXEL_DATA, Chunk, part10_chunks, read_bytes, write_chunks
 from radflow.errors import QuarantineError
 from radflow.lake.records import QuarantineRecord
 from radflow.privacy import write_private
@@ -62,30 +63,42 @@ class BatchSummary:
 
 def read_dicom(path: Path) -> pydicom.Dataset:
     """A DICOM Part 10 file, or a QuarantineError saying why it is not one."""
+    return read_dicom_bytes(_file_bytes(path))
+
+
+def _file_bytes(path: Path) -> bytes:
     try:
-        ds = pydicom.dcmread(path)
+        return path.read_bytes()
+    except OSError as err:
+        raise QuarantineError("unreadable DICOM file", type(err).__name__) from None
+
+
+def read_dicom_bytes(data: bytes) -> pydicom.Dataset:
+    """`read_dicom` of a file's bytes: parsed from memory, kept for `deidentify_chunks`."""
+    try:
+        ds = read_bytes(data)
     except InvalidDicomError:
         raise QuarantineError("not a DICOM file", "no DICM preamble or file meta") from None
     except (EOFError, ValueError, OSError, KeyError, TypeError, AttributeError) as err:
         raise QuarantineError("unreadable DICOM file", type(err).__name__) from None
     if "SOPInstanceUID" not in ds or "StudyInstanceUID" not in ds:
         raise QuarantineError("incomplete DICOM file", "no SOPInstanceUID or StudyInstanceUID")
-    truncation = _truncation(ds) or _unparsed_tail(ds, path)
+    truncation = _truncation(ds) or _unparsed_tail(ds, len(data))
     if truncation is not None:
         raise QuarantineError("truncated DICOM file", truncation)
     return ds
 
 
-def _unparsed_tail(ds: pydicom.Dataset, path: Path) -> str | None:
+def _unparsed_tail(ds: pydicom.Dataset, size: int) -> str | None:
     """Why `ds` looks cut short inside an element's tag, VR or length, or None. pydicom stops
     without an error when fewer than the 8 bytes of an element's header are left, so the
     file then holds bytes after the end of the last element it read."""
     if not ds or ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
         return None  # positions in an inflated stream are not file offsets
-    last = ds.get_item(next(reversed(ds.keys())))
+    last = ds.get_item(next(reversed(ds.keys())), keep_deferred=True)
     if not isinstance(last, RawDataElement) or last.length == _UNDEFINED_LENGTH:
         return None
-    if last.value_tell + last.length < path.stat().st_size:
+    if last.value_tell + last.length < size:
         return "the file ends inside an element's header"
     return None
 
@@ -105,8 +118,9 @@ def _truncation(ds: pydicom.Dataset) -> str | None:
     error (the value just comes back shorter than its declared length), and a file rewritten
     from such a read has native pixel data shorter than Rows x Columns x SamplesPerPixel x
     BitsAllocated x NumberOfFrames. (A file cut inside an undefined-length value reads as an
-    empty dataset: "incomplete DICOM file".)"""
-    for elem in ds.elements():
+    empty dataset: "incomplete DICOM file".) Pixel Data is measured without decoding it, so
+    that it can be written back as the source's bytes."""
+    for elem in ds.values():  # as read: nothing decoded
         if (
             isinstance(elem, RawDataElement)
             and elem.value is not None
@@ -114,30 +128,53 @@ def _truncation(ds: pydicom.Dataset) -> str | None:
             and len(elem.value) < elem.length
         ):
             return "the file ends inside an element"
-    if "PixelData" in ds and ds.file_meta.get("TransferSyntaxUID") in _NATIVE:
+    if PIXEL_DATA in ds and ds.file_meta.get("TransferSyntaxUID") in _NATIVE:
         try:
             expected = get_expected_length(ds, "bytes")
         except (AttributeError, KeyError, TypeError, ValueError):
             return None  # an image description too broken to check; deid keeps the bytes as read
-        if isinstance(expected, int) and len(ds.PixelData) < expected:
+        if isinstance(expected, int) and _pixel_bytes(ds) < expected:
             return "pixel data shorter than the image"
     return None
 
 
+def _pixel_bytes(ds: pydicom.Dataset) -> int:
+    """len(ds.PixelData), without decoding it where its value is the bytes as read (OB, OW,
+    UN or implicit VR: decoding returns them unchanged)."""
+    elem = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    if (
+        isinstance(elem, RawDataElement)
+        and elem.value is not None
+        and elem.VR in (None, "OB", "OW", "UN", "OB or OW")
+    ):
+        return len(elem.value)
+    return len(ds.PixelData)
+
+
+def deidentify_chunks(ds: pydicom.Dataset, deid: Deidentifier) -> tuple[list[Chunk], DeidResult]:
+    """The de-identified file, as chunks to write in order (slices of the source's bytes
+    where elements are as read: `radflow.dicom.part10`), and its identifiers (original ones
+    for the map only)."""
+    result = deid(ds)
+    return part10_chunks(ds), result
+
+
 def deidentify_bytes(ds: pydicom.Dataset, deid: Deidentifier) -> tuple[bytes, DeidResult]:
     """The de-identified file's bytes, and its identifiers (original ones for the map only)."""
-    result = deid(ds)
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue(), result
+    chunks, result = deidentify_chunks(ds, deid)
+    return b"".join(chunks), result
 
 
 _WORKER: Deidentifier | None = None
 
 
+_MADE: set[str] = set()  # output folders made by this worker in this batch
+
+
 def _init(config: DeidConfig) -> None:
     global _WORKER
     _WORKER = Deidentifier(config)
+    _MADE.clear()
 
 
 def _one(args: tuple[str, str, str]) -> FileOutcome:
@@ -145,22 +182,29 @@ def _one(args: tuple[str, str, str]) -> FileOutcome:
     assert _WORKER is not None
     outcome = FileOutcome(source=rel)
     try:
-        path = Path(source)
-        outcome.bytes_in = path.stat().st_size
-        data, ids = deidentify_bytes(read_dicom(path), _WORKER)
+        data = _file_bytes(Path(source))
+        outcome.bytes_in = len(data)
+        chunks, ids = deidentify_chunks(read_dicom_bytes(data), _WORKER)
     except QuarantineError as err:
         outcome.quarantine = QuarantineRecord.for_key(
             "", rel, STAGE, err.reason, type(err).__name__
         )
         return outcome
-    out = Path(dst) / ids.study_uid / ids.series_uid / f"{ids.sop_uid}.dcm"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    folder = os.path.join(dst, ids.study_uid, ids.series_uid)
+    if folder not in _MADE:
+        os.makedirs(folder, exist_ok=True)
+        _MADE.add(folder)
+    name = f"{ids.sop_uid}.dcm"
     # Named after the source too: two sources with one SOP Instance UID must not share a
     # part file; the parent decides which one becomes `out` (see anonymize_tree).
-    part = out.with_name(f".{out.name}.{hashlib.sha256(rel.encode()).hexdigest()[:16]}.part")
-    part.write_bytes(data)
-    outcome.part = str(part)
-    outcome.output = str(out.relative_to(dst))
+    part = os.path.join(folder, f".{name}.{hashlib.sha256(rel.encode()).hexdigest()[:16]}.part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        write_chunks(fd, chunks)
+    finally:
+        os.close(fd)
+    outcome.part = part
+    outcome.output = f"{ids.study_uid}/{ids.series_uid}/{name}"
     outcome.mapping = (
         ids.original_patient_id,
         ids.patient_id,
