@@ -331,10 +331,10 @@ def _method_code_sequence(options: Iterable[str]) -> Sequence:
     codes = method_codes()
     items = []
     for name in ["basic", *sorted(options)]:
-        item = Dataset()
-        item.CodeValue = codes[name].value
-        item.CodingSchemeDesignator = "DCM"
-        item.CodeMeaning = codes[name].meaning
+        item = Dataset()  # by tag, not keyword: this runs once per file
+        item.add_new(0x00080100, "SH", codes[name].value)  # Code Value
+        item.add_new(0x00080102, "SH", "DCM")  # Coding Scheme Designator
+        item.add_new(0x00080104, "LO", codes[name].meaning)  # Code Meaning
         items.append(item)
     return Sequence(items)
 
@@ -414,9 +414,25 @@ def _scrub_pattern(tokens: list[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(parts), re.IGNORECASE)
 
 
+def _uid_values(ds: Dataset, tag: BaseTag) -> list[str]:
+    """A UI element's values, read from its raw bytes where it has not been decoded yet.
+
+    Mapping every UID is the walk's most frequent decode, and pydicom's element conversion
+    costs more than the mapping itself; the raw value is split here as pydicom's convert_UI
+    does (default character repertoire, trailing NULs and spaces removed, backslashes)."""
+    raw = ds.get_item(tag, keep_deferred=True)
+    if isinstance(raw, DataElement) or raw.value is None:  # decoded already, or deferred
+        value = ds[tag].value
+        if isinstance(value, MultiValue):
+            return [str(v) for v in value]
+        return [str(value)] if value else []
+    text = raw.value.decode("iso8859").rstrip("\0 ")
+    return text.split("\\") if text else []
+
+
 def _vr(ds: Dataset, tag: BaseTag) -> str:
     """The element's VR without decoding its value (the dictionary's for implicit VR)."""
-    vr = ds.get_item(tag).VR
+    vr = ds.get_item(tag, keep_deferred=True).VR
     if vr and vr != "UN":  # UN: pydicom decodes it with the dictionary's VR, so must we
         return str(vr)
     try:
@@ -446,11 +462,14 @@ class _Context:
         value, so kept elements are written back as the raw bytes that were read. `clean`:
         the items of a sequence being cleaned (C), at any depth below it."""
         kept_creators: set[tuple[int, int]] = set()
+        retain_private = Option.RETAIN_SAFE_PRIVATE in self.options
         for tag in list(ds.keys()):
-            if tag.is_private:
+            if not tag.is_private:
+                self._public(ds, tag, clean)
+            elif retain_private:
                 self._private(ds, tag, kept_creators, clean)
             else:
-                self._public(ds, tag, clean)
+                del ds[tag]  # creators too: nothing private is kept without the option
         # Private creators that no longer reserve any kept element go too, and so does
         # (gggg,0000-000F): not creators, but private all the same.
         tags = list(ds.keys())  # a Dataset iterates decoded elements; its keys are bare tags
@@ -493,13 +512,20 @@ class _Context:
                 elem = ds[tag]
                 elem.value = _each(elem.value, self._scrub)
             return  # otherwise kept as read, never decoded
-        elem = ds[tag]
         if vr == "UI":
             if action == "Z":
-                elem.value = ""
-            elif elem.value:
-                elem.value = self._uids(elem)
+                ds[tag] = DataElement(tag, "UI", "")
+            else:
+                uids = _uid_values(ds, tag)
+                if uids:
+                    mapped = [self.deid.uid(u) for u in uids]
+                    ds[tag] = DataElement(tag, "UI", mapped if len(mapped) > 1 else mapped[0])
             return
+        if action in ("Z", "D") and " or " not in vr:
+            # A new element of the same VR: the old value is never decoded, only replaced.
+            ds[tag] = DataElement(tag, vr, None if action == "Z" else _DUMMY.get(vr, ""))
+            return
+        elem = ds[tag]
         if action == "Z":
             elem.value = None  # zero length, whatever the VR
         elif action == "D":
