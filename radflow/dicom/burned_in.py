@@ -1,0 +1,256 @@
+"""Clean Pixel Data (PS3.15 E.3.1; PS3.16 CID 7050 code 113101): find burned-in text by OCR,
+blank it in the pixel data, and verify by a second OCR pass that none is left.
+
+OCR is tesseract (Debian's `tesseract-ocr` and `tesseract-ocr-eng`) through pytesseract, which
+runs the tesseract binary once per image: no compiled binding to rebuild against each
+libtesseract. An object this module cannot clean is refused (QuarantineError), never passed.
+
+Detection, measured on tests/support/burned_in.py's corpus (bench/burned_in_bench.py): two
+tesseract passes per frame in sparse-text mode (`--psm 11`, text scattered over an image, as
+devices and screens print it): one on the frame's grey view as it is, which reads clean
+high-contrast text at 10-32 px; one on a local-contrast view (each pixel's distance from the
+median of its 15x15 neighbourhood, saturated at 64 grey levels, inverted, upscaled 2x), which
+turns light-on-dark, dark-on-light and faint grey-on-grey text alike into dark strokes on
+white large enough to read. The second view also turns ultrasound speckle into strokes that
+tesseract reads as one- and two-letter "words" at confidence up to about 85, so there a word
+counts only with 3 letters or digits at confidence >= 60. A text line with one credible word
+is blanked whole (word boxes miss the parts of a line tesseract could not read), with a
+margin (`TextBox.grown`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
+
+from radflow.errors import QuarantineError
+
+REDACTION_FAILED = "burned-in text remains after redaction"
+OCR_UNAVAILABLE = "OCR unavailable"
+
+_SPARSE_TEXT = "--psm 11"
+_CONTRAST_WINDOW = 15
+_CONTRAST_SATURATION = 64.0
+_CONTRAST_SCALE = 2
+_CONTRAST_MIN_CONFIDENCE = 60.0
+_CONTRAST_MIN_CHARACTERS = 3
+_OCR_TIMEOUT_S = 120
+_PALETTE_ELEMENTS = (
+    "RedPaletteColorLookupTableDescriptor",
+    "GreenPaletteColorLookupTableDescriptor",
+    "BluePaletteColorLookupTableDescriptor",
+    "RedPaletteColorLookupTableData",
+    "GreenPaletteColorLookupTableData",
+    "BluePaletteColorLookupTableData",
+    "SegmentedRedPaletteColorLookupTableData",
+    "SegmentedGreenPaletteColorLookupTableData",
+    "SegmentedBluePaletteColorLookupTableData",
+    "PaletteColorLookupTableUID",
+)
+
+
+@dataclass(frozen=True)
+class TextBox:
+    """A region OCR read text in: x0, y0 inclusive, x1, y1 exclusive, in frame pixels."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    def grown(self, rows: int, cols: int) -> TextBox:
+        """With a margin: a quarter of the height above and below, half of it to the sides
+        (where a character tesseract did not read may follow), plus 2 px for antialiasing."""
+        height = self.y1 - self.y0
+        return TextBox(
+            max(0, self.x0 - 2 - height // 2),
+            max(0, self.y0 - 2 - height // 4),
+            min(cols, self.x1 + 2 + height // 2),
+            min(rows, self.y1 + 2 + height // 4),
+        )
+
+
+def ocr_available() -> bool:
+    """Whether the tesseract binary is on PATH now (looked up at each call, not cached)."""
+    import pytesseract
+
+    return shutil.which(pytesseract.pytesseract.tesseract_cmd) is not None
+
+
+def grey_view(frame: np.ndarray) -> np.ndarray:
+    """What OCR reads: one frame as 8-bit grey, its own range stretched to 0-255."""
+    values = frame.astype(np.float64)
+    if values.ndim == 3:
+        values = values @ np.array([0.299, 0.587, 0.114])
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+def local_contrast_view(grey: np.ndarray) -> np.ndarray:
+    """Strokes of either polarity as dark on white: distance from the local median."""
+    from scipy import ndimage  # here, not at the top: de-identification without OCR skips it
+
+    background = ndimage.median_filter(grey, size=_CONTRAST_WINDOW)
+    distance = np.abs(grey.astype(np.int16) - background.astype(np.int16))
+    scaled = np.clip(distance * (255.0 / _CONTRAST_SATURATION), 0, 255)
+    return (255 - scaled).astype(np.uint8)
+
+
+def _ocr_lines(
+    image: np.ndarray, scale: int, min_confidence: float, min_characters: int
+) -> list[TextBox]:
+    """Boxes of the words, and of the whole lines, holding a credible word (`min_characters`
+    letters or digits, read at `min_confidence` or more), in the unscaled image's pixels."""
+    import pytesseract
+    from PIL import Image
+
+    picture = Image.fromarray(image)
+    if scale != 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.LANCZOS)
+    try:
+        data = pytesseract.image_to_data(
+            picture,
+            config=_SPARSE_TEXT,
+            output_type=pytesseract.Output.DICT,
+            timeout=_OCR_TIMEOUT_S,
+        )
+    except pytesseract.TesseractNotFoundError:
+        raise QuarantineError(OCR_UNAVAILABLE, "tesseract is not on PATH") from None
+    except pytesseract.TesseractError:
+        raise QuarantineError(OCR_UNAVAILABLE, "tesseract failed (language data?)") from None
+    except RuntimeError:  # pytesseract's timeout
+        raise QuarantineError(OCR_UNAVAILABLE, "tesseract timed out") from None
+
+    def box(i: int) -> TextBox:
+        left, top = data["left"][i], data["top"][i]
+        right, bottom = left + data["width"][i], top + data["height"][i]
+        return TextBox(left // scale, top // scale, -(-right // scale), -(-bottom // scale))
+
+    lines: dict[tuple[int, int, int], TextBox] = {}
+    found: list[TextBox] = []
+    credible_lines: set[tuple[int, int, int]] = set()
+    for i, level in enumerate(data["level"]):
+        key = (data["block_num"][i], data["par_num"][i], data["line_num"][i])
+        if level == 4:
+            lines[key] = box(i)
+        elif level == 5:
+            word = str(data["text"][i]).strip()
+            credible = sum(c.isalnum() for c in word) >= min_characters
+            if credible and float(data["conf"][i]) >= min_confidence:
+                found.append(box(i))
+                credible_lines.add(key)
+    found += [lines[k] for k in credible_lines if k in lines]
+    return found
+
+
+def find_text(grey: np.ndarray) -> list[TextBox]:
+    """Regions of `grey` (one 8-bit frame) that hold text, margins included."""
+    rows, cols = grey.shape
+    boxes = _ocr_lines(grey, 1, 0.0, 1)
+    boxes += _ocr_lines(
+        local_contrast_view(grey),
+        _CONTRAST_SCALE,
+        _CONTRAST_MIN_CONFIDENCE,
+        _CONTRAST_MIN_CHARACTERS,
+    )
+    return [b.grown(rows, cols) for b in boxes if b.x1 > b.x0 and b.y1 > b.y0]
+
+
+def blank(frame: np.ndarray, boxes: list[TextBox], fill: int | float) -> None:
+    """Set every pixel (every sample) of `boxes` in `frame` to `fill`, in place."""
+    for b in boxes:
+        frame[b.y0 : b.y1, b.x0 : b.x1, ...] = fill
+
+
+def _decoded(ds: Dataset) -> tuple[np.ndarray, str]:
+    """All frames as (frames, rows, cols[, samples]) and the photometric interpretation they
+    are in: YBR decodes to RGB (pydicom converts it) and palette colour is applied (so the
+    blanked boxes and the verification see the colours a viewer shows)."""
+    try:
+        pixels = ds.pixel_array
+    except Exception as err:  # any codec or attribute error: an object we cannot clean
+        raise QuarantineError("pixel data cannot be cleaned", type(err).__name__) from None
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    samples = int(ds.get("SamplesPerPixel", 1))
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if photometric == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+        if pixels.dtype != np.uint8:  # 16-bit LUT entries: their high byte is the colour
+            pixels = (pixels >> 8).astype(np.uint8)
+        photometric, samples = "RGB", 3
+    elif samples == 3:
+        photometric = "RGB"
+    elif photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise QuarantineError("pixel data cannot be cleaned", f"photometric {photometric}")
+    if frames == 1:
+        pixels = pixels[np.newaxis]
+    return pixels, photometric
+
+
+def clean_pixel_data(ds: Dataset) -> int:
+    """Blank the burned-in text of every frame of `ds` in place and flag it clean; the number
+    of regions blanked.
+
+    When OCR finds nothing the pixel data stay as read (bytes and transfer syntax). When it
+    blanks regions, the frames are written back uncompressed (Explicit VR Little Endian, by
+    pydicom's `set_pixel_data`), never re-encoded: the verifying OCR pass then reads exactly
+    the pixels that are written, and a lossy source is not compressed a second time (its
+    LossyImageCompression history is kept). Raises QuarantineError when OCR is unavailable,
+    the pixels cannot be decoded, or text remains after blanking."""
+    if not ocr_available():
+        raise QuarantineError(OCR_UNAVAILABLE, "tesseract is not on PATH")
+    if "PixelData" not in ds:
+        ds.BurnedInAnnotation = "NO"
+        return 0
+    pixels, photometric = _decoded(ds)
+    pixels = np.array(pixels)  # writable, whatever the decoder returned
+    blanked = 0
+    changed: list[int] = []
+    for index, frame in enumerate(pixels):
+        boxes = find_text(grey_view(frame))
+        if boxes:
+            blank(frame, boxes, frame.max() if photometric == "MONOCHROME1" else frame.min())
+            blanked += len(boxes)
+            changed.append(index)
+    # A frame OCR found nothing in reads the same the second time (tesseract is
+    # deterministic): only changed frames are read again. Any text there now is text the
+    # first pass could not remove.
+    verify_no_text(pixels, changed)
+    if changed:
+        _write_back(ds, pixels, photometric)
+    ds.BurnedInAnnotation = "NO"
+    return blanked
+
+
+def verify_no_text(pixels: np.ndarray, frames: Iterable[int] | None = None) -> None:
+    """Refuse `pixels` (frames, rows, cols[, samples]) when OCR reads text in any of `frames`
+    (default: all), by the same two passes that found the text to blank."""
+    for index in range(len(pixels)) if frames is None else frames:
+        if find_text(grey_view(pixels[index])):
+            raise QuarantineError(REDACTION_FAILED, f"frame {index + 1}")
+
+
+def _write_back(ds: Dataset, pixels: np.ndarray, photometric: str) -> None:
+    if int(ds.get("NumberOfFrames", 1) or 1) == 1:
+        pixels = pixels[0]
+    if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+        for keyword in _PALETTE_ELEMENTS:
+            if keyword in ds:
+                delattr(ds, keyword)
+    bits_stored = 8 if pixels.dtype == np.uint8 else int(ds.get("BitsStored", 16))
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID") == ExplicitVRBigEndian:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian  # pydicom writes no big-endian pixels
+    try:
+        # The instance keeps its SOP Instance UID: de-identification maps it like every UID.
+        ds.set_pixel_data(pixels, photometric, bits_stored, generate_instance_uid=False)
+    except (ValueError, NotImplementedError) as err:
+        raise QuarantineError("pixel data cannot be cleaned", type(err).__name__) from None
