@@ -35,11 +35,15 @@ REDACTION_FAILED = "burned-in text remains after redaction"
 OCR_UNAVAILABLE = "OCR unavailable"
 
 _SPARSE_TEXT = "--psm 11"
+_RAW_MIN_CONFIDENCE = 50.0
+_RAW_MIN_CHARACTERS = 2
+_EXTRA_ROUNDS = 2
+_MAX_TEXT_HEIGHT = 64  # px, and at most a quarter of the frame: taller "words" are anatomy
 _CONTRAST_WINDOW = 15
 _CONTRAST_SATURATION = 64.0
 _CONTRAST_SCALE = 2
-_CONTRAST_MIN_CONFIDENCE = 60.0
-_CONTRAST_MIN_CHARACTERS = 3
+_READABLE_CONFIDENCE = 60.0
+_READABLE_CHARACTERS = 3
 _OCR_TIMEOUT_S = 120
 _PALETTE_ELEMENTS = (
     "RedPaletteColorLookupTableDescriptor",
@@ -98,7 +102,7 @@ def local_contrast_view(grey: np.ndarray) -> np.ndarray:
     """Strokes of either polarity as dark on white: distance from the local median."""
     from scipy import ndimage  # here, not at the top: de-identification without OCR skips it
 
-    background = ndimage.median_filter(grey, size=_CONTRAST_WINDOW)
+    background: np.ndarray = ndimage.median_filter(grey, size=_CONTRAST_WINDOW)
     distance = np.abs(grey.astype(np.int16) - background.astype(np.int16))
     scaled = np.clip(distance * (255.0 / _CONTRAST_SATURATION), 0, 255)
     return (255 - scaled).astype(np.uint8)
@@ -114,7 +118,9 @@ def _ocr_lines(
 
     picture = Image.fromarray(image)
     if scale != 1:
-        picture = picture.resize((picture.width * scale, picture.height * scale), Image.LANCZOS)
+        picture = picture.resize(
+            (picture.width * scale, picture.height * scale), Image.Resampling.LANCZOS
+        )
     try:
         data = pytesseract.image_to_data(
             picture,
@@ -129,39 +135,65 @@ def _ocr_lines(
     except RuntimeError:  # pytesseract's timeout
         raise QuarantineError(OCR_UNAVAILABLE, "tesseract timed out") from None
 
+    tallest = max(8, min(_MAX_TEXT_HEIGHT, image.shape[0] // 4))
+
     def box(i: int) -> TextBox:
         left, top = data["left"][i], data["top"][i]
         right, bottom = left + data["width"][i], top + data["height"][i]
         return TextBox(left // scale, top // scale, -(-right // scale), -(-bottom // scale))
 
-    lines: dict[tuple[int, int, int], TextBox] = {}
-    found: list[TextBox] = []
-    credible_lines: set[tuple[int, int, int]] = set()
+    # Words by text line; a line holding a credible word is blanked from its first to its
+    # last word of about that word's height (tesseract's own line box also takes in tall
+    # "words" it reads in anatomy next to the text).
+    lines: dict[tuple[int, int, int], list[tuple[TextBox, bool]]] = {}
     for i, level in enumerate(data["level"]):
+        if level != 5:
+            continue
+        word = str(data["text"][i]).strip()
+        if not any(c.isalnum() for c in word) or data["height"][i] > tallest * scale:
+            continue
+        credible = (
+            sum(c.isalnum() for c in word) >= min_characters
+            and float(data["conf"][i]) >= min_confidence
+        )
         key = (data["block_num"][i], data["par_num"][i], data["line_num"][i])
-        if level == 4:
-            lines[key] = box(i)
-        elif level == 5:
-            word = str(data["text"][i]).strip()
-            credible = sum(c.isalnum() for c in word) >= min_characters
-            if credible and float(data["conf"][i]) >= min_confidence:
-                found.append(box(i))
-                credible_lines.add(key)
-    found += [lines[k] for k in credible_lines if k in lines]
+        lines.setdefault(key, []).append((box(i), credible))
+    found: list[TextBox] = []
+    for words in lines.values():
+        heights = sorted(b.y1 - b.y0 for b, credible in words if credible)
+        if not heights:
+            continue
+        typical = heights[len(heights) // 2]
+        alike = [b for b, _ in words if 0.6 * typical <= b.y1 - b.y0 <= 1.6 * typical]
+        found.append(
+            TextBox(
+                min(b.x0 for b in alike),
+                min(b.y0 for b in alike),
+                max(b.x1 for b in alike),
+                max(b.y1 for b in alike),
+            )
+        )
     return found
 
 
-def find_text(grey: np.ndarray) -> list[TextBox]:
-    """Regions of `grey` (one 8-bit frame) that hold text, margins included."""
+def find_text(grey: np.ndarray, *, readable_only: bool = False) -> list[TextBox]:
+    """Regions of `grey` (one 8-bit frame) that hold text, margins included.
+
+    `readable_only` keeps only words of 3 or more letters or digits read at confidence >= 60
+    in either view: what the verifying pass looks for. Finding (not verifying) also takes the
+    plain view's weaker words, so faint text is blanked too; on ultrasound tissue tesseract
+    reads such weak "words" everywhere, which would refuse every real image if verification
+    counted them."""
     rows, cols = grey.shape
-    boxes = _ocr_lines(grey, 1, 0.0, 1)
-    boxes += _ocr_lines(
-        local_contrast_view(grey),
-        _CONTRAST_SCALE,
-        _CONTRAST_MIN_CONFIDENCE,
-        _CONTRAST_MIN_CHARACTERS,
+    if readable_only:
+        plain = _ocr_lines(grey, 1, _READABLE_CONFIDENCE, _READABLE_CHARACTERS)
+    else:
+        plain = _ocr_lines(grey, 1, _RAW_MIN_CONFIDENCE, _RAW_MIN_CHARACTERS)
+    contrast = _ocr_lines(
+        local_contrast_view(grey), _CONTRAST_SCALE, _READABLE_CONFIDENCE, _READABLE_CHARACTERS
     )
-    return [b.grown(rows, cols) for b in boxes if b.x1 > b.x0 and b.y1 > b.y0]
+    grown = {b.grown(rows, cols) for b in plain + contrast if b.x1 > b.x0 and b.y1 > b.y0}
+    return sorted(grown, key=lambda b: (b.y0, b.x0, b.y1, b.x1))
 
 
 def blank(frame: np.ndarray, boxes: list[TextBox], fill: int | float) -> None:
@@ -215,15 +247,23 @@ def clean_pixel_data(ds: Dataset) -> int:
     blanked = 0
     changed: list[int] = []
     for index, frame in enumerate(pixels):
+        fill = frame.max() if photometric == "MONOCHROME1" else frame.min()
         boxes = find_text(grey_view(frame))
-        if boxes:
-            blank(frame, boxes, frame.max() if photometric == "MONOCHROME1" else frame.min())
+        rounds = 0
+        while boxes:
+            # Each blanking is followed by the verifying pass on the result. Once its
+            # neighbours are gone tesseract often reads what it could not before, so what
+            # that pass finds is blanked too, a few times; text still found then is refused.
+            if rounds > _EXTRA_ROUNDS:
+                raise QuarantineError(REDACTION_FAILED, f"frame {index + 1}")
+            blank(frame, boxes, fill)
             blanked += len(boxes)
+            boxes = find_text(grey_view(frame), readable_only=True)
+            rounds += 1
+        if rounds:
             changed.append(index)
-    # A frame OCR found nothing in reads the same the second time (tesseract is
-    # deterministic): only changed frames are read again. Any text there now is text the
-    # first pass could not remove.
-    verify_no_text(pixels, changed)
+    # A frame OCR found nothing in stays as it was, and reads the same the second time
+    # (tesseract is deterministic): it needs no verifying pass of its own.
     if changed:
         _write_back(ds, pixels, photometric)
     ds.BurnedInAnnotation = "NO"
@@ -234,7 +274,7 @@ def verify_no_text(pixels: np.ndarray, frames: Iterable[int] | None = None) -> N
     """Refuse `pixels` (frames, rows, cols[, samples]) when OCR reads text in any of `frames`
     (default: all), by the same two passes that found the text to blank."""
     for index in range(len(pixels)) if frames is None else frames:
-        if find_text(grey_view(pixels[index])):
+        if find_text(grey_view(pixels[index]), readable_only=True):
             raise QuarantineError(REDACTION_FAILED, f"frame {index + 1}")
 
 
