@@ -5,17 +5,24 @@ OCR is tesseract (Debian's `tesseract-ocr` and `tesseract-ocr-eng`) through pyte
 runs the tesseract binary once per image: no compiled binding to rebuild against each
 libtesseract. An object this module cannot clean is refused (QuarantineError), never passed.
 
-Detection, measured on tests/support/burned_in.py's corpus (bench/burned_in_bench.py): two
-tesseract passes per frame in sparse-text mode (`--psm 11`, text scattered over an image, as
-devices and screens print it): one on the frame's grey view as it is, which reads clean
-high-contrast text at 10-32 px; one on a local-contrast view (each pixel's distance from the
-median of its 15x15 neighbourhood, saturated at 64 grey levels, inverted, upscaled 2x), which
-turns light-on-dark, dark-on-light and faint grey-on-grey text alike into dark strokes on
-white large enough to read. The second view also turns ultrasound speckle into strokes that
-tesseract reads as one- and two-letter "words" at confidence up to about 85, so there a word
-counts only with 3 letters or digits at confidence >= 60. A text line with one credible word
-is blanked whole (word boxes miss the parts of a line tesseract could not read), with a
-margin (`TextBox.grown`).
+Detection, tuned on tests/support/burned_in.py's corpus (seed 0) and pydicom's real
+ultrasound (bench/burned_in_bench.py measures a held-out seed): two tesseract passes per
+frame in sparse-text mode (`--psm 11`: text scattered over an image, as devices and screens
+print it), both upscaled 2x (tesseract reads small text badly):
+
+- the plain view: the frame's grey levels, inverted when the frame is mostly dark (tesseract
+  reads dark text on a light page best); a word counts at confidence >= 50 with 2 letters or
+  digits, or at >= 20 where the frame around it is flat (`_on_flat`);
+- the local-contrast view: each pixel's distance from the median of its 15x15 neighbourhood,
+  saturated at 64 grey levels, inverted, which turns light-on-dark, dark-on-light and faint
+  grey-on-grey text alike into dark strokes on white. It also turns ultrasound speckle into
+  strokes that tesseract reads as one- and two-letter "words" at confidence up to about 85,
+  so there a word counts only with 3 letters or digits at confidence >= 60 ("readable").
+
+A text line with a credible word is blanked from its first to its last word of similar
+height (word boxes miss the parts of a line tesseract could not read), widened along the
+line where its ink goes on (`along_the_line`), with a margin (`TextBox.grown`). The
+verifying pass looks for readable words only.
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ _SPARSE_TEXT = "--psm 11"
 _RAW_MIN_CONFIDENCE = 50.0
 _RAW_MIN_CHARACTERS = 2
 _EXTRA_ROUNDS = 2
+_PLAIN_SCALE = 2
+_WEAK_CONFIDENCE = 20.0
+_FLAT_STD = 8.0  # grey levels: the spread of a plain background around printed text
+_MIN_INK_CONTRAST = 24  # grey levels: less is not a stroke worth following
 _MAX_TEXT_HEIGHT = 64  # px, and at most a quarter of the frame: taller "words" are anatomy
 _CONTRAST_WINDOW = 15
 _CONTRAST_SATURATION = 64.0
@@ -98,6 +109,11 @@ def grey_view(frame: np.ndarray) -> np.ndarray:
     return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
+def plain_view(grey: np.ndarray) -> np.ndarray:
+    """The frame as tesseract reads best: dark text on a light page (a dark frame inverted)."""
+    return (255 - grey) if np.median(grey) < 128 else grey
+
+
 def local_contrast_view(grey: np.ndarray) -> np.ndarray:
     """Strokes of either polarity as dark on white: distance from the local median."""
     from scipy import ndimage  # here, not at the top: de-identification without OCR skips it
@@ -109,10 +125,17 @@ def local_contrast_view(grey: np.ndarray) -> np.ndarray:
 
 
 def _ocr_lines(
-    image: np.ndarray, scale: int, min_confidence: float, min_characters: int
-) -> list[TextBox]:
-    """Boxes of the words, and of the whole lines, holding a credible word (`min_characters`
-    letters or digits, read at `min_confidence` or more), in the unscaled image's pixels."""
+    image: np.ndarray,
+    scale: int,
+    min_confidence: float,
+    min_characters: int,
+    flat: np.ndarray | None = None,
+) -> list[tuple[TextBox, bool]]:
+    """Boxes of the text lines holding a credible word (`min_characters` letters or digits,
+    read at `min_confidence` or more), in the unscaled image's pixels, each with whether the
+    line holds a readable word (3 or more, at confidence >= 60). With `flat` (the grey
+    frame), a weaker word counts too where the frame around it is flat: devices and screens
+    print on a plain background, tesseract's weak "words" in tissue sit in texture."""
     import pytesseract
     from PIL import Image
 
@@ -145,35 +168,48 @@ def _ocr_lines(
     # Words by text line; a line holding a credible word is blanked from its first to its
     # last word of about that word's height (tesseract's own line box also takes in tall
     # "words" it reads in anatomy next to the text).
-    lines: dict[tuple[int, int, int], list[tuple[TextBox, bool]]] = {}
+    lines: dict[tuple[int, int, int], list[tuple[TextBox, bool, bool]]] = {}
     for i, level in enumerate(data["level"]):
         if level != 5:
             continue
         word = str(data["text"][i]).strip()
         if not any(c.isalnum() for c in word) or data["height"][i] > tallest * scale:
             continue
-        credible = (
-            sum(c.isalnum() for c in word) >= min_characters
-            and float(data["conf"][i]) >= min_confidence
+        characters, confidence = sum(c.isalnum() for c in word), float(data["conf"][i])
+        credible = characters >= min_characters and (
+            confidence >= min_confidence
+            or (flat is not None and confidence >= _WEAK_CONFIDENCE and _on_flat(flat, box(i)))
         )
+        readable = characters >= _READABLE_CHARACTERS and confidence >= _READABLE_CONFIDENCE
         key = (data["block_num"][i], data["par_num"][i], data["line_num"][i])
-        lines.setdefault(key, []).append((box(i), credible))
-    found: list[TextBox] = []
+        lines.setdefault(key, []).append((box(i), credible, readable))
+    found: list[tuple[TextBox, bool]] = []
     for words in lines.values():
-        heights = sorted(b.y1 - b.y0 for b, credible in words if credible)
+        heights = sorted(b.y1 - b.y0 for b, credible, _ in words if credible)
         if not heights:
             continue
         typical = heights[len(heights) // 2]
-        alike = [b for b, _ in words if 0.6 * typical <= b.y1 - b.y0 <= 1.6 * typical]
-        found.append(
-            TextBox(
-                min(b.x0 for b in alike),
-                min(b.y0 for b in alike),
-                max(b.x1 for b in alike),
-                max(b.y1 for b in alike),
-            )
+        alike = [b for b, _, _ in words if 0.6 * typical <= b.y1 - b.y0 <= 1.6 * typical]
+        line = TextBox(
+            min(b.x0 for b in alike),
+            min(b.y0 for b in alike),
+            max(b.x1 for b in alike),
+            max(b.y1 for b in alike),
         )
+        found.append((line, any(readable for _, _, readable in words)))
     return found
+
+
+def _on_flat(grey: np.ndarray, box: TextBox) -> bool:
+    """Whether the ring of pixels just outside `box` is nearly uniform."""
+    pad = max(2, (box.y1 - box.y0) // 3)
+    y0, y1 = max(0, box.y0 - pad), min(grey.shape[0], box.y1 + pad)
+    x0, x1 = max(0, box.x0 - pad), min(grey.shape[1], box.x1 + pad)
+    ring = grey[y0:y1, x0:x1].astype(np.float64)
+    inner = np.zeros(ring.shape, dtype=bool)
+    inner[box.y0 - y0 : box.y1 - y0, box.x0 - x0 : box.x1 - x0] = True
+    values = ring[~inner]
+    return values.size > 0 and float(values.std()) <= _FLAT_STD
 
 
 def find_text(grey: np.ndarray, *, readable_only: bool = False) -> list[TextBox]:
@@ -185,15 +221,58 @@ def find_text(grey: np.ndarray, *, readable_only: bool = False) -> list[TextBox]
     reads such weak "words" everywhere, which would refuse every real image if verification
     counted them."""
     rows, cols = grey.shape
+    view = plain_view(grey)
     if readable_only:
-        plain = _ocr_lines(grey, 1, _READABLE_CONFIDENCE, _READABLE_CHARACTERS)
+        plain = _ocr_lines(view, _PLAIN_SCALE, _READABLE_CONFIDENCE, _READABLE_CHARACTERS)
     else:
-        plain = _ocr_lines(grey, 1, _RAW_MIN_CONFIDENCE, _RAW_MIN_CHARACTERS)
+        plain = _ocr_lines(view, _PLAIN_SCALE, _RAW_MIN_CONFIDENCE, _RAW_MIN_CHARACTERS, flat=grey)
     contrast = _ocr_lines(
         local_contrast_view(grey), _CONTRAST_SCALE, _READABLE_CONFIDENCE, _READABLE_CHARACTERS
     )
-    grown = {b.grown(rows, cols) for b in plain + contrast if b.x1 > b.x0 and b.y1 > b.y0}
+    # Only lines with a readable word are followed sideways: tesseract's weak "words" in
+    # ultrasound tissue would otherwise grow along the speckle.
+    found = [
+        along_the_line(grey, b) if readable and not readable_only else b
+        for b, readable in plain + contrast
+        if b.x1 > b.x0 and b.y1 > b.y0
+    ]
+    grown = {b.grown(rows, cols) for b in found}
     return sorted(grown, key=lambda b: (b.y0, b.x0, b.y1, b.x1))
+
+
+def along_the_line(grey: np.ndarray, box: TextBox) -> TextBox:
+    """`box` widened to the characters on either side that tesseract left out of its words.
+
+    tesseract often stops a word early ("1988-" of "1988-02-10") and drops the rest of the
+    line. The box's own pixels say what its ink looks like (the side of the band's median the
+    strokes are on, at least half as far as the farthest); the box grows sideways while such
+    ink comes again within 0.8 of its height, by at most 6 heights a side."""
+    band = grey[box.y0 : box.y1].astype(np.int16)
+    inside = band[:, box.x0 : box.x1]
+    background = int(np.median(inside))
+    light = int(inside.max()) - background >= background - int(inside.min())
+    distance = (band - background) if light else (background - band)
+    reach = int(distance[:, box.x0 : box.x1].max())
+    if reach < _MIN_INK_CONTRAST:
+        return box
+    inked: np.ndarray = np.asarray((distance >= reach // 2).any(axis=0))
+    height = box.y1 - box.y0
+    gap_limit, step_limit = max(2, int(0.8 * height)), 6 * height
+    x0, x1 = box.x0, box.x1
+    for direction in (1, -1):
+        edge = x1 if direction == 1 else x0 - 1
+        last, x = edge, edge
+        while 0 <= x < grey.shape[1] and abs(x - edge) <= step_limit:
+            if inked[x]:
+                last = x
+            elif abs(x - last) > gap_limit:
+                break
+            x += direction
+        if direction == 1 and last >= x1:
+            x1 = last + 1
+        elif direction == -1 and last < x0:
+            x0 = last
+    return TextBox(x0, box.y0, x1, box.y1)
 
 
 def blank(frame: np.ndarray, boxes: list[TextBox], fill: int | float) -> None:
