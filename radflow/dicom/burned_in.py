@@ -12,7 +12,7 @@ print it), both upscaled 2x (tesseract reads small text badly):
 
 - the plain view: the frame's grey levels, inverted when the frame is mostly dark (tesseract
   reads dark text on a light page best); a word counts at confidence >= 50 with 2 letters or
-  digits, or at >= 20 where the frame around it is flat (`_on_flat`);
+  digits, or at any confidence where the frame around it is flat (`_on_flat`);
 - the local-contrast view: each pixel's distance from the median of its 15x15 neighbourhood,
   saturated at 64 grey levels, inverted, which turns light-on-dark, dark-on-light and faint
   grey-on-grey text alike into dark strokes on white. It also turns ultrasound speckle into
@@ -22,7 +22,8 @@ print it), both upscaled 2x (tesseract reads small text badly):
 A text line with a credible word is blanked from its first to its last word of similar
 height (word boxes miss the parts of a line tesseract could not read), widened along the
 line where its ink goes on (`along_the_line`), with a margin (`TextBox.grown`). The
-verifying pass looks for readable words only.
+verifying pass looks for readable words only: 3 letters or digits, at confidence >= 60 or
+on a flat background.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ _RAW_MIN_CONFIDENCE = 50.0
 _RAW_MIN_CHARACTERS = 2
 _EXTRA_ROUNDS = 2
 _PLAIN_SCALE = 2
-_WEAK_CONFIDENCE = 20.0
+_WEAK_CONFIDENCE = 0.0  # a name like DOE^JOHN reads right at confidence 17
 _FLAT_STD = 8.0  # grey levels: the spread of a plain background around printed text
 _MIN_INK_CONTRAST = 24  # grey levels: less is not a stroke worth following
 _MAX_TEXT_HEIGHT = 64  # px, and at most a quarter of the frame: taller "words" are anatomy
@@ -215,15 +216,17 @@ def _on_flat(grey: np.ndarray, box: TextBox) -> bool:
 def find_text(grey: np.ndarray, *, readable_only: bool = False) -> list[TextBox]:
     """Regions of `grey` (one 8-bit frame) that hold text, margins included.
 
-    `readable_only` keeps only words of 3 or more letters or digits read at confidence >= 60
-    in either view: what the verifying pass looks for. Finding (not verifying) also takes the
-    plain view's weaker words, so faint text is blanked too; on ultrasound tissue tesseract
-    reads such weak "words" everywhere, which would refuse every real image if verification
-    counted them."""
+    `readable_only` keeps only words of 3 or more letters or digits, read at confidence >= 60
+    or on a flat background: what the verifying pass looks for. Finding (not verifying) also
+    takes the plain view's weaker 2-character words, so faint text is blanked too; on
+    ultrasound tissue tesseract reads such weak "words" everywhere, which would refuse every
+    real image if verification counted them."""
     rows, cols = grey.shape
     view = plain_view(grey)
     if readable_only:
-        plain = _ocr_lines(view, _PLAIN_SCALE, _READABLE_CONFIDENCE, _READABLE_CHARACTERS)
+        plain = _ocr_lines(
+            view, _PLAIN_SCALE, _READABLE_CONFIDENCE, _READABLE_CHARACTERS, flat=grey
+        )
     else:
         plain = _ocr_lines(view, _PLAIN_SCALE, _RAW_MIN_CONFIDENCE, _RAW_MIN_CHARACTERS, flat=grey)
     contrast = _ocr_lines(
