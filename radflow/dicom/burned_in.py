@@ -48,7 +48,8 @@ _RAW_MIN_CHARACTERS = 2
 _EXTRA_ROUNDS = 2
 _PLAIN_SCALE = 2
 _WEAK_CONFIDENCE = 0.0  # a name like DOE^JOHN reads right at confidence 17
-_FLAT_STD = 8.0  # grey levels: the spread of a plain background around printed text
+_FLAT_SPREAD = 8.0  # grey levels around the median of a plain background
+_FLAT_SHARE = 0.8
 _MIN_INK_CONTRAST = 24  # grey levels: less is not a stroke worth following
 _MAX_TEXT_HEIGHT = 64  # px, and at most a quarter of the frame: taller "words" are anatomy
 _CONTRAST_WINDOW = 15
@@ -210,7 +211,12 @@ def _on_flat(grey: np.ndarray, box: TextBox) -> bool:
     inner = np.zeros(ring.shape, dtype=bool)
     inner[box.y0 - y0 : box.y1 - y0, box.x0 - x0 : box.x1 - x0] = True
     values = ring[~inner]
-    return values.size > 0 and float(values.std()) <= _FLAT_STD
+    if values.size == 0:
+        return False
+    # Most of the ring near its median: a plain background, even where the strokes of the
+    # neighbouring words reach into it; speckle and anatomy spread over many grey levels.
+    near = np.abs(values - np.median(values)) <= _FLAT_SPREAD
+    return float(near.mean()) >= _FLAT_SHARE
 
 
 def find_text(grey: np.ndarray, *, readable_only: bool = False) -> list[TextBox]:
