@@ -241,7 +241,7 @@ def find_text(grey: np.ndarray, *, readable_only: bool = False) -> list[TextBox]
     # Only lines with a readable word are followed sideways: tesseract's weak "words" in
     # ultrasound tissue would otherwise grow along the speckle.
     found = [
-        along_the_line(grey, b) if readable and not readable_only else b
+        along_the_line(grey, b) if readable else b
         for b, readable in plain + contrast
         if b.x1 > b.x0 and b.y1 > b.y0
     ]
