@@ -3,8 +3,8 @@
 The table decides each attribute's action; this module carries the actions out. Every UID
 (not only those the table lists: every UI value anywhere, sequences and file meta included)
 goes through one keyed function, so references stay consistent across files, studies and
-runs. Pixel data are never decoded (but by the Clean Pixel Data option, burned_in.py): the
-element's bytes are written back as read.
+runs. Pixel data are decoded only under the Clean Pixel Data option (burned_in.py);
+otherwise the element's bytes are written back as read.
 """
 
 from __future__ import annotations
