@@ -41,13 +41,15 @@ typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy radflow
 
 # The system tools the stack tests run: Debian's Chromium, poppler's pdftoppm and the
-# PostgreSQL server (where tests/support/postgres.py looks for it). Only what is missing is
+# PostgreSQL server (where tests/support/postgres.py looks for it); tesseract for the Clean
+# Pixel Data option's OCR (tests/unit/dicom/test_burned_in.py). Only what is missing is
 # installed, after one apt-get update; with everything there this takes no time.
 test-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v pdftoppm >/dev/null || missing="$$missing poppler-utils"; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v tesseract >/dev/null || missing="$$missing tesseract-ocr tesseract-ocr-eng"; \
 	if [ -n "$$missing" ]; then \
 		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		echo "installing$$missing"; \

@@ -3,7 +3,8 @@
 The table decides each attribute's action; this module carries the actions out. Every UID
 (not only those the table lists: every UI value anywhere, sequences and file meta included)
 goes through one keyed function, so references stay consistent across files, studies and
-runs. Pixel data are never decoded: the element's bytes are written back as read.
+runs. Pixel data are decoded only under the Clean Pixel Data option (burned_in.py);
+otherwise the element's bytes are written back as read.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID_dictionary
 
 from radflow import __version__
+from radflow.dicom.burned_in import clean_pixel_data
 from radflow.dicom.documents import DOCUMENT_MODES, DocumentMode, put_document, screen_document
 from radflow.dicom.profile import Option, Profile, method_codes
 from radflow.errors import QuarantineError
 from radflow.keys import keyed_hash
 
 # SOP classes whose images commonly carry text burned into the pixels (PS3.15 E.1.1 says
-# such instances need the Clean Pixel Data option, which radflow does not offer).
+# such instances need the Clean Pixel Data option: radflow/dicom/burned_in.py).
 BURNED_IN_SOP_CLASSES = frozenset(
     {
         "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
@@ -272,9 +274,14 @@ class Deidentifier:
         return mapped
 
     def check_burned_in(self, ds: Dataset) -> None:
+        flag = str(ds.get("BurnedInAnnotation", "")).upper()
+        if Option.CLEAN_PIXEL_DATA in self.config.options and (
+            flag == "YES" or str(ds.get("SOPClassUID", "")) in BURNED_IN_SOP_CLASSES
+        ):
+            clean_pixel_data(ds)  # OCR, blank, verify; refuses what it cannot clean
+            return
         if self.config.allow_burned_in:
             return
-        flag = str(ds.get("BurnedInAnnotation", "")).upper()
         if flag == "YES":
             raise QuarantineError("burned-in annotation", "BurnedInAnnotation is YES")
         if not flag and str(ds.get("SOPClassUID", "")) in BURNED_IN_SOP_CLASSES:

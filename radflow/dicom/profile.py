@@ -30,6 +30,7 @@ class Option(StrEnum):
     CLEAN_DESCRIPTORS = "clean_descriptors"
     CLEAN_STRUCTURED_CONTENT = "clean_structured_content"
     CLEAN_GRAPHICS = "clean_graphics"
+    CLEAN_PIXEL_DATA = "clean_pixel_data"
 
 
 @dataclass(frozen=True)
