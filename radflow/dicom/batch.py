@@ -149,9 +149,7 @@ def _one(args: tuple[str, str, str]) -> FileOutcome:
         outcome.bytes_in = path.stat().st_size
         data, ids = deidentify_bytes(read_dicom(path), _WORKER)
     except QuarantineError as err:
-        outcome.quarantine = QuarantineRecord.for_key(
-            "", rel, STAGE, err.reason, type(err).__name__
-        )
+        outcome.quarantine = QuarantineRecord.of_error("", rel, STAGE, err)
         return outcome
     out = Path(dst) / ids.study_uid / ids.series_uid / f"{ids.sop_uid}.dcm"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -205,7 +203,12 @@ def _collect(outcomes: Iterator[FileOutcome], dst: Path, summary: BatchSummary) 
             if outcome.output in seen:
                 os.unlink(outcome.part)
                 outcome.quarantine = QuarantineRecord.for_key(
-                    "", outcome.source, STAGE, "duplicate SOP instance", "QuarantineError"
+                    "",
+                    outcome.source,
+                    STAGE,
+                    "duplicate SOP instance",
+                    "QuarantineError",
+                    "a second file of one instance; the first was kept",
                 )
             else:
                 seen.add(outcome.output)

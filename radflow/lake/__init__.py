@@ -415,6 +415,16 @@ class Lake:
     def quarantine_count(self) -> int:
         return sum(1 for _ in self.store.list("quarantine/"))
 
+    def quarantined_record(self, key: str) -> QuarantineRecord:
+        """The record at `key` (as `quarantine_records` lists them)."""
+        return self._read(QuarantineRecord, key)
+
+    def quarantine_records(self) -> Iterator[tuple[str, QuarantineRecord]]:
+        """Every quarantine record and its key, stage by stage."""
+        for info in self.store.list("quarantine/"):
+            if info.key.endswith(".json"):
+                yield info.key, self._read(QuarantineRecord, info.key)
+
     # --- pending arrivals ------------------------------------------------------------------------
 
     def put_pending(self, record: PendingArrival) -> None:
