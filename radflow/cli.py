@@ -43,6 +43,12 @@ _PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     # The temporary server logs a traceback when it stops while flushing its last event.
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
+    # Prefect's own notices ("Starting temporary server ... See https://docs.prefect.io/...")
+    # are INFO on the `prefect` logger: warnings only there, while the flow and task run
+    # loggers (its children, and the UI's logs) stay at INFO.
+    "PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL": "WARNING",
+    "PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL": "INFO",
+    "PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL": "INFO",
 }
 
 
@@ -113,17 +119,17 @@ def _end_with_summary(shown: ConsoleProgress, quiet: bool = False) -> None:
     for line in shown.summary_lines():
         typer.echo(line, err=quiet)
     if empty := shown.empty():
-        where = empty[0].location
+        first = empty[0]
         typer.secho(
             f"error: {'a delivery' if len(empty) > 1 else 'the delivery'} yielded no study",
             fg="red",
             err=True,
         )
-        typer.echo(
-            f"hint: the inbox takes DICOM studies; `radflow quarantine {where}` lists each"
-            " refused file and why",
-            err=True,
-        )
+        if first.summary.seen or first.summary.files_refused:
+            hint = f"`radflow quarantine {first.location}` lists each refused input and why"
+        else:
+            hint = "it holds no file: check the folder or the s3:// prefix"
+        typer.echo(f"hint: {hint}", err=True)
         raise typer.Exit(1)
 
 
@@ -156,6 +162,7 @@ def demo(
     # has no annotation (nowhere else is the rule a default).
     os.environ.setdefault("RADFLOW_PREPROCESS__ROI_SOURCES", DEMO_ROI_SOURCES)
     _prefect_env(layout.workdir / ".prefect")
+    shown = ConsoleProgress()
     started = time.perf_counter()
 
     def body() -> dict[str, Any]:
@@ -165,7 +172,7 @@ def demo(
         from flows.demo import demo as demo_flow
 
         prefect_server.wait(server)
-        with ConsoleProgress():
+        with shown:
             result: dict[str, Any] = demo_flow(str(layout.workdir), studies, seed)
         return result
 
@@ -472,10 +479,12 @@ def train(
     _prefect_env()
     from radflow.console import ConsoleProgress
 
+    shown = ConsoleProgress()
+
     def body() -> dict[str, Any]:
         from flows.train import train_flow
 
-        with ConsoleProgress():
+        with shown:
             result: dict[str, Any] = train_flow()
         return result
 

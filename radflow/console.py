@@ -57,10 +57,14 @@ class ConsoleProgress:
     _task: TaskID | None = None
     _counts: dict[str, int] = field(default_factory=dict)
 
-    def __enter__(self) -> Self:
+    def __post_init__(self) -> None:
+        # Prefect reads its logging settings when it is first imported: made before that.
         if self.show:
             for name, value in _QUIET_CONSOLE.items():
                 os.environ.setdefault(name, value)
+
+    def __enter__(self) -> Self:
+        if self.show:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 

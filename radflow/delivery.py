@@ -84,6 +84,12 @@ class DeliverySummary:
 
     def lines(self) -> list[str]:
         """The summary for the console: what a person needs to act on, one fact a line."""
+        if not self.seen:
+            lines = ["no DICOM study found"]
+            if self.refused:
+                lines.append(f"{_count(self.files_refused, 'file')} refused:")
+                lines += [f"  {n} {reason}" for reason, n in sorted(self.refused.items())]
+            return lines
         new = self.prepared - self.cached
         done = f"{_studies(self.seen)}: {new} prepared"
         if self.cached:
