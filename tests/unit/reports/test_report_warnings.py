@@ -75,7 +75,9 @@ def test_small_splits_are_named_class_by_class() -> None:
     ]
     page = model_report(
         model_id="model-xyz",
-        evaluation=evaluate([0, 1, 1, 1, 1, 1, 1], [0.1, 0.6, 0.7, 0.8, 0.9, 0.9, 0.95], n_train=75),
+        evaluation=evaluate(
+            [0, 1, 1, 1, 1, 1, 1], [0.1, 0.6, 0.7, 0.8, 0.9, 0.9, 0.95], n_train=75
+        ),
         promoted=True,
         reason="no champion yet",
         feature_importances={"f": 1.0},

@@ -45,7 +45,11 @@ def test_a_missing_slice_is_recorded_with_its_gap_in_mm(
 ) -> None:
     settings = _settings(tmp_path, monkeypatch)
     folder = tmp_path / "inbox"
-    (study,) = synthesize(folder, tmp_path / "labels.csv", SynthSpec(studies=1, rows=32, columns=32, slices=12, seed=3))
+    (study,) = synthesize(
+        folder,
+        tmp_path / "labels.csv",
+        SynthSpec(studies=1, rows=32, columns=32, slices=12, seed=3),
+    )
     for series in {f.parent for f in study.files}:
         slices = sorted(series.glob("*.dcm"))
         if len(slices) > 3:

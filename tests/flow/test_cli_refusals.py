@@ -1,0 +1,78 @@
+"""Refusals a user can act on: `radflow ingest` of a delivery that yields no study (empty, only
+PNGs, only NIfTI) says so per delivery and exits 1 with a hint, and `radflow quarantine`
+names each refused file by its path on this machine (the lake keeps only hashes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from support.badinput import _png
+from typer.testing import CliRunner
+
+from radflow.cli import app
+
+pytestmark = pytest.mark.flow
+
+runner = CliRunner()
+
+
+def _pngs(folder: Path) -> list[Path]:
+    folder.mkdir()
+    paths = [folder / f"scan-{i}.png" for i in range(3)]
+    for path in paths:
+        path.write_bytes(_png())
+    return paths
+
+
+def _niftis(folder: Path) -> list[Path]:
+    folder.mkdir()
+    paths = [folder / f"volume-{i}.nii.gz" for i in range(2)]
+    for path in paths:
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4)), path)
+    return paths
+
+
+def test_an_empty_delivery_exits_1_with_a_summary(prefect_server: None, pipeline_env: Path) -> None:
+    empty = pipeline_env / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["ingest", str(empty)])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert f"delivery {empty.resolve()}/" in lines
+    assert "  no DICOM study found" in lines
+    assert "error: the delivery yielded no study" in lines
+    assert "hint: it holds no file: check the folder or the s3:// prefix" in lines
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"), [(_pngs, "not a DICOM instance"), (_niftis, "NIfTI is not ingested")]
+)
+def test_a_delivery_of_other_files_exits_1_and_each_file_is_found(
+    prefect_server: None, pipeline_env: Path, make: object, reason: str
+) -> None:
+    folder = pipeline_env / "delivery"
+    files = make(folder)  # type: ignore[operator]
+    result = runner.invoke(app, ["ingest", str(folder)])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert "ingested 0 studies" in lines
+    assert f"  {len(files)} files refused:" in lines
+    assert f"    {len(files)} {reason}" in lines
+    assert (
+        f"hint: `radflow quarantine {folder.resolve()}/` lists each refused input and why" in lines
+    )
+
+    listed = runner.invoke(app, ["quarantine", str(folder), "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    assert sorted(r["location"] for r in rows) == sorted(str(f.resolve()) for f in files)
+    assert {(r["stage"], r["reason"]) for r in rows} == {("fetch", reason)}
+    assert all(r["detail"] for r in rows)
+    # The lake holds the hashes only: no file name reached a record.
+    for record in (pipeline_env / "lake" / "quarantine").rglob("*.json"):
+        assert not [f.name for f in files if f.name in record.read_text()]
