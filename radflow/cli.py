@@ -187,7 +187,7 @@ def demo(
     typer.echo(f"model report:   {layout.lake / result['report']}")
     sources = ", ".join(f"{source} {n}" for source, n in result["roi_sources"].items())
     prepared = sum(result["roi_sources"].values())
-    rest = "; the others quarantined (see the delivery summary)"
+    rest = "; the others quarantined (see the delivery summaries below)"
     typer.echo(
         f"training:       {prepared} of {result['train_studies']} studies prepared, ROI from "
         f"{sources or 'nowhere'}{rest if prepared < result['train_studies'] else ''}"
@@ -202,6 +202,8 @@ def demo(
         f"results:        RADFLOW_STORE_URL={layout.lake.as_uri()} radflow results"
         f" --map {layout.reid}"
     )
+    for line in shown.summary_lines():
+        typer.echo(line)
 
 
 @app.command()
