@@ -54,9 +54,10 @@ class BatchSummary:
     mapping: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
 
     def line(self) -> str:
+        studies = len(self.mapping)
         return (
-            f"{self.files} files: {self.written} de-identified, "
-            f"{len(self.quarantined)} quarantined, {len(self.mapping)} studies"
+            f"{self.files} file{'' if self.files == 1 else 's'}: {self.written} de-identified, "
+            f"{len(self.quarantined)} quarantined, {studies} stud{'y' if studies == 1 else 'ies'}"
         )
 
 
