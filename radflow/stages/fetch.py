@@ -46,6 +46,9 @@ class FetchResult:
     quarantined: list[QuarantineRecord] = field(default_factory=list)
     masks_without_study: int = 0  # rows of the masks CSV whose study is not in the delivery
     masks_of_another_study: int = 0  # SEG/RTSTRUCT rows whose file names another study
+    # The keys a fetch record of each accepted file would have: a record there is from an
+    # earlier version of the file, and no longer true.
+    accepted: list[str] = field(default_factory=list)
 
 
 def masks_fingerprint(masks: Sequence[MaskEntry], secret: bytes) -> str:
@@ -176,6 +179,7 @@ def fetch_delivery(
             )
             continue
         studies[str(ds.StudyInstanceUID)].append(RawFile.of(info.key, path))
+        result.accepted.append(QuarantineRecord.for_key(source.url, info.key, NAME, "").store_key)
     _add_masks(studies, masks, cache_dir, result)
     result.studies = sorted(index_study(cache_dir, files) for files in studies.values())
     return result

@@ -102,3 +102,29 @@ def test_every_record_of_a_delivery_is_traced_to_its_file(
     for path in (tmp_path / "lake" / "quarantine").rglob("*.json"):
         text = path.read_text()
         assert str(tmp_path) not in text and "junk" not in text and ".dcm" not in text
+
+
+def test_a_refusal_goes_once_its_file_is_fixed(tmp_path: Path) -> None:
+    from radflow.delivery import refused_files
+
+    folder = tmp_path / "inbox"
+    spec = SynthSpec(studies=1, rows=16, columns=16, slices=8, seed=1)
+    (study,) = synthesize(folder, tmp_path / "labels.csv", spec)
+    (tmp_path / "labels.csv").unlink(missing_ok=True)
+    good = sorted(study.files)[0]
+    late = folder / "late.dcm"
+    late.write_bytes(b"")  # the gateway had not finished writing it
+    lake = Lake(LocalStore(tmp_path / "lake"))
+    inbox = open_store(folder.resolve().as_uri())
+
+    first = fetch_delivery(inbox, "", tmp_path / "cache")
+    for record in first.quarantined:
+        lake.quarantine(record)
+    assert refused_files(lake, inbox, "") == {"empty file": 1}
+
+    late.write_bytes(good.read_bytes())  # now whole (a second copy of an instance)
+    again = fetch_delivery(inbox, "", tmp_path / "cache")
+    assert not again.quarantined
+    assert lake.clear_quarantine(again.accepted) == 1
+    assert refused_files(lake, inbox, "") == {}
+    assert lake.clear_quarantine(again.accepted) == 0
