@@ -22,12 +22,9 @@ if TYPE_CHECKING:
 
     from radflow.delivery import DeliverySummary
 
-# Prefect's logging settings by path (logging.yml's handlers): its console handlers only.
-_QUIET_CONSOLE = {
-    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
-    "PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL": "WARNING",
-    "PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL": "WARNING",
-}
+# Prefect's logging settings by path (its logging.yml, handlers.console.level): the console
+# handler only; the api handler, which feeds the UI, keeps every line.
+_QUIET_CONSOLE = {"PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING"}
 
 
 def interactive() -> bool:
