@@ -76,3 +76,42 @@ def test_a_delivery_of_other_files_exits_1_and_each_file_is_found(
     # The lake holds the hashes only: no file name reached a record.
     for record in (pipeline_env / "lake" / "quarantine").rglob("*.json"):
         assert not [f.name for f in files if f.name in record.read_text()]
+
+
+def test_a_plain_run_prints_no_prefect_notice_but_the_ui_keeps_every_log(tmp_path: Path) -> None:
+    """A fresh process as a user starts it: Prefect's "See https://docs.prefect.io/…" notice
+    is gone from the console, while the flow's own INFO lines still reach its database."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    secret = tmp_path / "secret.key"
+    secret.write_text("notice-secret-" + "0123456789abcdef" * 2)
+    secret.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
+    env |= {
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "RADFLOW_STORE_URL": (tmp_path / "lake").as_uri(),
+        "RADFLOW_CACHE_DIR": str(tmp_path / "cache"),
+        "RADFLOW_SECRET_FILE": str(secret),
+        "RADFLOW_DEID__REID_DIR": str(tmp_path / "reid"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "radflow.cli", "ingest", str(empty)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "docs.prefect.io" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "  no DICOM study found" in done.stdout.splitlines()
+    with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
+        logged = [m for (m,) in db.execute("select message from log")]
+    assert any(m.startswith("0 studies found, 0 prepared") for m in logged)
+    assert any(m == "Finished in state Completed()" for m in logged)

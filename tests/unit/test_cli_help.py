@@ -51,3 +51,22 @@ def test_first_help_lines_are_whole_sentences() -> None:
         command = COMMAND.commands[name]  # type: ignore[attr-defined]
         first = (command.help or "").strip().split("\n\n")[0]
         assert "\n" not in first, f"radflow {name}: {first!r}"
+
+
+def test_score_given_both_a_delivery_and_pending_says_so() -> None:
+    result = runner.invoke(app, ["score", "some/folder", "--pending"])
+    assert result.exit_code == 2
+    assert result.output.splitlines()[:2] == [
+        "error: both a delivery and --pending were given",
+        "hint: give one of the two",
+    ]
+
+
+def test_a_first_promotion_does_not_read_as_a_refusal() -> None:
+    from radflow.cli import _decision
+
+    assert _decision(True, "no champion yet") == "promoted to champion (the first model)"
+    assert _decision(True, "AUC 0.91 > champion 0.88") == (
+        "promoted to champion: AUC 0.91 > champion 0.88"
+    )
+    assert _decision(False, "AUC 0.80 < champion 0.88") == "not promoted: AUC 0.80 < champion 0.88"
