@@ -9,6 +9,7 @@ Prefect is imported only inside the commands that run flows, after the environme
 
 from __future__ import annotations
 
+import inspect as pyinspect
 import json
 import math
 import os
@@ -867,6 +868,18 @@ def features(
         for feature, value in rows:
             table.add_row(feature, f"{value:.6g}")
         console.print(table)
+
+
+def _reflowed(doc: str) -> str:
+    """A docstring with each paragraph on one line: rich help keeps a docstring's line breaks
+    after its first paragraph, which then break sentences wherever the source did."""
+    paragraphs = pyinspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(p.split("\n")) for p in paragraphs)
+
+
+for _info in app.registered_commands:
+    if _info.help is None and _info.callback is not None and _info.callback.__doc__:
+        _info.help = _reflowed(_info.callback.__doc__)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -44,13 +44,14 @@ def test_usage_line_and_flags_are_clean(name: str) -> None:
     assert "<bool>" not in result.output and "BOOLEAN" not in result.output
 
 
-def test_first_help_lines_are_whole_sentences() -> None:
-    """The command list shows each command's first paragraph: one sentence, not one cut at a
-    line break of the docstring."""
+def test_help_paragraphs_are_not_broken_mid_sentence() -> None:
+    """The command list shows each command's first paragraph and `--help` every paragraph, with
+    the help text's line breaks: each paragraph is one line, not one cut where the source was
+    wrapped."""
     for name in NAMES:
         command = COMMAND.commands[name]  # type: ignore[attr-defined]
-        first = (command.help or "").strip().split("\n\n")[0]
-        assert "\n" not in first, f"radflow {name}: {first!r}"
+        for paragraph in (command.help or "").strip().split("\n\n"):
+            assert "\n" not in paragraph, f"radflow {name}: {paragraph!r}"
 
 
 def test_score_given_both_a_delivery_and_pending_says_so() -> None:
