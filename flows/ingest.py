@@ -27,7 +27,7 @@ def prepare_studies(source: str, prefix: str = "", masks: str = "") -> Prepared:
     deid = anonymize.map(refs)
     volumes = preprocess.map(deid)
     rows = features.map(volumes, deid)
-    return prepared(refs, deid, volumes, rows)
+    return prepared((source, prefix), refs, deid, volumes, rows)
 
 
 def delivery_run_name(kind: str) -> str:

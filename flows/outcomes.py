@@ -13,8 +13,10 @@ from prefect.artifacts import (
 )
 from prefect.futures import PrefectFuture
 
-from radflow.delivery import DeliverySummary, Prepared, StudyOutcome
-from tasks.runtime import lake
+from radflow import progress
+from radflow.delivery import DeliverySummary, Prepared, StudyOutcome, refused_files
+from radflow.store import StoreError, open_store
+from tasks.runtime import lake, settings
 
 Future = PrefectFuture[str | None]
 
@@ -35,34 +37,53 @@ def broke(future: Future) -> bool:
 
 
 def prepared(
-    refs: Sequence[str], deid: Sequence[Future], volumes: Sequence[Future], rows: Sequence[Future]
+    delivery: tuple[str, str],
+    refs: Sequence[str],
+    deid: Sequence[Future],
+    volumes: Sequence[Future],
+    rows: Sequence[Future],
 ) -> Prepared:
-    """Wait for every study's feature row (with a progress artifact), then summarise."""
+    """Wait for every study's feature row (with a progress artifact, and a progress bar when
+    the `radflow` command runs the flow at a console), then summarise. `delivery`: the
+    inbox's URL and the delivery's prefix."""
     # Sync calls here: the flow is synchronous, so these return the artifact's id.
-    progress = create_progress_artifact(0.0, description="studies prepared") if refs else None
-    assert not isinstance(progress, Coroutine)
+    artifact = create_progress_artifact(0.0, description="studies prepared") if refs else None
+    assert not isinstance(artifact, Coroutine)
+    progress.delivery_started(*delivery, len(refs))
     keys: list[str] = []
     cached = 0
     for done, row in enumerate(rows, start=1):
         if key := outcome(row):
             keys.append(key)
-        cached += row.state.name == "Cached"
-        if progress is not None and (done == len(rows) or done % max(1, len(rows) // 20) == 0):
-            update_progress_artifact(progress, 100.0 * done / len(rows))
+            # Only a study with a feature row counts as cached: a None passed on is not.
+            cached += row.state.name == "Cached"
+        progress.study_done("prepared" if key else "failed" if broke(row) else "quarantined")
+        if artifact is not None and (done == len(rows) or done % max(1, len(rows) // 20) == 0):
+            update_progress_artifact(artifact, 100.0 * done / len(rows))
     outcomes = [
         StudyOutcome(ref, outcome(d), outcome(v), outcome(r), broke(r))
         for ref, d, v, r in zip(refs, deid, volumes, rows, strict=True)
     ]
-    summary = DeliverySummary.of(lake(), outcomes, cached)
+    try:
+        refused = refused_files(
+            lake(), open_store(delivery[0], settings().s3_options()), delivery[1]
+        )
+    except StoreError:  # the studies are done: a summary without this line beats a failed run
+        get_run_logger().warning("could not list the delivery again to count refused files")
+        refused = {}
+    summary = DeliverySummary.of(lake(), outcomes, cached, refused)
     create_markdown_artifact(
         key="radflow-delivery-summary", markdown=summary.markdown(), description="radflow delivery"
     )
     get_run_logger().info(
-        "%d studies found, %d prepared (%d cached), %d quarantined, %d failed",
+        "%d studies found, %d prepared (%d of them cached), %d quarantined, %d failed;"
+        " %d files refused",
         summary.seen,
         summary.prepared,
         summary.cached,
         summary.quarantined,
         summary.failed,
+        summary.files_refused,
     )
+    progress.delivery_finished(*delivery, summary)
     return Prepared(keys, summary.failed, summary.seen)

@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow
 
 from flows.runtime.tag_checks import connect_tag_checks
+from radflow import progress
 from tasks.arrival import announce_waiting
 from tasks.catalog import current_rows
 from tasks.report import model_report
@@ -20,14 +21,21 @@ def train_steps(feature_keys: Sequence[str | None]) -> dict[str, Any]:
     """dataset -> candidates (feature models, CNN) -> register -> promote -> model report
     (a step list the demo flow reuses). Returns what `radflow train --json` prints."""
     connect_tag_checks(dataset, cnn_candidate)
+    progress.step("dataset", 0, 5)
     data = dataset(list(feature_keys))
     chosen = settings().train.candidates
+    progress.step("candidates", 1, 5)
     fits = [feature_candidates.submit(data)] if set(chosen) - {"cnn"} else []
     if "cnn" in chosen:
         fits.append(cnn_candidate.submit(data))
-    model = register(data, [f.result() for f in fits])
+    results = [f.result() for f in fits]
+    progress.step("register", 2, 5)
+    model = register(data, results)
+    progress.step("promote", 3, 5)
     decision = promote(model)
+    progress.step("model report", 4, 5)
     report = model_report(model, decision)
+    progress.step("done", 5, 5)
     if decision.promoted:
         announce_waiting()  # deliveries that arrived while there was no champion
     return trained(model, decision, report)

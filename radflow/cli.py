@@ -9,6 +9,7 @@ Prefect is imported only inside the commands that run flows, after the environme
 
 from __future__ import annotations
 
+import inspect as pyinspect
 import json
 import math
 import os
@@ -23,6 +24,8 @@ import typer
 from radflow.errors import NotFoundError, RadflowError
 
 if TYPE_CHECKING:
+    from radflow.console import ConsoleProgress
+    from radflow.refusals import Refusal
     from radflow.results import ResultRow
 
 app = typer.Typer(
@@ -41,6 +44,12 @@ _PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     # The temporary server logs a traceback when it stops while flushing its last event.
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
+    # Prefect's own notices ("Starting temporary server ... See https://docs.prefect.io/...")
+    # are INFO on the `prefect` logger: warnings only there, while the flow and task run
+    # loggers (its children, and the UI's logs) stay at INFO.
+    "PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL": "WARNING",
+    "PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL": "INFO",
+    "PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL": "INFO",
 }
 
 
@@ -98,6 +107,39 @@ def _print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=1, sort_keys=True, default=str))
 
 
+def _studies(n: int) -> str:
+    return f"{n} stud{'y' if n == 1 else 'ies'}"
+
+
+def _decision(promoted: bool, reason: str) -> str:
+    """The registry's reason reads as a refusal when it explains a first promotion."""
+    if not promoted:
+        return f"not promoted: {reason}"
+    if reason == "no champion yet":
+        return "promoted to champion (the first model)"
+    return f"promoted to champion: {reason}"
+
+
+def _end_with_summary(shown: ConsoleProgress, quiet: bool = False) -> None:
+    """Each delivery's summary (on stderr with --json, whose stdout is for programs); exit 1
+    when a delivery yielded no study."""
+    for line in shown.summary_lines():
+        typer.echo(line, err=quiet)
+    if empty := shown.empty():
+        first = empty[0]
+        typer.secho(
+            f"error: {'a delivery' if len(empty) > 1 else 'the delivery'} yielded no study",
+            fg="red",
+            err=True,
+        )
+        if first.summary.seen or first.summary.files_refused:
+            hint = f"`radflow quarantine {first.location}` lists each refused input and why"
+        else:
+            hint = "it holds no file: check the folder or the s3:// prefix"
+        typer.echo(f"hint: {hint}", err=True)
+        raise typer.Exit(1)
+
+
 @app.command()
 def demo(
     workdir: Annotated[
@@ -109,6 +151,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic studies.")] = 0,
 ) -> None:
     """Run the whole pipeline on synthetic studies: no server, bucket, GPU or network needed."""
+    from radflow.console import ConsoleProgress
     from radflow.demo import DemoLayout, ensure_secret
 
     layout = DemoLayout(workdir.resolve())
@@ -129,6 +172,7 @@ def demo(
     if ensure_secret(layout.secret_file):
         typer.echo(f"created a demo pseudonymisation secret at {layout.secret_file} (mode 600)")
     _prefect_env(layout.workdir / ".prefect")
+    shown = ConsoleProgress()
     started = time.perf_counter()
 
     def body() -> dict[str, Any]:
@@ -136,7 +180,8 @@ def demo(
         from flows.demo import demo as demo_flow
 
         ready()
-        result: dict[str, Any] = demo_flow(str(layout.workdir), studies, seed)
+        with shown:
+            result: dict[str, Any] = demo_flow(str(layout.workdir), studies, seed)
         return result
 
     result = _run(body)
@@ -144,12 +189,13 @@ def demo(
     typer.echo("")
     typer.echo(f"radflow demo finished in {elapsed:.1f} s (workdir {layout.workdir})")
     typer.echo(
-        f"model {result['model_id']}: test AUC {result['metrics']['auc']:.3f}; {result['reason']}"
+        f"model {result['model_id']}: test AUC {result['metrics']['auc']:.3f}; "
+        + _decision(result["promoted"], result["reason"])
     )
     typer.echo(f"model report:   {layout.lake / result['report']}")
     sources = ", ".join(f"{source} {n}" for source, n in result["roi_sources"].items())
     prepared = sum(result["roi_sources"].values())
-    rest = "; the others quarantined (see the delivery summary)"
+    rest = "; the others quarantined (see the delivery summaries below)"
     typer.echo(
         f"training:       {prepared} of {result['train_studies']} studies prepared, ROI from "
         f"{sources or 'nowhere'}{rest if prepared < result['train_studies'] else ''}"
@@ -164,13 +210,15 @@ def demo(
         f"results:        RADFLOW_STORE_URL={layout.lake.as_uri()} radflow results"
         f" --map {layout.reid}"
     )
+    for line in shown.summary_lines():
+        typer.echo(line)
 
 
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the DICOM studies into.")],
-    studies: Annotated[int, typer.Option(min=1)] = 10,
-    seed: Annotated[int, typer.Option()] = 0,
+    studies: Annotated[int, typer.Option(min=1, help="Studies to write.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed writes the same studies.")] = 0,
     size: Annotated[str, typer.Option(help="ROWSxCOLUMNSxSLICES, e.g. 512x512x100.")] = "64x64x48",
     realistic: Annotated[
         bool,
@@ -228,7 +276,7 @@ def synth(
         }  # fmt: skip
         spec = replace(spec, **{k: v for k, v in finer.items() if v is not None})
         written = synthesize(out, out / "labels.csv", spec)
-        typer.echo(f"wrote {len(written)} studies to {out} and labels to {out / 'labels.csv'}")
+        typer.echo(f"wrote {_studies(len(written))} to {out} and labels to {out / 'labels.csv'}")
 
     _run(body)
 
@@ -304,8 +352,9 @@ def inspect(
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Print size, spacing, origin, direction (LPS) and modality of an image; for a folder
-    (a delivery), also each study's series kept or dropped by the series rules."""
+    """Print an image's size, spacing, origin, direction (LPS) and modality.
+
+    For a folder (a delivery), also each study's series kept or dropped by the series rules."""
 
     def body() -> dict[str, Any]:
         from radflow.config import load_settings
@@ -335,8 +384,9 @@ def register(
     qc: Annotated[Path | None, typer.Option(help="Checkerboard PNG of the result.")] = None,
     kind: Annotated[str, typer.Option(help="rigid or affine.")] = "rigid",
 ) -> None:
-    """Register MOVING onto FIXED (Mattes MI, 3 levels). The transform maps FIXED physical
-    points to MOVING physical points (ITK's convention)."""
+    """Register MOVING onto FIXED (Mattes MI, 3 levels).
+
+    The transform maps FIXED physical points to MOVING physical points (ITK's convention)."""
 
     def body() -> str:
         import SimpleITK as sitk
@@ -367,7 +417,9 @@ def register(
 
 @app.command()
 def ingest(
-    source: Annotated[str, typer.Argument(help="A folder, or s3://bucket/prefix.")],
+    source: Annotated[
+        str, typer.Argument(metavar="DELIVERY", help="A folder, or s3://bucket/prefix.")
+    ],
     labels: Annotated[
         Path | None,
         typer.Option(
@@ -394,6 +446,9 @@ def ingest(
 ) -> None:
     """Fetch, de-identify, register, preprocess and extract features of a delivery."""
     _prefect_env()
+    from radflow.console import ConsoleProgress
+
+    shown = ConsoleProgress()
 
     def body() -> list[str]:
         from radflow.preflight import for_ingest
@@ -405,22 +460,32 @@ def ingest(
 
         ready()
         flow = ingest_flow.with_options(task_runner=runner(task_runner, dask_address))
-        keys: list[str] = flow(
-            url,
-            prefix,
-            str(labels.resolve()) if labels else None,
-            str(masks.resolve()) if masks else None,
-        )
+        with shown:
+            keys: list[str] = flow(
+                url,
+                prefix,
+                str(labels.resolve()) if labels else None,
+                str(masks.resolve()) if masks else None,
+            )
         return keys
 
     keys = _run(body)
-    _print_json(keys) if as_json else typer.echo(f"ingested {len(keys)} studies")
+    if as_json:
+        _print_json(keys)
+    else:
+        typer.echo(f"ingested {_studies(len(keys))}")
+    _end_with_summary(shown, quiet=as_json)
 
 
 @app.command()
-def train(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def train(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
     """Train on every labelled study in the lake; promote the model only if it is better."""
     _prefect_env()
+    from radflow.console import ConsoleProgress
+
+    shown = ConsoleProgress()
 
     def body() -> dict[str, Any]:
         from radflow.preflight import for_train
@@ -430,7 +495,8 @@ def train(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         from flows.train import train_flow
 
         ready()
-        result: dict[str, Any] = train_flow()
+        with shown:
+            result: dict[str, Any] = train_flow()
         return result
 
     result = _run(body)
@@ -441,7 +507,7 @@ def train(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     typer.echo(
         f"model {result['model_id']}: test AUC {m['auc']:.3f} "
         f"(95% CI {m['auc_ci'][0]:.3f}-{m['auc_ci'][1]:.3f}); "
-        f"{'promoted' if result['promoted'] else 'not promoted'}: {result['reason']}"
+        f"{_decision(result['promoted'], result['reason'])}"
     )
     typer.echo(
         f"labels: {lab['labelled_studies']} studies labelled, {lab['unlabelled_studies']} "
@@ -452,20 +518,31 @@ def train(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 @app.command()
 def score(
-    source: Annotated[str | None, typer.Argument(help="A folder, or s3://bucket/prefix.")] = None,
+    source: Annotated[
+        str | None, typer.Argument(metavar="DELIVERY", help="A folder, or s3://bucket/prefix.")
+    ] = None,
     pending: Annotated[
         bool, typer.Option("--pending", help="Score the deliveries that waited for a champion.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the scored studies' rows as JSON.")
+    ] = False,
 ) -> None:
     """Score the studies of a delivery with the champion model and write their reports."""
     _prefect_env()
+    from radflow.console import ConsoleProgress
+
     # radflow.results.now_utc's form; importing radflow.results would import the report stage
     # (about 3 s) before the preflight.
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    shown = ConsoleProgress()
 
     def body() -> list[str]:
-        if (source is None) == (not pending):
+        if source is not None and pending:
+            raise RadflowError(
+                "both a delivery and --pending were given", hint="give one of the two"
+            )
+        if source is None and not pending:
             raise RadflowError(
                 "give a delivery to score, or --pending", hint="radflow score s3://bucket/inbox/x"
             )
@@ -481,17 +558,19 @@ def score(
             from flows.arrival import score_arrival
 
             ready()
-            return [
-                key
-                for waiting in lake.pending_arrivals()
-                for key in score_arrival(
-                    waiting.source, waiting.arrival, waiting.prefix, waiting.depth
-                )
-            ]
+            with shown:
+                return [
+                    key
+                    for waiting in lake.pending_arrivals()
+                    for key in score_arrival(
+                        waiting.source, waiting.arrival, waiting.prefix, waiting.depth
+                    )
+                ]
         from flows.score import score_flow
 
         ready()
-        reports: list[str] = score_flow(url, prefix)
+        with shown:
+            reports: list[str] = score_flow(url, prefix)
         return reports
 
     reports = _run(body)
@@ -500,14 +579,15 @@ def score(
     rows = _run(lambda: _results_rows(_source(source) if source else None, started, None, False))
     if as_json:
         _print_json([row.as_json() for row in rows])
-        return
-    from radflow.results import rows_text
+    else:
+        from radflow.results import rows_text
 
-    typer.echo(f"scored {len(reports)} {'study' if len(reports) == 1 else 'studies'}")
-    for key in reports:
-        typer.echo(f"  {key}")
-    for line in rows_text(rows):
-        typer.echo(line)
+        typer.echo(f"scored {_studies(len(reports))}")
+        for key in reports:
+            typer.echo(f"  {key}")
+        for line in rows_text(rows):
+            typer.echo(line)
+    _end_with_summary(shown, quiet=as_json)
 
 
 def _results_rows(
@@ -563,8 +643,10 @@ def results(
         ),
     ] = None,
 ) -> None:
-    """Per scored study: pseudonym, probability, threshold, call, model, ROI source, report
-    files and, with the re-identification map, the original StudyInstanceUID."""
+    """List the scored studies: pseudonym, probability, call, model and report files.
+
+    Per scored study also the threshold and the ROI source and, with the re-identification
+    map, the original StudyInstanceUID."""
 
     def body() -> list[ResultRow]:
         from radflow.results import parse_since
@@ -601,9 +683,59 @@ def results(
 
 
 @app.command()
+def quarantine(
+    delivery: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="DELIVERY",
+            help="A delivery as given to ingest or score (a folder or s3://bucket/prefix): only"
+            " its records, each with its file. Default: every record in the lake.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
+) -> None:
+    """List the inputs set aside (quarantined) and why, with the file each one names.
+
+    A record names its input by a hash only; the file or study folder is found by hashing
+    what this machine holds (the delivery's files, the worker's raw cache) and is printed
+    here, never stored."""
+
+    def body() -> list[Refusal]:
+        from radflow.config import load_settings
+        from radflow.lake import Lake
+        from radflow.refusals import refusals
+        from radflow.store import open_store
+
+        settings = load_settings()
+        lake = Lake(open_store(settings.store_url, settings.s3_options()))
+        if delivery is None:
+            return refusals(lake, settings)
+        url, prefix = _source(delivery)
+        where = Path(delivery).resolve().as_posix() + "/" if "://" not in delivery else url + "/"
+        inbox = open_store(url, settings.s3_options())
+        return refusals(lake, settings, inbox, prefix, where)
+
+    found = _run(body)
+    if as_json:
+        _print_json([r.as_json() for r in found])
+        return
+    if not found:
+        typer.echo("nothing quarantined" + (" from this delivery" if delivery else ""))
+        return
+    for r in found:
+        typer.echo(
+            f"{r.record.stage}: {r.record.reason}"
+            + (f" ({r.record.detail})" if r.record.detail else "")
+        )
+        typer.echo(f"  {r.location or 'input not found on this machine'}  [{r.record_key}]")
+
+
+@app.command()
 def report(
     study: Annotated[str, typer.Argument(help="The pseudonymous study ID (as reports show it).")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report files as JSON.")
+    ] = False,
 ) -> None:
     """Rebuild a study's reports (HTML, PDF, DICOM SR, Encapsulated PDF) with the champion."""
     _prefect_env()
@@ -643,8 +775,10 @@ def serve(
     ] = None,
     gpus: Annotated[int, typer.Option(min=1, help="GPU-tagged tasks that may run at once.")] = 1,
 ) -> None:
-    """Start a Prefect server on loopback, the cpu and gpu work pools, the GPU limit, the
-    deployments of infra/prefect.yaml and a worker per pool; `radflow stop` ends them."""
+    """Start a Prefect server on loopback with the deployments and a worker per pool.
+
+    Also the cpu and gpu work pools, the GPU limit and the deployments of infra/prefect.yaml;
+    `radflow stop` ends them all."""
     from radflow.config import load_settings
 
     _run(load_settings)  # the workers' settings: a mistake now, not in every run
@@ -696,8 +830,10 @@ def features(
         typer.Option("--json", help="Print one JSON object, feature -> value (NaN as null)."),
     ] = False,
 ) -> None:
-    """Radiomics features (pyradiomics' names and defaults) of one region of an image, with
-    the feature stage's settings (RADFLOW_FEATURES__BIN_WIDTH)."""
+    """Print the radiomics features of one region of an image.
+
+    pyradiomics' names and defaults, with the feature stage's settings
+    (RADFLOW_FEATURES__BIN_WIDTH)."""
 
     def body() -> tuple[dict[str, float], int, float]:
         import numpy as np
@@ -743,6 +879,18 @@ def features(
         for feature, value in rows:
             table.add_row(feature, f"{value:.6g}")
         console.print(table)
+
+
+def _reflowed(doc: str) -> str:
+    """A docstring with each paragraph on one line: rich help keeps a docstring's line breaks
+    after its first paragraph, which then break sentences wherever the source did."""
+    paragraphs = pyinspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(p.split("\n")) for p in paragraphs)
+
+
+for _info in app.registered_commands:
+    if _info.help is None and _info.callback is not None and _info.callback.__doc__:
+        _info.help = _reflowed(_info.callback.__doc__)
 
 
 if __name__ == "__main__":  # pragma: no cover

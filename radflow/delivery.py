@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from radflow.errors import RadflowError
+from radflow.keys import sha256_bytes
 from radflow.lake import Lake
+from radflow.store import ObjectStore
 
 
 @dataclass(frozen=True)
@@ -47,13 +49,24 @@ class DeliverySummary:
     cached: int
     reasons: dict[str, int] = field(default_factory=dict)
     failed: int = 0
+    refused: dict[str, int] = field(default_factory=dict)  # files fetch refused, by reason
 
     @property
     def quarantined(self) -> int:
         return self.seen - self.prepared - self.failed
 
+    @property
+    def files_refused(self) -> int:
+        return sum(self.refused.values())
+
     @classmethod
-    def of(cls, lake: Lake, outcomes: Sequence[StudyOutcome], cached: int) -> DeliverySummary:
+    def of(
+        cls,
+        lake: Lake,
+        outcomes: Sequence[StudyOutcome],
+        cached: int,
+        refused: dict[str, int] | None = None,
+    ) -> DeliverySummary:
         reasons: Counter[str] = Counter()
         for outcome in outcomes:
             if outcome.prepared or outcome.failed:
@@ -66,7 +79,28 @@ class DeliverySummary:
             cached=cached,
             reasons=dict(reasons),
             failed=sum(o.failed for o in outcomes),
+            refused=refused or {},
         )
+
+    def lines(self) -> list[str]:
+        """The summary for the console: what a person needs to act on, one fact a line."""
+        if not self.seen:
+            lines = ["no DICOM study found"]
+            if self.refused:
+                lines.append(f"{_count(self.files_refused, 'file')} refused:")
+                lines += [f"  {n} {reason}" for reason, n in sorted(self.refused.items())]
+            return lines
+        new = self.prepared - self.cached
+        done = f"{_studies(self.seen)}: {new} prepared"
+        if self.cached:
+            done += f", {self.cached} already prepared before (cached)"
+        done += f", {self.quarantined} quarantined, {self.failed} failed"
+        lines = [done]
+        lines += [f"  quarantined: {n} {reason}" for reason, n in sorted(self.reasons.items())]
+        if self.refused:
+            lines.append(f"{_count(self.files_refused, 'file')} refused:")
+            lines += [f"  {n} {reason}" for reason, n in sorted(self.refused.items())]
+        return lines
 
     def markdown(self) -> str:
         rows = [
@@ -76,8 +110,31 @@ class DeliverySummary:
             ("quarantined", self.quarantined),
             *((f"quarantined: {reason}", n) for reason, n in sorted(self.reasons.items())),
             ("failed (an error, not the input: see the failed task runs)", self.failed),
+            *((f"files refused: {reason}", n) for reason, n in sorted(self.refused.items())),
         ]
         return "| | studies |\n| --- | ---: |\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _studies(n: int) -> str:
+    return f"{n} stud{'y' if n == 1 else 'ies'}"
+
+
+def refused_files(lake: Lake, inbox: ObjectStore, prefix: str) -> dict[str, int]:
+    """Files of the delivery that fetch refused, by reason: its records are named by a hash
+    of the inbox's URL and the file's key (`QuarantineRecord.for_key`), so the listing finds
+    them with one listing of the lake's fetch records."""
+    recorded = {info.key.rsplit("/", 1)[-1] for info in lake.store.list("quarantine/fetch/")}
+    reasons: Counter[str] = Counter()
+    for info in inbox.list(prefix):
+        name = sha256_bytes(f"{inbox.url}/{info.key}".encode()) + ".json"
+        if name in recorded:
+            record = lake.quarantined_record(f"quarantine/fetch/{name}")
+            reasons[record.reason] += 1
+    return dict(reasons)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -124,6 +125,13 @@ def index_study(cache_dir: Path, files: list[RawFile]) -> str:
 
 def _entries(cache_dir: Path, ref: str) -> list[RawFile]:
     return [RawFile(**e) for e in json.loads(_index_path(cache_dir, ref).read_text())]
+
+
+def study_indexes(cache_dir: Path) -> Iterator[tuple[str, list[RawFile]]]:
+    """Every study the cache holds: its reference and its files (keys and content hashes)."""
+    for index in sorted((cache_dir / "groups").glob("raw-*.json")):
+        ref = index.name.removesuffix(".json")
+        yield ref, _entries(cache_dir, ref)
 
 
 def study_files(cache_dir: Path, ref: str) -> list[Path]:

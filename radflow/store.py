@@ -47,6 +47,28 @@ def validate_key(key: str) -> str:
     return key
 
 
+_S3_HINTS = {
+    "NoSuchBucket": "the bucket does not exist: create it, or correct the bucket's name",
+    "NoCredentialsError": "no S3 credentials found: set AWS_ACCESS_KEY_ID and"
+    " AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
+    "PartialCredentialsError": "incomplete S3 credentials: set both AWS_ACCESS_KEY_ID and"
+    " AWS_SECRET_ACCESS_KEY",
+    "InvalidAccessKeyId": "the endpoint does not know this access key: check AWS_ACCESS_KEY_ID",
+    "SignatureDoesNotMatch": "the secret key does not match the access key: check"
+    " AWS_SECRET_ACCESS_KEY",
+    "AccessDenied": "the credentials may not do this in this bucket: check the bucket's policy",
+}
+_NETWORK_HINT = (
+    "check the endpoint (RADFLOW_S3_ENDPOINT_URL) and the network; RADFLOW_S3_MAX_ATTEMPTS,"
+    " RADFLOW_S3_CONNECT_TIMEOUT and RADFLOW_S3_READ_TIMEOUT set the retries"
+)
+
+
+def _s3_hint(code: str) -> str:
+    """What to do about an S3 failure, by the error's code or botocore's exception name."""
+    return _S3_HINTS.get(code, _NETWORK_HINT)
+
+
 def validate_prefix(prefix: str) -> str:
     """A listing prefix: empty, or a valid key ending in '/'."""
     if prefix:
@@ -279,8 +301,7 @@ class S3Store(ObjectStore):
             raise StoreError(
                 f"S3 {operation} failed for object sha256:{sha256_bytes(full_key.encode())[:12]}"
                 f" in bucket {self.bucket}: {reason}, after {attempts}",
-                hint="check the endpoint and the network; RADFLOW_S3_MAX_ATTEMPTS, "
-                "RADFLOW_S3_CONNECT_TIMEOUT and RADFLOW_S3_READ_TIMEOUT set the retries",
+                hint=_s3_hint(code if isinstance(cause, ClientError) else type(cause).__name__),
             ) from None
 
     def put_bytes(self, key: str, data: bytes) -> None:

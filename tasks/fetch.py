@@ -7,7 +7,7 @@ from pathlib import Path
 from radflow.annotations.masks_csv import MaskEntry, read_masks_csv
 from radflow.stages.fetch import delivery_fingerprint, fetch_delivery, masks_fingerprint
 from radflow.store import open_store
-from tasks.runtime import settings, task
+from tasks.runtime import lake, settings, task
 from tasks.stage_task import LakeAddress, quarantine, run_name
 
 
@@ -44,6 +44,8 @@ def fetch(source: str, prefix: str = "", masks: str = "") -> list[str]:
     result = fetch_delivery(inbox, prefix, s.cache_dir, s.max_series_voxels, _masks(masks))
     for record in result.quarantined:
         quarantine(record)
+    if cleared := lake().clear_quarantine(result.accepted):
+        get_run_logger().info("%d file(s) refused before are fine now: records removed", cleared)
     if result.masks_without_study:
         get_run_logger().warning(
             "masks CSV: %d row(s) name a study that is not in the delivery; not used",

@@ -55,9 +55,10 @@ class BatchSummary:
     mapping: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
 
     def line(self) -> str:
+        studies = len(self.mapping)
         return (
-            f"{self.files} files: {self.written} de-identified, "
-            f"{len(self.quarantined)} quarantined, {len(self.mapping)} studies"
+            f"{self.files} file{'' if self.files == 1 else 's'}: {self.written} de-identified, "
+            f"{len(self.quarantined)} quarantined, {studies} stud{'y' if studies == 1 else 'ies'}"
         )
 
 
@@ -186,9 +187,7 @@ def _one(args: tuple[str, str, str]) -> FileOutcome:
         outcome.bytes_in = len(data)
         chunks, ids = deidentify_chunks(read_dicom_bytes(data), _WORKER)
     except QuarantineError as err:
-        outcome.quarantine = QuarantineRecord.for_key(
-            "", rel, STAGE, err.reason, type(err).__name__
-        )
+        outcome.quarantine = QuarantineRecord.of_error("", rel, STAGE, err)
         return outcome
     folder = os.path.join(dst, ids.study_uid, ids.series_uid)
     if folder not in _MADE:
@@ -249,7 +248,12 @@ def _collect(outcomes: Iterator[FileOutcome], dst: Path, summary: BatchSummary) 
             if outcome.output in seen:
                 os.unlink(outcome.part)
                 outcome.quarantine = QuarantineRecord.for_key(
-                    "", outcome.source, STAGE, "duplicate SOP instance", "QuarantineError"
+                    "",
+                    outcome.source,
+                    STAGE,
+                    "duplicate SOP instance",
+                    "QuarantineError",
+                    "a second file of one instance; the first was kept",
                 )
             else:
                 seen.add(outcome.output)

@@ -39,6 +39,13 @@ Point = tuple[float, float, float]
 Signature = tuple[Orientation | None, tuple[int, int], tuple[float, float] | None]
 
 TILT_DEGREES = 0.1  # slice positions further than this off the normal make a sheared stack
+# PS3.3 C.7.6.3.1.2's defined terms of Photometric Interpretation.
+_PHOTOMETRIC_TERMS = frozenset(
+    (
+        *("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "HSV", "ARGB", "CMYK", "XYB"),
+        *("YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT"),
+    )
+)
 UNIFORM = 0.01  # gaps within 1 % of the median gap are one regular spacing
 HOLE = 1.5  # a gap over 1.5 median gaps is a missing slice, not uneven spacing
 SAME_POSITION_MM = 1e-3  # DS strings carry about this much precision
@@ -260,7 +267,9 @@ def _check_image(ds: Dataset) -> tuple[int, int]:
         raise QuarantineError("not an image", "no Rows and Columns")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if _integer(ds, "SamplesPerPixel", 1) != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise QuarantineError("not grayscale", f"PhotometricInterpretation {photometric}")
+        # Named only when it is one of the standard's terms: the detail reaches the lake.
+        named = photometric if photometric in _PHOTOMETRIC_TERMS else "a value outside PS3.3"
+        raise QuarantineError("not grayscale", f"PhotometricInterpretation {named}")
     if "ModalityLUTSequence" in ds:
         raise QuarantineError("unsupported modality LUT", "Modality LUT Sequence is not applied")
     return rows, columns

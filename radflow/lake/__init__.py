@@ -415,6 +415,26 @@ class Lake:
     def quarantine_count(self) -> int:
         return sum(1 for _ in self.store.list("quarantine/"))
 
+    def clear_quarantine(self, keys: Sequence[str]) -> int:
+        """Delete the records among `keys` that exist (inputs that are fine now); one listing
+        per stage folder, not one request per key. Returns how many went."""
+        wanted = set(keys)
+        folders = {key.rsplit("/", 1)[0] + "/" for key in wanted}
+        gone = [i.key for f in sorted(folders) for i in self.store.list(f) if i.key in wanted]
+        for key in gone:
+            self.store.delete(key)
+        return len(gone)
+
+    def quarantined_record(self, key: str) -> QuarantineRecord:
+        """The record at `key` (as `quarantine_records` lists them)."""
+        return self._read(QuarantineRecord, key)
+
+    def quarantine_records(self) -> Iterator[tuple[str, QuarantineRecord]]:
+        """Every quarantine record and its key, stage by stage."""
+        for info in self.store.list("quarantine/"):
+            if info.key.endswith(".json"):
+                yield info.key, self._read(QuarantineRecord, info.key)
+
     # --- pending arrivals ------------------------------------------------------------------------
 
     def put_pending(self, record: PendingArrival) -> None:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from radflow.errors import QuarantineError
 from radflow.keys import sha256_bytes
 from radflow.models.results import Evaluation, Report
 
@@ -25,6 +26,10 @@ SettingsDescription = dict[str, Any]
 
 def _absent_if_none(value: object) -> bool:
     return value is None
+
+
+def _absent_if_empty(value: object) -> bool:
+    return not value
 
 
 class Record(BaseModel):
@@ -56,17 +61,26 @@ class QuarantineRecord(Record):
     stage: str
     reason: str
     error_class: str = ""
+    #: radflow's own words on what exactly was wrong (a gap in mm, a count): never a value
+    #: read from the input. Left out when empty, so records written before it keep their bytes.
+    detail: str = Field(default="", exclude_if=_absent_if_empty)
 
     @classmethod
     def for_key(
-        cls, source: str, key: str, stage: str, reason: str, error: str = ""
+        cls, source: str, key: str, stage: str, reason: str, error: str = "", detail: str = ""
     ) -> QuarantineRecord:
         return cls(
             source_hash=sha256_bytes(f"{source}/{key}".encode()),
             stage=stage,
             reason=reason,
             error_class=error,
+            detail=detail,
         )
+
+    @classmethod
+    def of_error(cls, source: str, key: str, stage: str, err: QuarantineError) -> QuarantineRecord:
+        """The record of `err` raised on the input `key`: its reason and its detail."""
+        return cls.for_key(source, key, stage, err.reason, type(err).__name__, err.detail)
 
     @property
     def store_key(self) -> str:

@@ -59,6 +59,16 @@ class SegmentedRoi:
     source: str = "rule"  # where the ROI came from (VolumeQC.roi_source)
 
 
+def caret_patient_name(ds: Dataset) -> Dataset:
+    """`ds` with a one-component PatientName (the pseudonym `RF-…`) written `RF-…^`: the same
+    name (PS3.5 6.2.1: trailing empty components may be left out), in the form highdicom
+    takes without a warning for each SR and SEG it copies the patient into. In place."""
+    name = str(ds.get("PatientName", "") or "")
+    if name and "^" not in name and "=" not in name:
+        ds.PatientName = name + "^"
+    return ds
+
+
 def name_uid(*parts: str) -> str:
     return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, '/'.join(('radflow', *parts))).int}"
 

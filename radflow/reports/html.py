@@ -16,12 +16,15 @@ from radflow.models.metrics import Evaluation
 from radflow.reports.facts import NOTICE, StudyFacts
 
 TOP_IMPORTANCES = 10
+#: Below this many studies of a class in a split, its metrics (and their intervals) say little.
+FEW_STUDIES = 20
 _CSS = (
     "body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
     "table{border-collapse:collapse;margin:0.5em 0 1.5em}"
     "th,td{border:1px solid #ccc;padding:0.25em 0.6em;text-align:left}"
     "td.num{text-align:right;font-family:monospace}"
     ".notice{border:2px solid #b00;color:#b00;padding:0.5em;font-weight:bold}"
+    ".warning{border:2px solid #b60;color:#840;padding:0.5em}"
     "img{max-width:100%}"
 )
 
@@ -121,6 +124,22 @@ def _candidates_table(candidates: Sequence[Mapping[str, object]]) -> str:
     )
 
 
+def small_split_warnings(counts: Mapping[str, Mapping[str, int]] | None) -> list[str]:
+    """One line per split and class with fewer than FEW_STUDIES studies: the metrics computed
+    on it (an AUC of 1.000, a narrow interval) are not to be trusted."""
+    return [
+        f"the {part} split holds {n} {cls} stud{'y' if n == 1 else 'ies'} (fewer than"
+        f" {FEW_STUDIES}): its metrics and their intervals are unreliable"
+        for part, by_class in (counts or {}).items()
+        for cls, n in sorted(by_class.items())
+        if n < FEW_STUDIES
+    ]
+
+
+def _warnings(lines: Sequence[str]) -> str:
+    return "".join(f'<p class="warning">Warning: {escape(line)}</p>' for line in lines)
+
+
 def _split_table(counts: Mapping[str, Mapping[str, int]] | None) -> str:
     if not counts:
         return ""
@@ -153,7 +172,8 @@ def model_report(
     decision = "promoted to champion" if promoted else "not promoted"
     top = sorted(feature_importances.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_IMPORTANCES]
     body = (
-        _table(metrics, ("Metric", "Value"))
+        _warnings(small_split_warnings(split_counts))
+        + _table(metrics, ("Metric", "Value"))
         + f"<h2>Decision</h2><p><b>{escape(decision)}</b>: {escape(reason)}</p>"
         + (_table(_report_rows(report), ("Held-out metric", "Value")) if report else "")
         + "<h2>ROC curve (test set)</h2>"

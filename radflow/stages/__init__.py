@@ -59,8 +59,6 @@ def run_stage(stage: Stage, lake: Lake, settings: Settings, keys: Sequence[str |
     except QuarantineError as err:
         # Named by the input's key alone, not the lake's URL: the same study set aside in a
         # lake elsewhere (a copy, a second demo workdir) gets the same record.
-        record = QuarantineRecord.for_key(
-            "", present[0], stage.NAME, err.reason, type(err).__name__
-        )
+        record = QuarantineRecord.of_error("", present[0], stage.NAME, err)
         lake.quarantine(record)
         return Outcome(quarantined=record)

@@ -71,9 +71,7 @@ def anonymize_study(
                 raise QuarantineError("duplicate SOP instance", "a second file of one instance")
         except QuarantineError as err:
             source = "raw-sha256:" + sha256_file(path)  # the key may hold PHI; the content hash not
-            lake.quarantine(
-                QuarantineRecord.for_key("", source, NAME, err.reason, type(err).__name__)
-            )
+            lake.quarantine(QuarantineRecord.of_error("", source, NAME, err))
             continue
         identity = (ids.original_patient_id, ids.patient_id, ids.original_study_uid, ids.study_uid)
         identities.setdefault(identity, ids)

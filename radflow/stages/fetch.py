@@ -46,6 +46,9 @@ class FetchResult:
     quarantined: list[QuarantineRecord] = field(default_factory=list)
     masks_without_study: int = 0  # rows of the masks CSV whose study is not in the delivery
     masks_of_another_study: int = 0  # SEG/RTSTRUCT rows whose file names another study
+    # The keys a fetch record of each accepted file would have: a record there is from an
+    # earlier version of the file, and no longer true.
+    accepted: list[str] = field(default_factory=list)
 
 
 def masks_fingerprint(masks: Sequence[MaskEntry], secret: bytes) -> str:
@@ -149,27 +152,34 @@ def fetch_delivery(
     for info in source.list(prefix):
         try:
             validate_key(info.key)
-        except ValueError:  # S3 takes any key, `..` included: refused before any I/O
+        except ValueError as err:  # S3 takes any key, `..` included: refused before any I/O
+            # validate_key's message names the kind of problem, never the key itself.
             result.quarantined.append(
-                QuarantineRecord.for_key(source.url, info.key, NAME, "unsafe object key")
+                QuarantineRecord.for_key(
+                    source.url, info.key, NAME, "unsafe object key", detail=str(err)
+                )
             )
             continue
         try:
             path = cached_copy(source, info, cache_dir)
             ds = read_header(path, info.key, max_voxels)
         except QuarantineError as err:
-            result.quarantined.append(
-                QuarantineRecord.for_key(source.url, info.key, NAME, err.reason, type(err).__name__)
-            )
+            result.quarantined.append(QuarantineRecord.of_error(source.url, info.key, NAME, err))
             continue
         except OSError as err:
             result.quarantined.append(
                 QuarantineRecord.for_key(
-                    source.url, info.key, NAME, "unreadable file", type(err).__name__
+                    source.url,
+                    info.key,
+                    NAME,
+                    "unreadable file",
+                    type(err).__name__,
+                    "the file could not be copied or read",
                 )
             )
             continue
         studies[str(ds.StudyInstanceUID)].append(RawFile.of(info.key, path))
+        result.accepted.append(QuarantineRecord.for_key(source.url, info.key, NAME, "").store_key)
     _add_masks(studies, masks, cache_dir, result)
     result.studies = sorted(index_study(cache_dir, files) for files in studies.values())
     return result
@@ -198,9 +208,7 @@ def _add_masks(
             ds = read_annotation_header(entry.path)
         except QuarantineError as err:
             source = "mask-sha256:" + sha256_file(entry.path)  # its path may hold PHI
-            result.quarantined.append(
-                QuarantineRecord.for_key("", source, NAME, err.reason, type(err).__name__)
-            )
+            result.quarantined.append(QuarantineRecord.of_error("", source, NAME, err))
             continue
         if str(ds.get("StudyInstanceUID", "")) != entry.study_uid:
             # Anonymize maps one study's UIDs together; an object of another study would

@@ -16,7 +16,12 @@ from radflow.keys import address as content_address
 from radflow.lake import STUDY_HTML, Lake
 from radflow.lake.records import Decision, Geometry
 from radflow.models.plots import calibration_png, confusion_png, pr_png, roc_png
-from radflow.reports.dicom import SegmentedRoi, encapsulated_pdf, score_sr
+from radflow.reports.dicom import (
+    SegmentedRoi,
+    caret_patient_name,
+    encapsulated_pdf,
+    score_sr,
+)
 from radflow.reports.facts import StudyFacts, report_date, selection_rows
 from radflow.reports.html import model_report, study_report
 from radflow.reports.images import key_image_png
@@ -127,7 +132,7 @@ def write_study_report(lake: Lake, score: str) -> str:
         tmp = Path(tmp_name)
         named = qc.selection.primary if qc.selection is not None else None
         series_uid, native, paths = primary_series(lake, deid, qc.native, tmp, named)
-        sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+        sources = [caret_patient_name(pydicom.dcmread(p, stop_before_pixels=True)) for p in paths]
         mask = mask_on_grid(lake.image(volume, "mask"), native)
         seg = roi_seg(
             mask, sources, key=out, roi_source=qc.roi_source, content_date=facts.report_date
