@@ -532,9 +532,6 @@ def score(
     _prefect_env()
     from radflow.console import ConsoleProgress
 
-    # radflow.results.now_utc's form; importing radflow.results would import the report stage
-    # (about 3 s) before the preflight.
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     shown = ConsoleProgress()
 
     def body() -> list[str]:
@@ -576,7 +573,7 @@ def score(
     reports = _run(body)
     # The rows `radflow results` gives for the studies this run scored, pseudonymous only: an
     # unattended run's output lands in logs; `radflow results` adds the original UIDs.
-    rows = _run(lambda: _results_rows(_source(source) if source else None, started, None, False))
+    rows = _run(lambda: _results_rows(None, None, None, False, reports))
     if as_json:
         _print_json([row.as_json() for row in rows])
     else:
@@ -591,7 +588,11 @@ def score(
 
 
 def _results_rows(
-    delivery: tuple[str, str] | None, since: str | None, reid: Path | None, reidentify: bool = True
+    delivery: tuple[str, str] | None,
+    since: str | None,
+    reid: Path | None,
+    reidentify: bool = True,
+    reports: list[str] | None = None,
 ) -> list[ResultRow]:
     """`radflow.results.result_rows` on the configured lake; with `reidentify`, the original
     UIDs from `reid`, else from the map folder ingest and score write, when it is there."""
@@ -604,7 +605,7 @@ def _results_rows(
     lake = Lake(open_store(settings.store_url, settings.s3_options()))
     if reidentify and reid is None and settings.deid.reid_dir.is_dir():
         reid = settings.deid.reid_dir
-    return result_rows(lake, delivery_id(*delivery) if delivery else None, since, reid)
+    return result_rows(lake, delivery_id(*delivery) if delivery else None, since, reid, reports)
 
 
 def _delivery_location(delivery: str) -> tuple[str, str]:

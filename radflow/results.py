@@ -87,15 +87,23 @@ def record_scored(lake: Lake, delivery: str, scores: Iterable[str | None], score
         if key is None:
             continue
         score = lake.score(key)
-        lake.put_scored(
-            ScoredStudy(
-                study_id=score.study_id,
-                score=key,
-                features=score.features,
-                delivery=delivery,
-                scored_at=scored_at,
+        known = lake.scored(score.study_id)
+        # The same result of the same delivery again (a cached rerun): the pointer stands, with
+        # the time it was first scored, and nothing in the lake is rewritten.
+        if known is None or (known.score, known.features, known.delivery) != (
+            key,
+            score.features,
+            delivery,
+        ):
+            lake.put_scored(
+                ScoredStudy(
+                    study_id=score.study_id,
+                    score=key,
+                    features=score.features,
+                    delivery=delivery,
+                    scored_at=scored_at,
+                )
             )
-        )
         count += 1
     return count
 
@@ -119,14 +127,19 @@ def result_rows(
     delivery: str | None = None,
     since: str | None = None,
     reid: Path | None = None,
+    reports: Iterable[str] | None = None,
 ) -> list[ResultRow]:
     """Every scored study's latest result, of `delivery` and scored at or after `since`
     (both optional), oldest first; with `reid` (the map's folder, or a map file of
-    `radflow anonymize`) the original StudyInstanceUID of each study the map knows."""
+    `radflow anonymize`) the original StudyInstanceUID of each study the map knows.
+    `reports`: only the studies of these report keys (what one scoring run returned)."""
+    folders = None if reports is None else {key.rsplit("/", 1)[0] for key in reports}
     chosen = [
         s
         for s in lake.scored_studies()
-        if (delivery is None or s.delivery == delivery) and (since is None or s.scored_at >= since)
+        if (delivery is None or s.delivery == delivery)
+        and (since is None or s.scored_at >= since)
+        and (folders is None or study_report_address(s.score) in folders)
     ]
     originals = original_study_uids(reid, [s.study_id for s in chosen]) if reid else {}
     rows = [_row(lake, s, originals.get(s.study_id)) for s in chosen]

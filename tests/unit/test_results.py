@@ -24,7 +24,7 @@ from radflow.results import (
     result_rows,
     rows_csv,
 )
-from radflow.stages.report import write_study_report
+from radflow.stages.report import study_report_address, write_study_report
 from radflow.stages.score import score_study
 
 MONDAY, TUESDAY = delivery_id("file:///inbox", "monday"), delivery_id("file:///inbox", "tuesday")
@@ -85,6 +85,32 @@ def test_rows_of_one_delivery_or_since_a_time(scored: Scored) -> None:
     assert [r.study_id for r in tuesday] == [lake.score(scored.scores[2]).study_id]
     assert result_rows(lake, delivery=MONDAY, since=parse_since("2026-12-02")) == []
     assert len(result_rows(lake, since=parse_since("2026-12-01T09:00:00Z"))) == 3
+
+
+def test_scoring_the_same_result_again_rewrites_nothing(scored: Scored, tmp_path: Path) -> None:
+    built = scored.built.copy(tmp_path / "again")
+    lake, keys = built.lake, scored.scores
+    objects = sorted((built.root / "scored").iterdir())
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in objects}
+    # A cached rerun of Monday's delivery on Wednesday: the same scores, nothing rewritten.
+    assert record_scored(lake, MONDAY, [keys[0], keys[1]], "2026-12-03T09:00:00Z") == 2
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in objects} == before
+    # The same study in another delivery is a new scoring: its pointer moves, with its time.
+    assert record_scored(lake, TUESDAY, [keys[0]], "2026-12-03T09:00:00Z") == 1
+    study = lake.score(keys[0]).study_id
+    moved = lake.scored(study)
+    assert moved is not None and (moved.delivery, moved.scored_at) == (
+        TUESDAY,
+        "2026-12-03T09:00:00Z",
+    )
+
+
+def test_rows_of_one_scoring_runs_reports(scored: Scored) -> None:
+    lake = scored.built.lake
+    report_key = f"{study_report_address(scored.scores[1])}/study.html"
+    rows = result_rows(lake, reports=[report_key])
+    assert [r.study_id for r in rows] == [lake.score(scored.scores[1]).study_id]
+    assert result_rows(lake, reports=[]) == []
 
 
 def test_the_map_gives_back_the_original_study_uids(scored: Scored) -> None:
