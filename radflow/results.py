@@ -75,11 +75,12 @@ def delivery_id(store_url: str, prefix: str = "") -> str:
     return sha256_bytes(location.encode())[:16]
 
 
-def now_utc() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def utc_text(seconds: float) -> str:
+    """A store's object time as the rows show it: UTC, ISO 8601, to the second."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def record_scored(lake: Lake, delivery: str, scores: Iterable[str | None], scored_at: str) -> int:
+def record_scored(lake: Lake, delivery: str, scores: Iterable[str | None]) -> int:
     """Point each scored study at its score (a study quarantined at scoring, None, has none);
     returns how many were recorded."""
     count = 0
@@ -89,7 +90,7 @@ def record_scored(lake: Lake, delivery: str, scores: Iterable[str | None], score
         score = lake.score(key)
         known = lake.scored(score.study_id)
         # The same result of the same delivery again (a cached rerun): the pointer stands, with
-        # the time it was first scored, and nothing in the lake is rewritten.
+        # the time it was first written (its time in the store), and nothing is rewritten.
         if known is None or (known.score, known.features, known.delivery) != (
             key,
             score.features,
@@ -101,7 +102,6 @@ def record_scored(lake: Lake, delivery: str, scores: Iterable[str | None], score
                     score=key,
                     features=score.features,
                     delivery=delivery,
-                    scored_at=scored_at,
                 )
             )
         count += 1
@@ -135,18 +135,18 @@ def result_rows(
     `reports`: only the studies of these report keys (what one scoring run returned)."""
     folders = None if reports is None else {key.rsplit("/", 1)[0] for key in reports}
     chosen = [
-        s
-        for s in lake.scored_studies()
+        (s, utc_text(when))
+        for s, when in lake.scored_studies()
         if (delivery is None or s.delivery == delivery)
-        and (since is None or s.scored_at >= since)
+        and (since is None or utc_text(when) >= since)
         and (folders is None or study_report_address(s.score) in folders)
     ]
-    originals = original_study_uids(reid, [s.study_id for s in chosen]) if reid else {}
-    rows = [_row(lake, s, originals.get(s.study_id)) for s in chosen]
+    originals = original_study_uids(reid, [s.study_id for s, _ in chosen]) if reid else {}
+    rows = [_row(lake, s, at, originals.get(s.study_id)) for s, at in chosen]
     return sorted(rows, key=lambda r: (r.scored_at, r.study_id))
 
 
-def _row(lake: Lake, scored: ScoredStudy, study_uid: str | None) -> ResultRow:
+def _row(lake: Lake, scored: ScoredStudy, scored_at: str, study_uid: str | None) -> ResultRow:
     score = lake.score(scored.score)
     folder = study_report_address(scored.score)
     reports = {}
@@ -160,7 +160,7 @@ def _row(lake: Lake, scored: ScoredStudy, study_uid: str | None) -> ResultRow:
         model_id=score.model_id,
         roi_source=score.roi_source,
         delivery=scored.delivery,
-        scored_at=scored.scored_at,
+        scored_at=scored_at,
         reports=reports,
         study_uid=study_uid,
     )

@@ -81,6 +81,9 @@ class ObjectInfo:
     key: str
     size: int
     etag: str
+    modified: float = (
+        0.0  # when it was last written: seconds since the epoch (mtime, S3's LastModified)
+    )
 
 
 def _missing(key: str) -> str:
@@ -219,7 +222,9 @@ class LocalStore(ObjectStore):
                 if os.path.islink(path) and not (self._inside(path) and os.path.isfile(path)):
                     continue  # a symlink leading out of the root, or dangling
                 st = os.stat(path)
-                found.append(ObjectInfo(key, st.st_size, f"{st.st_size:x}-{st.st_mtime_ns:x}"))
+                found.append(
+                    ObjectInfo(key, st.st_size, f"{st.st_size:x}-{st.st_mtime_ns:x}", st.st_mtime)
+                )
         yield from sorted(found, key=lambda o: o.key)
 
     def delete(self, key: str) -> None:
@@ -357,7 +362,10 @@ class S3Store(ObjectStore):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
                 for obj in page.get("Contents", []):
                     yield ObjectInfo(
-                        obj["Key"][len(self.prefix) :], int(obj["Size"]), obj["ETag"].strip('"')
+                        obj["Key"][len(self.prefix) :],
+                        int(obj["Size"]),
+                        obj["ETag"].strip('"'),
+                        obj["LastModified"].timestamp(),
                     )
 
     def delete(self, key: str) -> None:

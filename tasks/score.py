@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from radflow.results import now_utc, record_scored
+from radflow.results import record_scored
 from radflow.stages import score as score_stage
 from tasks.runtime import lake, task
 from tasks.stage_task import stage_task
@@ -20,6 +20,7 @@ score = stage_task(score_stage)
 
 @task(task_run_name="record-results", tags=["stage:score"])
 def record_results(delivery: str, scores: list[str | None]) -> int:
-    """Not cached: each study's pointer to its latest score, of this delivery, now (what
-    `radflow results` lists and `radflow report` finds)."""
-    return record_scored(lake(), delivery, scores, now_utc())
+    """Not cached: each study's pointer to its latest score, of this delivery (what `radflow
+    results` lists and `radflow report` finds); a pointer that would not change is not
+    rewritten."""
+    return record_scored(lake(), delivery, scores)

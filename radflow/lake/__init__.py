@@ -379,9 +379,10 @@ class Lake:
         key = _scored_key(study_id)
         return self._read(ScoredStudy, key) if self.store.exists(key) else None
 
-    def scored_studies(self) -> list[ScoredStudy]:
-        """Every scored study's latest scoring, by study ID."""
-        return [self._read(ScoredStudy, o.key) for o in self.store.list("scored/")]
+    def scored_studies(self) -> list[tuple[ScoredStudy, float]]:
+        """Every scored study's latest scoring, by study ID, with when it was recorded
+        (seconds since the epoch: the object's time in the store)."""
+        return [(self._read(ScoredStudy, o.key), o.modified) for o in self.store.list("scored/")]
 
     def location(self, key: str) -> str:
         """Where a user finds an object: its absolute path in a local folder's lake, its URL

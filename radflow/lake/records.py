@@ -439,16 +439,16 @@ class Score(Record):
 
 class ScoredStudy(Record):
     """A study's latest scoring (`scored/<study_id>.json`): which score, of which delivery
-    (a hash of its location: folder names may hold PHI), when (UTC, ISO 8601). What
-    `radflow results` lists and how `radflow report` finds a study that was scored, not
-    ingested for training."""
+    (a hash of its location: folder names may hold PHI). What `radflow results` lists and how
+    `radflow report` finds a study that was scored, not ingested for training. When it was
+    scored is the object's own time in the store: the lake holds no clock readings, so two
+    runs on the same inputs write the same bytes."""
 
     indent: ClassVar[int | None] = None
     study_id: str
     score: str
     features: str
     delivery: str = Field(pattern=r"^[0-9a-f]{16}$")
-    scored_at: str
 
 
 class PendingArrival(Record):

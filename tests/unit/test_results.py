@@ -5,7 +5,9 @@ and the original StudyInstanceUID only from the re-identification map."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -46,10 +48,20 @@ def scored(
     lake, secret = built.lake, built.settings.pseudonym_secret()
     scores = [score_study(lake, row, built.model) for row in built.rows[:3]]
     write_study_report(lake, scores[0])
-    assert record_scored(lake, MONDAY, [scores[0], None, scores[1]], "2026-12-01T09:00:00Z") == 2
-    assert record_scored(lake, TUESDAY, [scores[2]], "2026-12-02T09:00:00Z") == 1
+    assert record_scored(lake, MONDAY, [scores[0], None, scores[1]]) == 2
+    assert record_scored(lake, TUESDAY, [scores[2]]) == 1
+    _scored_at(built, scores[:2], "2026-12-01T09:00:00Z")
+    _scored_at(built, scores[2:], "2026-12-02T09:00:00Z")
     originals = {study_pseudonym(secret, s.study_uid): s.study_uid for s in built.studies}
     return Scored(built, ingested.root.parent / "reid", scores, originals)
+
+
+def _scored_at(built: TrainedLake, scores: list[str], when: str) -> None:
+    """Date the studies' pointers: when a study was scored is its pointer's time in the store."""
+    seconds = datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+    for key in scores:
+        pointer = built.root / "scored" / f"{built.lake.score(key).study_id}.json"
+        os.utime(pointer, (seconds, seconds))
 
 
 def test_each_row_is_its_studys_score_call_and_reports(scored: Scored) -> None:
@@ -92,17 +104,17 @@ def test_scoring_the_same_result_again_rewrites_nothing(scored: Scored, tmp_path
     lake, keys = built.lake, scored.scores
     objects = sorted((built.root / "scored").iterdir())
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in objects}
-    # A cached rerun of Monday's delivery on Wednesday: the same scores, nothing rewritten.
-    assert record_scored(lake, MONDAY, [keys[0], keys[1]], "2026-12-03T09:00:00Z") == 2
+    # A cached rerun of Monday's delivery: the same scores, nothing rewritten, its time kept.
+    assert record_scored(lake, MONDAY, [keys[0], keys[1]]) == 2
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in objects} == before
-    # The same study in another delivery is a new scoring: its pointer moves, with its time.
-    assert record_scored(lake, TUESDAY, [keys[0]], "2026-12-03T09:00:00Z") == 1
+    # The same study in another delivery is a new scoring: its pointer moves, dated now.
+    started = datetime.now(UTC).replace(microsecond=0)
+    assert record_scored(lake, TUESDAY, [keys[0]]) == 1
     study = lake.score(keys[0]).study_id
     moved = lake.scored(study)
-    assert moved is not None and (moved.delivery, moved.scored_at) == (
-        TUESDAY,
-        "2026-12-03T09:00:00Z",
-    )
+    assert moved is not None and moved.delivery == TUESDAY
+    (row,) = [r for r in result_rows(lake) if r.study_id == study]
+    assert datetime.fromisoformat(row.scored_at.replace("Z", "+00:00")) >= started
 
 
 def test_rows_of_one_scoring_runs_reports(scored: Scored) -> None:
