@@ -32,6 +32,7 @@ REPORT_FILES = {
 CSV_COLUMNS = (
     "study_id",
     "study_uid",
+    "accession",
     "probability",
     "threshold",
     "call",
@@ -45,8 +46,8 @@ CSV_COLUMNS = (
 
 @dataclass(frozen=True)
 class ResultRow:
-    """One scored study. `study_uid` is the original StudyInstanceUID (PHI): only set when
-    the map was given, and only ever printed."""
+    """One scored study. `study_uid` and `accession` are the original StudyInstanceUID and
+    Accession Number (PHI): only set when the map was given, and only ever printed."""
 
     study_id: str
     probability: float
@@ -58,11 +59,13 @@ class ResultRow:
     scored_at: str
     reports: dict[str, str] = field(default_factory=dict)  # empty when no report was written
     study_uid: str | None = None
+    accession: str | None = None
 
     def as_json(self) -> dict[str, object]:
         row = asdict(self)
-        if self.study_uid is None:
-            del row["study_uid"]
+        for key in ("study_uid", "accession"):
+            if row[key] is None:
+                del row[key]
         return row
 
 
@@ -141,12 +144,14 @@ def result_rows(
         and (since is None or utc_text(when) >= since)
         and (folders is None or study_report_address(s.score) in folders)
     ]
-    originals = original_study_uids(reid, [s.study_id for s, _ in chosen]) if reid else {}
+    originals = original_identifiers(reid, [s.study_id for s, _ in chosen]) if reid else {}
     rows = [_row(lake, s, at, originals.get(s.study_id)) for s, at in chosen]
     return sorted(rows, key=lambda r: (r.scored_at, r.study_id))
 
 
-def _row(lake: Lake, scored: ScoredStudy, scored_at: str, study_uid: str | None) -> ResultRow:
+def _row(
+    lake: Lake, scored: ScoredStudy, scored_at: str, original: tuple[str, str] | None
+) -> ResultRow:
     score = lake.score(scored.score)
     folder = study_report_address(scored.score)
     reports = {}
@@ -162,12 +167,14 @@ def _row(lake: Lake, scored: ScoredStudy, scored_at: str, study_uid: str | None)
         delivery=scored.delivery,
         scored_at=scored_at,
         reports=reports,
-        study_uid=study_uid,
+        study_uid=original[0] if original else None,
+        accession=original[1] if original else None,
     )
 
 
-def original_study_uids(reid: Path, study_ids: Sequence[str]) -> dict[str, str]:
-    """study ID -> original StudyInstanceUID, from the re-identification map: the folder that
+def original_identifiers(reid: Path, study_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """study ID -> (original StudyInstanceUID, Accession Number; "" where the study had none or
+    the map predates it), from the re-identification map: the folder that
     ingest and score write (`<study_id>.json` per study) or a JSON-lines map file of
     `radflow anonymize`. Studies the map does not hold are left out. Errors name the file's
     line, never its content (PHI)."""
@@ -186,18 +193,19 @@ def original_study_uids(reid: Path, study_ids: Sequence[str]) -> dict[str, str]:
             "no re-identification map at the given path",
             hint="give the folder RADFLOW_DEID__REID_DIR names, or a map file of anonymize",
         )
-    found: dict[str, str] = {}
+    found: dict[str, tuple[str, str]] = {}
     for path, line, text in entries:
         try:
             entry = json.loads(text)
             study_id, study_uid = str(entry["study_id"]), str(entry["study_uid"])
+            accession = str(entry.get("accession", ""))
         except (ValueError, KeyError, TypeError):
             raise RadflowError(
                 f"re-identification map {path.name} line {line} is not a map entry",
                 hint="give the map radflow wrote (JSON with study_id and study_uid)",
             ) from None
         if study_id in wanted:
-            found[study_id] = study_uid
+            found[study_id] = (study_uid, accession)
     return found
 
 
@@ -209,6 +217,7 @@ def rows_csv(rows: Sequence[ResultRow]) -> str:
     for row in rows:
         flat = {k: v for k, v in asdict(row).items() if k != "reports"}
         flat["study_uid"] = row.study_uid or ""
+        flat["accession"] = row.accession or ""
         flat |= {f"report_{name}": row.reports.get(name, "") for name in REPORT_FILES}
         writer.writerow(flat)
     return out.getvalue()
@@ -218,7 +227,10 @@ def rows_text(rows: Sequence[ResultRow]) -> list[str]:
     """One line per study: who, the call and score, and the HTML report."""
     lines = []
     for row in rows:
-        who = f"{row.study_id} ({row.study_uid})" if row.study_uid else row.study_id
+        who = row.study_id
+        if row.study_uid:
+            accession = f", accession {row.accession}" if row.accession else ""
+            who += f" ({row.study_uid}{accession})"
         report = row.reports.get("html", "no report")
         lines.append(
             f"{who}: {row.call} (probability {row.probability:.3f}, threshold"

@@ -42,7 +42,8 @@ class FileOutcome:
     output: str | None = None
     part: str | None = None  # the written file, until anonymize_tree moves it to `output`
     bytes_in: int = 0
-    mapping: tuple[str, str, str, str] | None = None  # patient id, pseudonym, study uid, pseudo uid
+    # patient id, pseudonym, study uid, pseudonym uid, accession
+    mapping: tuple[str, str, str, str, str] | None = None
     quarantine: QuarantineRecord | None = None
 
 
@@ -52,7 +53,7 @@ class BatchSummary:
     written: int = 0
     bytes_in: int = 0
     quarantined: list[QuarantineRecord] = field(default_factory=list)
-    mapping: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    mapping: dict[tuple[str, str], tuple[str, str, str]] = field(default_factory=dict)
 
     def line(self) -> str:
         studies = len(self.mapping)
@@ -209,6 +210,7 @@ def _one(args: tuple[str, str, str]) -> FileOutcome:
         ids.patient_id,
         ids.original_study_uid,
         ids.study_uid,
+        ids.original_accession,
     )
     return outcome
 
@@ -262,8 +264,8 @@ def _collect(outcomes: Iterator[FileOutcome], dst: Path, summary: BatchSummary) 
             summary.quarantined.append(outcome.quarantine)
         else:
             summary.written += 1
-            pid, pseudo, orig_study, study = outcome.mapping  # type: ignore[misc]
-            summary.mapping[(pid, orig_study)] = (pseudo, study)
+            pid, pseudo, orig_study, study, accession = outcome.mapping  # type: ignore[misc]
+            summary.mapping[(pid, orig_study)] = (pseudo, study, accession)
 
 
 def write_quarantine(summary: BatchSummary, path: Path) -> None:
@@ -275,7 +277,7 @@ def write_quarantine(summary: BatchSummary, path: Path) -> None:
 def write_reid_map(summary: BatchSummary, path: Path, secret: bytes) -> None:
     """Original -> pseudonym, for the people allowed to re-identify: mode 600, never in DST."""
     lines = [
-        reid_entry(pid, pseudo, orig_study, study, secret) + "\n"
-        for (pid, orig_study), (pseudo, study) in sorted(summary.mapping.items())
+        reid_entry(pid, pseudo, orig_study, study, secret, accession) + "\n"
+        for (pid, orig_study), (pseudo, study, accession) in sorted(summary.mapping.items())
     ]
     write_private(path, "".join(lines))

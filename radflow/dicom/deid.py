@@ -200,6 +200,7 @@ class DeidResult:
     series_uid: str
     sop_uid: str
     scrub_tokens: list[str] = field(default_factory=list, repr=False)
+    original_accession: str = ""  # the hospital's key to the study, beside its UID
 
     def reid_entry(self, secret: bytes) -> str:
         return reid_entry(
@@ -208,11 +209,17 @@ class DeidResult:
             self.original_study_uid,
             self.study_uid,
             secret,
+            self.original_accession,
         )
 
 
 def reid_entry(
-    patient_id: str, patient_pseudonym: str, study_uid: str, pseudonym_uid: str, secret: bytes
+    patient_id: str,
+    patient_pseudonym: str,
+    study_uid: str,
+    pseudonym_uid: str,
+    secret: bytes,
+    accession: str = "",
 ) -> str:
     """A study's entry in the re-identification map (PHI: it belongs in the map's own folder,
     never in the lake): the original identifiers and their pseudonyms, as one JSON line."""
@@ -220,6 +227,7 @@ def reid_entry(
         "patient_id": patient_id,
         "patient_pseudonym": patient_pseudonym,
         "study_uid": study_uid,
+        "accession": accession,
         "study_pseudonym_uid": pseudonym_uid,
         "study_id": study_pseudonym(secret, study_uid),
     }
@@ -297,6 +305,7 @@ class Deidentifier:
         document = screen_document(ds, self.config.documents)
         patient_id = str(ds.get("PatientID", ""))
         study_uid = str(ds.get("StudyInstanceUID", ""))
+        accession = str(ds.get("AccessionNumber", "") or "")
         context = _Context(
             self,
             # Read before the walk empties them; only options bring C actions that scrub.
@@ -327,6 +336,7 @@ class Deidentifier:
         return DeidResult(
             original_patient_id=patient_id,
             original_study_uid=study_uid,
+            original_accession=accession,
             patient_id=pseudonym,
             study_uid=str(ds.get("StudyInstanceUID", "")),
             series_uid=str(ds.get("SeriesInstanceUID", "")),

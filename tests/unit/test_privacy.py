@@ -113,7 +113,7 @@ def test_the_pipeline_writes_the_reid_map_private(tmp_path: Path) -> None:
     reid.chmod(0o777)
     write_reid_entry(reid, "3f9c0a1b2c4d", '{"patient_id": "MRN7654321"}')
     summary = BatchSummary()
-    summary.mapping[("MRN7654321", "1.2.3")] = ("RF-X", "2.25.1")
+    summary.mapping[("MRN7654321", "1.2.3")] = ("RF-X", "2.25.1", "ACC123")
     write_reid_map(summary, tmp_path / "cli-reid" / "map.jsonl", b"k" * 32)
     for path in (reid / "3f9c0a1b2c4d.json", tmp_path / "cli-reid" / "map.jsonl"):
         assert "MRN7654321" in path.read_text()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pydicom
 import pytest
 from support.lakes import IngestedLake, TrainedLake
 from support.phi import phi_strings
@@ -20,7 +21,7 @@ from radflow.lake import Lake
 from radflow.results import (
     CSV_COLUMNS,
     delivery_id,
-    original_study_uids,
+    original_identifiers,
     parse_since,
     record_scored,
     result_rows,
@@ -37,7 +38,7 @@ class Scored:
     built: TrainedLake
     reid: Path  # the folder the ingest stage wrote the map into
     scores: list[str]  # of studies 0-2 (monday: 0 and 1, reported: 0; tuesday: 2)
-    originals: dict[str, str]  # study ID -> original StudyInstanceUID
+    originals: dict[str, tuple[str, str]]  # study ID -> original StudyInstanceUID, accession
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,13 @@ def scored(
     assert record_scored(lake, TUESDAY, [scores[2]]) == 1
     _scored_at(built, scores[:2], "2026-12-01T09:00:00Z")
     _scored_at(built, scores[2:], "2026-12-02T09:00:00Z")
-    originals = {study_pseudonym(secret, s.study_uid): s.study_uid for s in built.studies}
+    originals = {
+        study_pseudonym(secret, s.study_uid): (
+            s.study_uid,
+            str(pydicom.dcmread(s.files[0], stop_before_pixels=True).AccessionNumber),
+        )
+        for s in built.studies
+    }
     return Scored(built, ingested.root.parent / "reid", scores, originals)
 
 
@@ -125,16 +132,22 @@ def test_rows_of_one_scoring_runs_reports(scored: Scored) -> None:
     assert result_rows(lake, reports=[]) == []
 
 
-def test_the_map_gives_back_the_original_study_uids(scored: Scored) -> None:
+def test_the_map_gives_back_the_original_identifiers(scored: Scored) -> None:
     rows = result_rows(scored.built.lake, reid=scored.reid)
-    assert [r.study_uid for r in rows] == [scored.originals[r.study_id] for r in rows]
-    assert all(r.study_uid and r.as_json()["study_uid"] == r.study_uid for r in rows)
+    assert [(r.study_uid, r.accession) for r in rows] == [
+        scored.originals[r.study_id] for r in rows
+    ]
+    assert all(r.accession for r in rows)  # every synthetic study has one
+    assert all(
+        (r.as_json()["study_uid"], r.as_json()["accession"]) == (r.study_uid, r.accession)
+        for r in rows
+    )
 
 
 def test_without_the_map_no_row_holds_phi(scored: Scored) -> None:
     rows = result_rows(scored.built.lake)
     text = json.dumps([r.as_json() for r in rows]) + rows_csv(rows)
-    assert all("study_uid" not in r.as_json() for r in rows)
+    assert all("study_uid" not in r.as_json() and "accession" not in r.as_json() for r in rows)
     for phi in phi_strings(scored.built.studies):
         assert phi not in text
 
@@ -142,22 +155,29 @@ def test_without_the_map_no_row_holds_phi(scored: Scored) -> None:
 def test_a_map_file_of_anonymize_is_read_too(scored: Scored, tmp_path: Path) -> None:
     secret = scored.built.settings.pseudonym_secret()
     study = scored.built.studies[0]
-    entry = reid_entry("PAT-1", "RF-1", study.study_uid, "2.25.1", secret)
+    entry = reid_entry("PAT-1", "RF-1", study.study_uid, "2.25.1", secret, "ACC-9")
+    other = scored.built.studies[1]
+    older = json.loads(reid_entry("PAT-2", "RF-2", other.study_uid, "2.25.2", secret))
+    del older["accession"]  # a map written before the accession was kept
     map_file = tmp_path / "map.jsonl"
-    map_file.write_text(f"\n{entry}\n")
+    map_file.write_text(f"\n{entry}\n{json.dumps(older)}\n")
     wanted = study_pseudonym(secret, study.study_uid)
-    assert original_study_uids(map_file, [wanted, "other"]) == {wanted: study.study_uid}
+    second = study_pseudonym(secret, other.study_uid)
+    assert original_identifiers(map_file, [wanted, second, "other"]) == {
+        wanted: (study.study_uid, "ACC-9"),
+        second: (other.study_uid, ""),
+    }
 
 
 def test_a_broken_map_names_its_line_not_its_content(tmp_path: Path) -> None:
     map_file = tmp_path / "map.jsonl"
     map_file.write_text('{"study_id": "a", "study_uid": "1.2.3"}\n{"patient_id": "Doe^Jane"}\n')
     with pytest.raises(RadflowError) as caught:
-        original_study_uids(map_file, ["a"])
+        original_identifiers(map_file, ["a"])
     assert str(caught.value) == "re-identification map map.jsonl line 2 is not a map entry"
     assert "Doe" not in str(caught.value) + caught.value.hint
     with pytest.raises(RadflowError, match="no re-identification map"):
-        original_study_uids(tmp_path / "none", ["a"])
+        original_identifiers(tmp_path / "none", ["a"])
 
 
 def test_csv_has_one_column_per_field_and_report(scored: Scored) -> None:
@@ -168,7 +188,7 @@ def test_csv_has_one_column_per_field_and_report(scored: Scored) -> None:
     for line, row in zip(lines[1:], rows, strict=True):
         cells = dict(zip(CSV_COLUMNS, line.split(","), strict=True))
         assert cells["study_id"] == row.study_id
-        assert cells["study_uid"] == scored.originals[row.study_id]
+        assert (cells["study_uid"], cells["accession"]) == scored.originals[row.study_id]
         assert cells["call"] == row.call and float(cells["probability"]) == row.probability
         assert cells["report_sr"] == row.reports.get("sr", "")
     assert sum(bool(r.reports) for r in rows) == 1
@@ -231,7 +251,9 @@ def test_the_results_command_prints_rows_as_json_csv_and_lines(
     assert as_csv.stdout == rows_csv(rows[2:])
     lines = runner.invoke(app, ["results"]).stdout.splitlines()
     assert len(lines) == 3
-    assert lines[2].startswith(f"{rows[2].study_id} ({rows[2].study_uid}): {rows[2].call}")
+    assert lines[2].startswith(
+        f"{rows[2].study_id} ({rows[2].study_uid}, accession {rows[2].accession}): {rows[2].call}"
+    )
 
 
 @pytest.mark.parametrize(
