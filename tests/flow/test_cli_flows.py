@@ -22,6 +22,7 @@ runner = CliRunner()
 def test_score_without_a_champion_says_so(prefect_server: None, pipeline_env: Path) -> None:
     inbox = pipeline_env / "inbox"
     inbox.mkdir()
+    (inbox / "IM0001.dcm").write_bytes(b"not read: the champion is checked first")
     result = runner.invoke(app, ["score", str(inbox)])
     assert result.exit_code == 2
     assert result.output.startswith("error: no champion model")  # before any flow starts

@@ -36,17 +36,19 @@ def _niftis(folder: Path) -> list[Path]:
     return paths
 
 
-def test_an_empty_delivery_exits_1_with_a_summary(prefect_server: None, pipeline_env: Path) -> None:
+def test_an_empty_delivery_is_refused_before_any_flow(pipeline_env: Path) -> None:
+    """An empty folder is the preflight's to refuse (tests/unit/test_preflight_cli.py): one
+    line and a hint, exit 2, no flow run; the summary's own "no file" hint is for a delivery
+    emptied between that check and the listing."""
     empty = pipeline_env / "empty"
     empty.mkdir()
     result = runner.invoke(app, ["ingest", str(empty)])
-    assert result.exit_code == 1, result.output
-    lines = result.output.splitlines()
-    assert f"delivery {empty.resolve()}/" in lines
-    assert "  no DICOM study found" in lines
-    assert "error: the delivery yielded no study" in lines
-    assert "hint: it holds no file: check the folder or the s3:// prefix" in lines
-    assert "Traceback" not in result.output
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        "error: the delivery holds no files",
+        "hint: give the folder or prefix the studies are in",
+    ]
+    assert not (pipeline_env / "lake" / "quarantine").exists()
 
 
 @pytest.mark.parametrize(
@@ -86,8 +88,8 @@ def test_a_plain_run_prints_no_prefect_notice_but_the_ui_keeps_every_log(tmp_pat
     import subprocess
     import sys
 
-    empty = tmp_path / "empty"
-    empty.mkdir()
+    delivery = tmp_path / "delivery"
+    _pngs(delivery)  # refused by fetch: the flow runs and logs, and the delivery yields nothing
     secret = tmp_path / "secret.key"
     secret.write_text("notice-secret-" + "0123456789abcdef" * 2)
     secret.chmod(0o600)
@@ -101,7 +103,7 @@ def test_a_plain_run_prints_no_prefect_notice_but_the_ui_keeps_every_log(tmp_pat
         "RADFLOW_DEID__REID_DIR": str(tmp_path / "reid"),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "radflow.cli", "ingest", str(empty)],
+        [sys.executable, "-m", "radflow.cli", "ingest", str(delivery)],
         env=env,
         capture_output=True,
         text=True,
@@ -110,8 +112,8 @@ def test_a_plain_run_prints_no_prefect_notice_but_the_ui_keeps_every_log(tmp_pat
     assert done.returncode == 1, done.stdout + done.stderr
     assert "docs.prefect.io" not in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
-    assert "  no DICOM study found" in done.stdout.splitlines()
+    assert "  3 files refused:" in done.stdout.splitlines()
     with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
         logged = [m for (m,) in db.execute("select message from log")]
-    assert any(m.startswith("0 studies found, 0 prepared") for m in logged)
+    assert any(m.startswith("0 studies found, 0 prepared") for m in logged), logged
     assert any(m == "Finished in state Completed()" for m in logged)
