@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pydicom
 import pytest
 from support.lakes import IngestedLake, TrainedLake
 from typer.testing import CliRunner
@@ -133,10 +134,16 @@ def test_results_key_every_scored_study_back_to_its_uid(
     with_map = runner.invoke(app, ["results", "--json"])
     assert with_map.exit_code == 0, with_map.output
     rows = json.loads(with_map.stdout)
-    assert [{k: v for k, v in r.items() if k != "study_uid"} for r in rows] == score_rows
+    from_map = {"study_uid", "accession"}  # PHI: only `radflow results` prints them
+    assert [{k: v for k, v in r.items() if k not in from_map} for r in rows] == score_rows
     for study in new:  # score's own output stays pseudonymous
         assert study.study_uid not in scored.stdout
     assert sorted(r["study_uid"] for r in rows) == sorted(s.study_uid for s in new)
+    accessions = {
+        str(pydicom.dcmread(s.files[0], stop_before_pixels=True).AccessionNumber) for s in new
+    }
+    assert {r["accession"] for r in rows} == accessions
+    assert not [a for a in accessions if a in scored.stdout]
     assert {r["delivery"] for r in rows} == {delivery_id((pipeline_env / "inbox").as_uri(), "new")}
     for row in rows:  # the call the SR states, read back as a PACS would
         assert all(Path(p).is_file() for p in row["reports"].values()) and row["reports"]
@@ -151,10 +158,11 @@ def test_results_key_every_scored_study_back_to_its_uid(
     without = runner.invoke(app, ["results", "--json"])
     assert without.exit_code == 0, without.output
     assert json.loads(without.stdout) == [
-        {k: v for k, v in r.items() if k != "study_uid"} for r in rows
+        {k: v for k, v in r.items() if k not in from_map} for r in rows
     ]
     for study in new:
         assert study.study_uid not in without.stdout
+    assert not [a for a in accessions if a in without.stdout]
 
     study = rows[0]["study_id"]
     assert not (pipeline_env / "lake" / "catalog" / f"{study}.json").exists()

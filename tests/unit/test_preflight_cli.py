@@ -168,15 +168,18 @@ def test_train_on_an_empty_lake(tmp_path: Path) -> None:
 
 def test_train_with_too_few_labelled_patients(ingested: IngestedLake, tmp_path: Path) -> None:
     lake = ingested.copy(tmp_path / "work")
-    labels = sorted((lake.root / "labels").glob("*.json"))
-    keep = {0: 0, 1: 0}
-    for path in labels:  # two patients of each class stay labelled: one short of a split
+    patient_of = {r.study_id: r.patient_id for r in map(lake.lake.feature_row, ingested.rows)}
+    kept: dict[int, set[str]] = {0: set(), 1: set()}
+    for path in sorted((lake.root / "labels").glob("*.json")):
+        # Two patients of each class stay labelled (all their studies): one short of a split.
         label = lake.lake.label(path.stem)
         assert label is not None
-        if keep[label] < 2:
-            keep[label] += 1
+        patient = patient_of[path.stem]
+        if patient in kept[label] or len(kept[label]) < 2:
+            kept[label].add(patient)
         else:
             path.unlink()
+    assert [len(kept[0]), len(kept[1])] == [2, 2]
     got = refused(tmp_path, _lake_env(lake), "train")
     assert got.error == (
         "too few labelled patients to split into fit, validation and test:"
