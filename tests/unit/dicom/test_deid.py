@@ -657,6 +657,7 @@ def test_the_cli_never_writes_the_reid_map_inside_the_output(
     assert stat.S_IMODE(outside.stat().st_mode) == 0o600
     (entry,) = [json.loads(line) for line in outside.read_text().splitlines()]
     assert entry["patient_id"] == original.PatientID
+    assert entry["accession"] == str(original.get("AccessionNumber", ""))
     assert entry["patient_pseudonym"] == patient_pseudonym(SECRET, original.PatientID)
     assert len(list(dst.rglob("*.dcm"))) == 1
     for path in dst.rglob("*"):
