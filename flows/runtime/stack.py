@@ -155,9 +155,7 @@ def stop(home: Path) -> list[str]:
     deadline = time.monotonic() + 20
     for pid in pids.values():
         while time.monotonic() < deadline:
-            try:
-                os.killpg(pid, 0)
-            except ProcessLookupError:
+            if not _group_running(pid):
                 break
             time.sleep(0.2)
         else:
@@ -165,3 +163,25 @@ def stop(home: Path) -> list[str]:
                 os.killpg(pid, signal.SIGKILL)
     record.unlink()
     return stopped
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of the group still runs. A member that has exited but was not reaped
+    yet (a zombie: its parent, the process that started the stack, has not waited for it)
+    still answers `killpg(pgid, 0)`, so on Linux the group's members are read from /proc."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(pgrp) == pgid and state != "Z":
+            return True
+    return False
