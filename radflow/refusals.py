@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
-from radflow.keys import sha256_bytes
 from radflow.lake import Lake
 from radflow.lake.records import QuarantineRecord
 from radflow.raw_cache import study_indexes
@@ -43,11 +42,6 @@ class Refusal:
             "error_class": self.record.error_class,
             "location": self.location,
         }
-
-
-def _hash(source: str, key: str) -> str:
-    """The hash a record of `key` carries (as `QuarantineRecord.for_key` makes it)."""
-    return sha256_bytes(f"{source}/{key}".encode())
 
 
 def _folder(keys: Iterable[str]) -> str:
@@ -82,16 +76,16 @@ def candidates(settings: Settings, inbox: ObjectStore | None, prefix: str) -> di
         listed = set()
         for info in inbox.list(prefix):
             listed.add(info.key)
-            found[_hash(inbox.url, info.key)] = info.key
+            found[QuarantineRecord.input_hash(inbox.url, info.key)] = info.key
     for ref, files in study_indexes(settings.cache_dir):
         dicom = [f for f in files if f.kind == "dicom"]
         if listed is not None and not any(f.key in listed for f in dicom):
             continue
         for raw in dicom:
-            found[_hash("", f"raw-sha256:{raw.sha256}")] = raw.key
+            found[QuarantineRecord.input_hash("", f"raw-sha256:{raw.sha256}")] = raw.key
         folder = _folder(f.key for f in dicom) if dicom else ""
         for key in _study_inputs(settings, ref):
-            found[_hash("", key)] = folder
+            found[QuarantineRecord.input_hash("", key)] = folder
     return found
 
 

@@ -70,12 +70,17 @@ class QuarantineRecord(Record):
         cls, source: str, key: str, stage: str, reason: str, error: str = "", detail: str = ""
     ) -> QuarantineRecord:
         return cls(
-            source_hash=sha256_bytes(f"{source}/{key}".encode()),
+            source_hash=cls.input_hash(source, key),
             stage=stage,
             reason=reason,
             error_class=error,
             detail=detail,
         )
+
+    @staticmethod
+    def input_hash(source: str, key: str) -> str:
+        """How a record names its input: its key (PHI) never leaves, only this hash."""
+        return sha256_bytes(f"{source}/{key}".encode())
 
     @classmethod
     def of_error(cls, source: str, key: str, stage: str, err: QuarantineError) -> QuarantineRecord:
