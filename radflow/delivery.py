@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from radflow.errors import RadflowError
-from radflow.keys import sha256_bytes
 from radflow.lake import Lake
+from radflow.lake.records import QuarantineRecord
 from radflow.store import ObjectStore
 
 
@@ -130,7 +130,7 @@ def refused_files(lake: Lake, inbox: ObjectStore, prefix: str) -> dict[str, int]
     recorded = {info.key.rsplit("/", 1)[-1] for info in lake.store.list("quarantine/fetch/")}
     reasons: Counter[str] = Counter()
     for info in inbox.list(prefix):
-        name = sha256_bytes(f"{inbox.url}/{info.key}".encode()) + ".json"
+        name = QuarantineRecord.input_hash(inbox.url, info.key) + ".json"
         if name in recorded:
             record = lake.quarantined_record(f"quarantine/fetch/{name}")
             reasons[record.reason] += 1
