@@ -25,7 +25,13 @@ from pydicom.uid import UID_dictionary
 
 from radflow import __version__
 from radflow.dicom.burned_in import clean_pixel_data
-from radflow.dicom.documents import DOCUMENT_MODES, DocumentMode, put_document, screen_document
+from radflow.dicom.documents import (
+    DOCUMENT_MODES,
+    DocumentMode,
+    date_spellings,
+    put_document,
+    screen_document,
+)
 from radflow.dicom.profile import Option, Profile, method_codes
 from radflow.errors import QuarantineError
 from radflow.keys import keyed_hash
@@ -394,13 +400,13 @@ _MIN_TOKEN = 3
 _MIN_NAME_TOKEN = 2
 _PATIENT_NAMES = frozenset({"PatientName", "OtherPatientNames", "PatientBirthName"})
 _WHOLE_WORD_BELOW = 4
-_DA = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
 
 
 def _phi_tokens(ds: Dataset) -> list[str]:
     """The patient's own identifying words, for scrubbing text (the clean options): each word
     of names, IDs, accession and address, and the birth date as written in the header and in
-    the usual ways people type it (1961-03-04, 04/03/1961, 03/04/1961, 04.03.1961)."""
+    the ways people write it (`radflow.dicom.documents.date_spellings`: 1961-03-04,
+    04/03/1961, 4.3.1961, 4 March 1961...)."""
     values: list[tuple[object, int]] = [
         (ds.get(k), _MIN_NAME_TOKEN if k in _PATIENT_NAMES else _MIN_TOKEN) for k in _PHI_KEYWORDS
     ]
@@ -412,10 +418,7 @@ def _phi_tokens(ds: Dataset) -> list[str]:
             for word in re.split(r"[\^\s,=]+", str(v or "")):
                 if len(word) >= shortest:
                     tokens.add(word)
-                date = _DA.fullmatch(word)
-                if date:
-                    y, m, d = date.groups()
-                    tokens |= {f"{y}-{m}-{d}", f"{d}/{m}/{y}", f"{m}/{d}/{y}", f"{d}.{m}.{y}"}
+                tokens |= set(date_spellings(word))  # empty unless the word is a DA
     return sorted(tokens, key=lambda t: (-len(t), t))
 
 
