@@ -103,3 +103,14 @@ def test_the_fallback_covers_every_unlisted_public_ae_pn_and_date_attribute() ->
         "DT": "X",
         "TM": "X",
     }
+
+
+def test_the_birth_date_is_scrubbed_in_the_spellings_documents_are_checked_for() -> None:
+    from radflow.dicom.deid import _phi_tokens
+    from radflow.dicom.documents import date_spellings
+
+    ds = Dataset()
+    ds.PatientBirthDate = "19610304"
+    tokens = set(_phi_tokens(ds))
+    assert set(date_spellings("19610304")) <= tokens
+    assert {"1961-03-04", "04.03.1961", "4.3.1961", "03/04/1961", "4 march 1961"} <= tokens
