@@ -1,0 +1,56 @@
+"""The segmentation model's settings: part of its fingerprint, so a change retrains it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class SegmentationParams(BaseModel, frozen=True):
+    """Network, patch training, inference and post-processing of the segmentation model.
+
+    The model works on the preprocess stage's isotropic grid (its spacing is recorded in the
+    model), on CT windowed to [0, 1] by `window_level`/`window_width`."""
+
+    enabled: bool = Field(True, description="train a segmentation model in `radflow train`")
+    # MONAI UNet: channels per level, a stride-2 step between levels, residual units each.
+    channels: tuple[int, ...] = (8, 16, 32, 64)
+    strides: tuple[int, ...] = (2, 2, 2)
+    residual_units: int = Field(1, ge=0)
+    patch: tuple[int, int, int] = (32, 32, 32)
+    window_level: float = 40.0
+    window_width: float = Field(400.0, gt=0)
+    # Training: `samples_per_epoch` patches, a share of them centred near the annotation.
+    epochs: int = Field(30, ge=1)
+    samples_per_epoch: int = Field(64, ge=1)
+    batch_size: int = Field(4, ge=1)
+    foreground_fraction: float = Field(0.67, ge=0, le=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    patience: int = Field(6, ge=1, description="epochs without a better validation Dice")
+    augment: bool = True
+    # Data-parallel processes (torch.distributed): one per GPU on CUDA, gloo on CPU.
+    processes: int = Field(1, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Inference and post-processing.
+    overlap: float = Field(0.25, ge=0, lt=1)
+    threshold: float = Field(0.5, gt=0, lt=1)
+    body_threshold_hu: float = Field(-500.0, description="sliding windows only where HU > this")
+    min_volume_ml: float = Field(0.05, ge=0)
+    max_volume_ml: float = Field(500.0, gt=0)
+    promotion_margin: float = Field(0.01, ge=0, le=0.5, description="test Dice to beat by")
+
+    @field_validator("strides")
+    @classmethod
+    def _positive_strides(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(s < 1 for s in v):
+            raise ValueError("strides must be >= 1")
+        return v
+
+    @field_validator("patch")
+    @classmethod
+    def _patch_fits_the_network(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        if min(v) < 8 or any(n % 8 for n in v):
+            raise ValueError(f"every patch side must be a multiple of 8 and >= 8, got {list(v)}")
+        return v
