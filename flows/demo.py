@@ -13,7 +13,15 @@ from prefect import flow, task
 from flows.ingest import ingest_steps
 from flows.score import score_steps
 from flows.train import train_steps
-from radflow.demo import NEW_DELIVERY, TRAIN_DELIVERY, DemoLayout, ensure_inbox, roi_sources, split
+from radflow.demo import (
+    NEW_DELIVERY,
+    TRAIN_DELIVERY,
+    DemoLayout,
+    ensure_inbox,
+    roi_sources,
+    scored_roi_sources,
+    split,
+)
 from tasks.runtime import lake
 
 
@@ -31,6 +39,12 @@ def count_roi_sources(feature_keys: list[str]) -> dict[str, int]:
     return roi_sources(lake(), feature_keys)
 
 
+@task(task_run_name="scored-roi-sources")
+def count_scored_roi_sources() -> dict[str, int]:
+    """Scored studies per ROI source: the new studies' come from the segmentation model."""
+    return scored_roi_sources(lake())
+
+
 @flow(name="demo", flow_run_name="demo")
 def demo(workdir: str, studies: int = 40, seed: int = 0) -> dict[str, Any]:
     layout = DemoLayout(Path(workdir))
@@ -45,4 +59,5 @@ def demo(workdir: str, studies: int = 40, seed: int = 0) -> dict[str, Any]:
         "new_studies": n_new,
         "train_studies": n_train,
         "roi_sources": count_roi_sources(keys),
+        "new_roi_sources": count_scored_roi_sources(),
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, unmapped
 
 from flows.outcomes import prepared
 from flows.runtime.tag_checks import connect_tag_checks
@@ -12,11 +12,12 @@ from tasks.anonymize import anonymize, record_labels
 from tasks.catalog import catalog
 from tasks.features import features
 from tasks.fetch import fetch
-from tasks.preprocess import preprocess
+from tasks.preprocess import preprocess, roi_model
 
 
 def prepare_studies(source: str, prefix: str = "", masks: str = "") -> Prepared:
-    """fetch -> anonymize -> register + preprocess -> extract, fanned out per study.
+    """fetch -> anonymize -> register + preprocess (ROI: annotation, else the segmentation
+    champion) -> extract, fanned out per study.
 
     A quarantined study drops out (its record is in the lake); a study whose stage failed
     unexpectedly is counted, and the others go on either way: the caller finishes them and
@@ -25,7 +26,7 @@ def prepare_studies(source: str, prefix: str = "", masks: str = "") -> Prepared:
     connect_tag_checks(fetch, anonymize, preprocess, features, catalog)
     refs = fetch(source, prefix, masks)
     deid = anonymize.map(refs)
-    volumes = preprocess.map(deid)
+    volumes = preprocess.map(deid, unmapped(roi_model()))
     rows = features.map(volumes, deid)
     return prepared((source, prefix), refs, deid, volumes, rows)
 

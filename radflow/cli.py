@@ -200,9 +200,23 @@ def demo(
         f"training:       {prepared} of {result['train_studies']} studies prepared, ROI from "
         f"{sources or 'nowhere'}{rest if prepared < result['train_studies'] else ''}"
     )
+    if (seg := result.get("segmentation")) is not None:
+        dice, roi = seg["metrics"]["dice"]["mean"], seg["classifier_on_model_rois"]
+        typer.echo(
+            f"segmentation:   model {seg['model_id']}: test Dice "
+            + (f"{dice:.3f}" if dice is not None else "n/a")
+            + (
+                f", classifier AUC {roi['model_roi_auc']:.3f} with its ROIs"
+                f" ({roi['annotation_auc']:.3f} with the annotations)"
+                if roi and roi["model_roi_auc"] is not None and roi["annotation_auc"] is not None
+                else ""
+            )
+            + f"; {_decision(seg['promoted'], seg['reason'])}"
+        )
+    new_sources = ", ".join(f"{s} {n}" for s, n in result.get("new_roi_sources", {}).items())
     typer.echo(
         f"study reports:  {len(result['study_reports'])} of {result['new_studies']} new studies"
-        f" under {layout.lake / 'reports'}"
+        f" under {layout.lake / 'reports'}" + (f", ROI from {new_sources}" if new_sources else "")
     )
     for key in result["study_reports"][:3]:
         typer.echo(f"  {layout.lake / key}")
@@ -416,6 +430,72 @@ def register(
 
 
 @app.command()
+def segment(
+    image: Annotated[Path, typer.Argument(help="A NIfTI file or a DICOM series folder (CT).")],
+    out: Annotated[Path, typer.Option("--out", help="The mask to write (.nii.gz).")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="A segmentation model's ID (seg-…); default: the champion."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Find the region of interest in one image with a registered segmentation model.
+
+    The mask (uint8, 1 inside) is on the image's own grid; the largest plausible region is
+    kept. Exits 2, writing nothing, when the model finds nothing (or nothing plausible)."""
+
+    def body() -> dict[str, Any]:
+        import SimpleITK as sitk
+
+        from radflow.config import load_settings
+        from radflow.imaging.nifti import read_image
+        from radflow.lake import Lake
+        from radflow.segmentation.infer import segment_image
+        from radflow.stages.segmentation import require_segmentation
+        from radflow.store import open_store
+
+        if not image.exists():
+            raise NotFoundError(f"nothing at {image}", hint="give a .nii(.gz) or a DICOM folder")
+        if not out.name.endswith((".nii.gz", ".nii")):
+            raise RadflowError(f"--out {out.name}: not a NIfTI name", hint="end it in .nii.gz")
+        settings = load_settings()
+        lake = Lake(open_store(settings.store_url, settings.s3_options()))
+        address = require_segmentation(lake, model)
+        card = lake.segmentation_card(address)
+        found = segment_image(lake.segmentation_model(address), read_image(image))
+        result = {
+            "model": card.model_id,
+            "test_dice": card.evaluation.dice.mean,
+            "volume_ml": round(found.volume_ml, 3),
+            "components": found.components,
+            "problem": found.problem,
+            "mask": str(out),
+        }
+        if found.problem is not None:
+            return result
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(found.mask, str(out), useCompression=True)
+        return result
+
+    result = _run(body)
+    if as_json:
+        _print_json(result)
+    elif result["problem"] is None:
+        typer.echo(
+            f"{result['mask']}: {result['volume_ml']:.3f} ml found by model {result['model']}"
+            f" (test Dice {result['test_dice']:.2f})"
+        )
+    if result["problem"] is not None:
+        _fail(
+            RadflowError(
+                f"no region found by model {result['model']} ({result['problem']}, "
+                f"{result['volume_ml']:.3f} ml)",
+                hint="no mask written; check the image is a CT of the trained body part",
+            )
+        )
+
+
+@app.command()
 def ingest(
     source: Annotated[
         str, typer.Argument(metavar="DELIVERY", help="A folder, or s3://bucket/prefix.")
@@ -513,6 +593,15 @@ def train(
         f"labels: {lab['labelled_studies']} studies labelled, {lab['unlabelled_studies']} "
         f"without a label, {lab['labels_without_study']} labels without a study"
     )
+    if (seg := result.get("segmentation")) is not None:
+        dice = seg["metrics"]["dice"]
+        roi = seg["classifier_on_model_rois"]
+        line = f"segmentation model {seg['model_id']}: test Dice " + (
+            f"{dice['mean']:.3f}" if dice["mean"] is not None else "n/a"
+        )
+        if roi is not None and roi["model_roi_auc"] is not None:
+            line += f"; classifier AUC with its ROIs {roi['model_roi_auc']:.3f}"
+        typer.echo(f"{line}; {_decision(seg['promoted'], seg['reason'])}")
     typer.echo(f"report: {result['report']}")
 
 

@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 from radflow.errors import ConfigError
 from radflow.limits import DEFAULT_MAX_SERIES_VOXELS
+from radflow.segmentation.params import SegmentationParams
 from radflow.store import S3Options, file_url_path
 
 if TYPE_CHECKING:
@@ -252,6 +253,9 @@ class TrainSettings(BaseModel, frozen=True):
     promotion_margin: float = Field(0.01, ge=0, le=0.5)
     calibration_slope: tuple[float, float] = (0.2, 5.0)
     cnn: CNNSettings = CNNSettings()
+    # The segmentation model (radflow/segmentation), trained on the annotated studies of the
+    # same patient-level split; its champion finds the ROI of studies without an annotation.
+    segmentation: SegmentationParams = SegmentationParams()
 
     @field_validator("candidates")
     @classmethod

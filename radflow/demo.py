@@ -4,7 +4,9 @@ a lake, a cache and a demo secret, all under one folder.
 The deliveries are like real ones (`radflow.synth.realistic`: topograms, reformats, thick
 recons, a SEG or RTSTRUCT in most studies, soft-tissue lesions in half), and `radflow demo`
 lists the threshold rule as the last ROI source (RADFLOW_PREPROCESS__ROI_SOURCES), so the
-annotated studies train on their annotation and the bright unannotated ones on the rule."""
+annotated studies train on their annotation and the bright unannotated ones on the rule. The
+new studies carry no annotation (as arrivals never do): the segmentation model trained on the
+annotated ones finds their ROI."""
 
 from __future__ import annotations
 
@@ -84,21 +86,28 @@ def roi_sources(lake: Lake, feature_keys: Sequence[str]) -> dict[str, int]:
     return dict(sorted(Counter(lake.feature_row(k).roi_source for k in feature_keys).items()))
 
 
+def scored_roi_sources(lake: Lake) -> dict[str, int]:
+    """How many scored studies took their ROI from each source ("model:seg-…", "rule")."""
+    found = Counter(lake.score(s.score).roi_source for s, _ in lake.scored_studies())
+    return dict(sorted(found.items()))
+
+
 def demo_specs(
     studies: int, seed: int, spec: SynthSpec | None = None
 ) -> tuple[SynthSpec, SynthSpec]:
     """The specs of the labelled and the new delivery: `spec`'s kind of studies, split by
-    `split`, each delivery with its own seed. Without `spec`, `realistic` studies, but with
-    a 5 mm recon and a coronal reformat in a quarter of them rather than half, to keep the
-    demo's time: each recon is one more registration (a third of the studies have a moved
-    series to register already), each reformat 64 more images to de-identify and read."""
+    `split`, each delivery with its own seed; the new studies without annotations. Without
+    `spec`, `realistic` studies, but with a 5 mm recon and a coronal reformat in a quarter
+    of them rather than half, to keep the demo's time: each recon is one more registration
+    (a third of the studies have a moved series to register already), each reformat 64 more
+    images to de-identify and read."""
     base = spec or replace(
         realistic(SynthSpec(studies=studies, seed=seed)), thick_recons=0.25, reformats=0.25
     )
     n_train, n_new = split(studies)
     return (
         replace(base, studies=n_train, seed=seed),
-        replace(base, studies=n_new, seed=seed + 1_000_003),
+        replace(base, studies=n_new, seed=seed + 1_000_003, annotated=0.0),
     )
 
 

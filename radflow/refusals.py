@@ -11,7 +11,7 @@ that prints it, never written to the lake, a log or Prefect.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
@@ -55,18 +55,24 @@ def _folder(keys: Iterable[str]) -> str:
     return "/".join(common) + "/"
 
 
-def _study_inputs(settings: Settings, ref: str) -> list[str]:
+def _study_inputs(settings: Settings, ref: str, roi_models: Sequence[str]) -> list[str]:
     """The keys a study's stages take as their first input: the quarantine records of that
-    study are named by one of them. With the current settings: a study prepared with other
-    settings is not found."""
+    study are named by one of them. With the current settings (and each of `roi_models`, the
+    segmentation models its ROI may have come from): a study prepared with other settings is
+    not found."""
     from radflow.stages import anonymize, features, preprocess
 
     deid = anonymize.address(settings, ref)
-    volume = preprocess.address(settings, deid)
-    return [ref, deid, volume, features.address(settings, volume, deid)]
+    keys = [ref, deid]
+    for roi_model in dict.fromkeys(["", *roi_models]):
+        volume = preprocess.address(settings, deid, roi_model)
+        keys += [volume, features.address(settings, volume, deid)]
+    return keys
 
 
-def candidates(settings: Settings, inbox: ObjectStore | None, prefix: str) -> dict[str, str]:
+def candidates(
+    settings: Settings, inbox: ObjectStore | None, prefix: str, roi_models: Sequence[str] = ()
+) -> dict[str, str]:
     """Record hash -> the key it names, relative to the delivery's store, for every input this
     machine can see: the delivery's files (when given) and the raw cache's studies. A study
     is named by its folder; with a delivery, only the studies whose files are in it."""
@@ -84,7 +90,7 @@ def candidates(settings: Settings, inbox: ObjectStore | None, prefix: str) -> di
         for raw in dicom:
             found[QuarantineRecord.input_hash("", f"raw-sha256:{raw.sha256}")] = raw.key
         folder = _folder(f.key for f in dicom) if dicom else ""
-        for key in _study_inputs(settings, ref):
+        for key in _study_inputs(settings, ref, roi_models):
             found[QuarantineRecord.input_hash("", key)] = folder
     return found
 
@@ -98,7 +104,7 @@ def refusals(
 ) -> list[Refusal]:
     """Every quarantine record, each with its input's location (`where` + the key) when it is
     found here. With a delivery (`inbox`, `prefix`), only the records of its inputs."""
-    found = candidates(settings, inbox, prefix)
+    found = candidates(settings, inbox, prefix, lake.segmentation_models())
     out = []
     for key, record in lake.quarantine_records():
         name = found.get(record.source_hash)

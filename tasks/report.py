@@ -35,8 +35,8 @@ study_report = stage_task(report_stage, after=_link)
 
 
 @task(task_run_name="model-report", tags=["stage:train"])
-def model_report(model: str, decision: Decision) -> str:
-    key = write_model_report(lake(), model, decision)
+def model_report(model: str, decision: Decision, segmentation: str = "") -> str:
+    key = write_model_report(lake(), model, decision, segmentation)
     create_markdown_artifact(
         key="radflow-model-report",
         markdown=(

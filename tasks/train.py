@@ -7,7 +7,8 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from radflow.lake.records import Decision
+from radflow.lake import Lake
+from radflow.lake.records import Decision, SegmentationDecision
 from radflow.stages import dataset as dataset_stage
 from radflow.stages.candidates import (
     cnn_candidate_address,
@@ -16,6 +17,12 @@ from radflow.stages.candidates import (
     fit_feature_candidates,
 )
 from radflow.stages.registry import model_address, promote_if_better, register_model
+from radflow.stages.segmentation import (
+    evaluate_with_model_rois,
+    promote_segmentation,
+    segmentation_address,
+    train_segmentation_model,
+)
 from tasks.runtime import lake, settings, task
 from tasks.stage_task import LakeAddress
 
@@ -71,6 +78,77 @@ def cnn_candidate(dataset: str) -> str:
 
 @task(
     cache_policy=LakeAddress(
+        name="segmentations",
+        address=lambda dataset: segmentation_address(dataset, settings().train),
+    ),
+    task_run_name="fit-segmentation",
+    tags=["stage:train", "gpu"],
+)
+def segmentation_candidate(dataset: str) -> str:
+    """The segmentation model on the dataset's annotated studies ("" when too few); its
+    checkpoints, like the CNN's, in the worker's cache folder."""
+    return train_segmentation_model(
+        lake(), dataset, settings().train, checkpoints=settings().cache_dir / "checkpoints"
+    )
+
+
+@task(
+    cache_policy=LakeAddress(
+        name="segmentation-decision", address=lambda model: f"{model}/decision"
+    ),
+    task_run_name="promote-segmentation",
+    tags=["stage:train"],
+)
+def promote_segmenter(model: str) -> SegmentationDecision:
+    decision = promote_segmentation(lake(), model, settings().train.segmentation)
+    previous = (
+        f"champion: test Dice {decision.previous_dice:.3f} on the same studies"
+        if decision.previous_dice is not None
+        else "no champion before"
+    )
+    create_markdown_artifact(
+        key="radflow-segmentation-promotion",
+        markdown=(
+            f"**{decision.model_id}**: test Dice {decision.dice:.3f}; {previous}; margin "
+            f"{decision.margin}.\n\n**{'Promoted' if decision.promoted else 'Not promoted'}**: "
+            f"{decision.reason}"
+        ),
+    )
+    return decision
+
+
+@task(task_run_name="segmentation-champion", tags=["stage:train"])
+def segmentation_champion() -> str:
+    """The segmentation champion's address ("" before the first)."""
+    return lake().segmentation_champion() or ""
+
+
+@task(
+    cache_policy=LakeAddress(
+        name="roi-evaluation",
+        address=lambda model, segmentation: Lake.roi_evaluation_key(model, segmentation),
+    ),
+    task_run_name="classifier-on-model-rois",
+    tags=["stage:train"],
+)
+def model_roi_evaluation(model: str, segmentation: str) -> str:
+    """The classifier on its annotated test studies with the segmentation champion's ROIs,
+    next to their annotation ROIs: the path a new study takes."""
+    key = evaluate_with_model_rois(lake(), model, segmentation, settings())
+    found = lake().roi_evaluation(model, segmentation)
+    assert found is not None
+    get_run_logger().info(
+        "classifier AUC on %d annotated test studies: %s with annotation ROIs, %s with %s's",
+        found.studies,
+        found.annotation_auc,
+        found.model_roi_auc,
+        found.segmentation_id,
+    )
+    return key
+
+
+@task(
+    cache_policy=LakeAddress(
         name="models",
         address=lambda dataset, candidates: model_address(dataset, candidates, settings().train),
     ),
@@ -111,9 +189,31 @@ def promote(model: str) -> Decision:
     return decision
 
 
+def _segmentation_result(segmentation: str, model: str) -> dict[str, Any] | None:
+    if not segmentation:
+        return None
+    card = lake().segmentation_card(segmentation)
+    decision = lake().segmentation_decision(segmentation)
+    champion = lake().segmentation_champion()
+    roi = lake().roi_evaluation(model, champion) if champion else None
+    evaluation = card.evaluation.model_dump(mode="json", exclude={"cases"})
+    return {
+        "model": segmentation,
+        "model_id": card.model_id,
+        "promoted": decision.promoted if decision else False,
+        "reason": decision.reason if decision else "",
+        "previous": decision.previous if decision else None,
+        "champion": champion,
+        "metrics": evaluation,
+        "training": card.training.model_dump(mode="json", exclude={"history"}),
+        "classifier_on_model_rois": roi.model_dump(mode="json") if roi else None,
+    }
+
+
 @task(task_run_name="trained", tags=["stage:train"])
-def trained(model: str, decision: Decision, report: str) -> dict[str, Any]:
-    """What `radflow train --json` prints: the model, the decision, held-out metrics, labels."""
+def trained(model: str, decision: Decision, report: str, segmentation: str = "") -> dict[str, Any]:
+    """What `radflow train --json` prints: the model, the decision, held-out metrics, labels,
+    and the segmentation model trained beside it (None when there was none)."""
     card, metrics = lake().card(model), lake().metrics(model)
     get_run_logger().info(
         "model %s: test AUC %.3f, %s", card.model_id, decision.auc, decision.reason
@@ -128,4 +228,5 @@ def trained(model: str, decision: Decision, report: str) -> dict[str, Any]:
         "metrics": metrics.held_out.model_dump(mode="json"),
         "labels": card.labels.model_dump(),
         "report": report,
+        "segmentation": _segmentation_result(segmentation, model),
     }

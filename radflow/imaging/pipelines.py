@@ -56,6 +56,13 @@ def preprocess_pipelines(params: PreprocessParams, modality: str = "CT") -> Prep
     return PreprocessPipelines(geometry, Pipeline((scale,)))
 
 
+def whole_pipeline(params: PreprocessParams) -> Pipeline:
+    """The geometry pipeline without the crop: the whole primary on the preprocessed grid,
+    what the segmentation model trains on and reads."""
+    first: tuple[Step, ...] = (N4(),) if params.n4 else ()
+    return Pipeline((*first, Reorient(), Resample(params.spacing_mm)))
+
+
 def _normalise_description(params: PreprocessParams) -> list[dict[str, Any]]:
     if params.normalize != "auto":
         return Pipeline((_scale(params, params.normalize),)).describe()

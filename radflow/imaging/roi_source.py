@@ -4,7 +4,8 @@
    label map given with `radflow ingest --masks`. It must reference the primary series and
    lie on its grid; one that does not is set aside with a QC warning giving the reason and
    the offset, and the next source is tried.
-2. `model`: the champion segmentation model (not built yet: a study gets no ROI from it).
+2. `model`: the champion segmentation model (radflow/segmentation), when there is one: its
+   mask, post-processed; a study where it finds nothing plausible is quarantined, naming it.
 3. `rule`: the demo's threshold rule (radflow/imaging/roi.py), only where configured.
 
 With none of them the study is quarantined: measuring the wrong tissue (the rule on a real
@@ -29,8 +30,14 @@ if TYPE_CHECKING:
 
 NO_ROI = "no region of interest: no annotation and no segmentation model"
 
-#: A segmentation model's seam: the primary image in, a uint8 mask on its grid out.
-Segmenter = Callable[[sitk.Image], sitk.Image]
+
+@dataclass(frozen=True)
+class Segmenter:
+    """A segmentation model's seam: `segment` takes the primary image and gives a uint8 mask
+    on its grid (or raises QuarantineError); `model_id` names the model in the ROI source."""
+
+    model_id: str
+    segment: Callable[[sitk.Image], sitk.Image]
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,7 @@ def find_roi(
                     continue
                 return Roi(mask, f"annotation:{annotation.kind}"), warnings
         elif source == "model" and segmenter is not None:
-            return Roi(segmenter(primary), "model"), warnings
+            return Roi(segmenter.segment(primary), f"model:{segmenter.model_id}"), warnings
         elif source == "rule":
             if modality != "CT":
                 warnings.append(f"ROI rule uses an HU threshold on {modality}")

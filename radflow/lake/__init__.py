@@ -15,6 +15,9 @@ Layout, under the store's root (a content address is `<prefix>/<version>/<hash>`
     datasets/<v>/<h>                               a training table (JSON)
     candidates/<v>/<h>/<name>.pkl, predictions.json fitted candidates
     models/<v>/<h>/model.pkl, metrics.json, card.json, decision.json; models/champion.json
+    models/<v>/<h>/roi/<seg id>.json               the classifier with a segmentation model's ROIs
+    segmentations/<v>/<h>/model.pt, overlays/<study_id>.png, card.json, decision.json;
+    segmentations/champion.json                    the segmentation registry and its champion
     scores/<v>/<h>                                 a study's score (JSON)
     scored/<study_id>.json                          a study's latest scoring: score, delivery, time
     reports/<v>/<h>/...                             study and model reports
@@ -54,8 +57,12 @@ from radflow.lake.records import (
     Predictions,
     QuarantineRecord,
     Record,
+    RoiEvaluation,
     Score,
     ScoredStudy,
+    SegmentationCard,
+    SegmentationChampion,
+    SegmentationDecision,
     SeriesEntry,
     StudyManifest,
     VolumeQC,
@@ -67,6 +74,7 @@ if TYPE_CHECKING:
     import SimpleITK as sitk
 
     from radflow.models.predictor import Inputs, Predictor
+    from radflow.segmentation.model import SegmentationModel
 
 __all__ = [
     "CandidatePredictions",
@@ -90,7 +98,7 @@ __all__ = [
 ]
 
 R = TypeVar("R", bound=Record)
-VolumeImage = Literal["image", "input", "mask"]
+VolumeImage = Literal["image", "input", "mask", "whole", "whole_mask"]
 
 LABELMAP = "labelmap.nii.gz"
 MANIFEST = "study.json"
@@ -101,6 +109,8 @@ METRICS = "metrics.json"
 DECISION = "decision.json"
 MODEL = "model.pkl"
 CHAMPION = "models/champion.json"
+SEGMENTATION_MODEL = "model.pt"
+SEGMENTATION_CHAMPION = "segmentations/champion.json"
 STUDY_HTML = "study.html"
 
 
@@ -133,6 +143,7 @@ class Lake:
             ("volumes/", QC),
             ("candidates/", PREDICTIONS),
             ("models/", CARD),
+            ("segmentations/", CARD),
         ):
             if key.startswith(prefix) and key.count("/") == 2:
                 return self.store.exists(f"{key}/{marker}")
@@ -362,6 +373,80 @@ class Lake:
 
     def set_champion(self, pointer: Champion) -> None:
         self._write(CHAMPION, pointer)
+
+    # --- the segmentation registry ----------------------------------------------------------
+
+    def put_segmentation(
+        self,
+        model: str,
+        weights: bytes,
+        overlays: dict[str, bytes],
+        card: SegmentationCard,
+    ) -> None:
+        """A segmentation registry entry: weights, overlay images, then the card (commits)."""
+        self.store.put_bytes(f"{model}/{SEGMENTATION_MODEL}", weights)
+        for study_id, png in overlays.items():
+            self.store.put_bytes(f"{model}/overlays/{study_id}.png", png)
+        self._write(f"{model}/{CARD}", card)
+
+    def segmentation_card(self, model: str) -> SegmentationCard:
+        return self._read(SegmentationCard, f"{model}/{CARD}")
+
+    def segmentation_model(self, model: str) -> SegmentationModel:
+        from radflow.segmentation.model import SegmentationModel
+
+        return SegmentationModel.from_bytes(self.store.get_bytes(f"{model}/{SEGMENTATION_MODEL}"))
+
+    def segmentation_overlay(self, model: str, study_id: str) -> bytes | None:
+        key = f"{model}/overlays/{study_id}.png"
+        return self.store.get_bytes(key) if self.store.exists(key) else None
+
+    def segmentation_decision(self, model: str) -> SegmentationDecision | None:
+        key = f"{model}/{DECISION}"
+        return self._read(SegmentationDecision, key) if self.store.exists(key) else None
+
+    def put_segmentation_decision(self, decision: SegmentationDecision) -> None:
+        self._write(f"{decision.model}/{DECISION}", decision)
+
+    def segmentation_champion(self) -> str | None:
+        """The segmentation champion's address, None before the first promotion."""
+        if not self.store.exists(SEGMENTATION_CHAMPION):
+            return None
+        return self._read(SegmentationChampion, SEGMENTATION_CHAMPION).model
+
+    def set_segmentation_champion(self, pointer: SegmentationChampion) -> None:
+        self._write(SEGMENTATION_CHAMPION, pointer)
+
+    def segmentation_models(self) -> list[str]:
+        """Every registered segmentation model's address."""
+        return [
+            info.key.rsplit("/", 1)[0]
+            for info in self.store.list("segmentations/")
+            if info.key.endswith(f"/{CARD}") and info.key.count("/") == 3
+        ]
+
+    def find_segmentation(self, model_id: str) -> str:
+        """The address of the registered segmentation model `model_id` (its short id)."""
+        for folder in self.segmentation_models():
+            wanted = model_id.removeprefix("seg-")
+            if wanted and folder.rsplit("/", 1)[-1].startswith(wanted):
+                return folder
+        raise NotFoundError(
+            f"no segmentation model {model_id}", hint="`radflow train --json` lists the models"
+        )
+
+    @staticmethod
+    def roi_evaluation_key(model: str, segmentation: str) -> str:
+        return f"{model}/roi/{segmentation.rsplit('/', 1)[-1][:12]}.json"
+
+    def put_roi_evaluation(self, record: RoiEvaluation) -> str:
+        key = self.roi_evaluation_key(record.model, record.segmentation)
+        self._write(key, record)
+        return key
+
+    def roi_evaluation(self, model: str, segmentation: str) -> RoiEvaluation | None:
+        key = self.roi_evaluation_key(model, segmentation)
+        return self._read(RoiEvaluation, key) if self.store.exists(key) else None
 
     # --- scores and reports -----------------------------------------------------------------
 

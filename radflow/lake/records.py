@@ -322,6 +322,21 @@ class CodeVersion(Record):
     radflow: str
     source_sha256: str
 
+    @classmethod
+    def of_this_code(cls) -> CodeVersion:
+        """radflow's release and a digest of its source files: what made a model, beyond its
+        data."""
+        import hashlib
+        from pathlib import Path
+
+        from radflow import __version__
+
+        root = Path(__file__).resolve().parents[1]
+        h = hashlib.sha256()
+        for path in sorted(root.rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+        return cls(radflow=__version__, source_sha256=h.hexdigest())
+
 
 class Split(Record):
     """Row indices into the dataset's rows, by part, and rows per class in each."""
@@ -423,6 +438,130 @@ class Champion(Record):
     model: str
     model_id: str
     auc: float
+
+
+# --- the segmentation model ---------------------------------------------------------------
+
+
+class SegmentationEpoch(Record):
+    epoch: int
+    train_loss: float
+    val_dice: float | None
+
+
+class SegmentationTraining(Record):
+    """How the segmentation model trained: device, processes, where it stopped."""
+
+    device: str
+    processes: int
+    best_epoch: int
+    epochs_run: int
+    resumed_from_epoch: int | None
+    history: list[SegmentationEpoch]
+
+
+class SegmentationSplit(Record):
+    """The annotated volumes of each part of the classifier's patient-level split (the same
+    test patients for both models), and the study ids of the test part."""
+
+    fit: list[str]
+    validation: list[str]
+    test: list[str]
+    test_studies: list[str]
+
+
+class CaseResult(Record):
+    """One test study: the model's mask against the annotation."""
+
+    study_id: str
+    patient_id: str
+    volume: str
+    dice: float
+    hd95_mm: float | None
+    surface_dice: float
+    detected: bool
+    false_positive_ml: float
+    truth_ml: float
+    predicted_ml: float
+
+
+class Estimate(Record):
+    """A mean over test studies and its 95 % patient-level bootstrap interval (None where
+    the metric is undefined on every study, e.g. HD95 with no prediction)."""
+
+    mean: float | None
+    ci: tuple[float, float] | None
+
+
+class SegmentationEvaluation(Record):
+    tolerance_mm: float
+    n_cases: int
+    n_patients: int
+    dice: Estimate
+    hd95_mm: Estimate
+    surface_dice: Estimate
+    detection_rate: Estimate
+    false_positive_ml: Estimate
+    non_empty_rate: float
+    cases: list[CaseResult]
+
+
+class SegmentationCard(Record):
+    """A registered segmentation model (`segmentations/<v>/<h>/card.json`, written last)."""
+
+    model_id: str
+    address: str
+    dataset: str
+    params: SettingsDescription
+    spacing_mm: tuple[float, float, float]
+    preprocessing: SettingsDescription
+    fingerprint: str
+    code_version: CodeVersion
+    split: SegmentationSplit
+    training: SegmentationTraining
+    evaluation: SegmentationEvaluation
+    sanity: dict[str, bool]
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, ok in self.sanity.items() if not ok]
+
+
+class SegmentationDecision(Record):
+    """Whether a segmentation model became the champion: its test Dice against the
+    champion's on the same test studies (`decision.json`, decided once)."""
+
+    model: str
+    model_id: str
+    dice: float
+    margin: float
+    previous: str | None
+    previous_dice: float | None
+    promoted: bool
+    reason: str
+
+
+class SegmentationChampion(Record):
+    """`segmentations/champion.json`: the model that finds new studies' regions."""
+
+    indent: ClassVar[int | None] = None
+    model: str
+    model_id: str
+    dice: float
+
+
+class RoiEvaluation(Record):
+    """The classifier on the annotated test studies, with their annotation's ROI and with the
+    segmentation champion's (the path a new study takes)."""
+
+    model: str
+    segmentation: str
+    segmentation_id: str
+    studies: int
+    annotation_auc: float | None
+    model_roi_auc: float | None
+    model_roi_auc_ci: tuple[float, float] | None
+    empty: int
 
 
 # --- scoring and arrivals -----------------------------------------------------------------

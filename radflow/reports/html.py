@@ -11,6 +11,11 @@ import base64
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 
+from radflow.lake.records import (
+    RoiEvaluation,
+    SegmentationCard,
+    SegmentationDecision,
+)
 from radflow.models.evaluation import Report
 from radflow.models.metrics import Evaluation
 from radflow.reports.facts import NOTICE, StudyFacts
@@ -159,9 +164,11 @@ def model_report(
     plots: Sequence[tuple[str, bytes]] = (),
     candidates: Sequence[Mapping[str, object]] = (),
     split_counts: Mapping[str, Mapping[str, int]] | None = None,
+    segmentation: str = "",
 ) -> str:
     """The report for one trained model: held-out metrics, the promotion decision and why,
-    the candidates it was chosen from, and how many studies of each class each split held."""
+    the candidates it was chosen from, and how many studies of each class each split held;
+    `segmentation` is the segmentation model's section (`segmentation_section`), if any."""
     metrics = [
         ("Model", model_id),
         ("AUC", f"{evaluation.auc:.3f}"),
@@ -183,5 +190,92 @@ def model_report(
         + _split_table(split_counts)
         + "<h2>Top feature importances</h2>"
         + _table(top, ("Feature", "Importance"))
+        + segmentation
     )
     return _page("radflow model report", body)
+
+
+def _estimate(value: float | None, ci: tuple[float, float] | None, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    return f"{text} ({ci[0]:.{digits}f}-{ci[1]:.{digits}f})" if ci is not None else text
+
+
+def segmentation_section(
+    card: SegmentationCard,
+    decision: SegmentationDecision | None,
+    roi: RoiEvaluation | None,
+    overlays: Sequence[tuple[str, bytes]],
+) -> str:
+    """The segmentation model in the model report: its test metrics with patient-level
+    bootstrap intervals, its promotion, the classifier's AUC with annotation ROIs and with the
+    model's ROIs on the same studies, a per-study table and overlay images."""
+    e = card.evaluation
+    rows = [
+        ("Segmentation model", card.model_id),
+        ("Test studies (patients)", f"{e.n_cases} ({e.n_patients})"),
+        ("Dice", _estimate(e.dice.mean, e.dice.ci)),
+        ("95 % Hausdorff distance (mm)", _estimate(e.hd95_mm.mean, e.hd95_mm.ci, 2)),
+        (
+            f"Surface Dice at {e.tolerance_mm:g} mm",
+            _estimate(e.surface_dice.mean, e.surface_dice.ci),
+        ),
+        ("Detection rate", _estimate(e.detection_rate.mean, e.detection_rate.ci)),
+        ("False-positive volume (ml)", _estimate(e.false_positive_ml.mean, e.false_positive_ml.ci)),
+        ("Non-empty predictions", f"{e.non_empty_rate:.0%}"),
+        ("Trained on", f"{card.training.device}, {card.training.processes} process(es)"),
+        ("Best epoch / epochs run", f"{card.training.best_epoch} / {card.training.epochs_run}"),
+    ]
+    if decision is not None:
+        state = "promoted to champion" if decision.promoted else "not promoted"
+        rows.append(("Decision", f"{state}: {decision.reason}"))
+    if roi is not None:
+        rows += [
+            (
+                f"Classifier AUC, annotation ROIs ({roi.studies} test studies)",
+                _estimate(roi.annotation_auc, None),
+            ),
+            (
+                f"Classifier AUC, ROIs of {roi.segmentation_id}",
+                _estimate(roi.model_roi_auc, roi.model_roi_auc_ci),
+            ),
+            ("Studies where the model found no region", str(roi.empty)),
+        ]
+    failed = card.failed
+    cases = [
+        (
+            c.study_id,
+            f"{c.dice:.3f}",
+            "n/a" if c.hd95_mm is None else f"{c.hd95_mm:.2f}",
+            f"{c.surface_dice:.3f}",
+            "yes" if c.detected else "no",
+            f"{c.false_positive_ml:.2f}",
+            f"{c.truth_ml:.2f}",
+            f"{c.predicted_ml:.2f}",
+        )
+        for c in e.cases
+    ]
+    return (
+        "<h2>Segmentation model (the ROI of studies without an annotation)</h2>"
+        + _warnings([f"sanity check failed: {name}" for name in failed])
+        + _table(rows, ("Segmentation", "Value (95 % CI, patient bootstrap)"))
+        + "<h3>Per test study</h3>"
+        + _table(
+            cases,
+            (
+                "Study",
+                "Dice",
+                "HD95 mm",
+                "Surface Dice",
+                "Detected",
+                "FP ml",
+                "Truth ml",
+                "Model ml",
+            ),
+        )
+        + "".join(
+            f"<h3>{escape(study)}</h3>" + _img(png, f"annotation and model outline, {study}")
+            for study, png in overlays
+        )
+    )

@@ -100,7 +100,8 @@ def roi_seg(
         manufacturer_model_name="radflow",
         software_versions=__version__,
         device_serial_number=__version__,
-        content_description=f"ROI the study was scored on (from the {roi_source})",
+        # LO: at most 64 characters, so the source's kind and model, not its description.
+        content_description=f"ROI the study was scored on ({roi_source.split(' ', 1)[0]})",
         content_label="ROI",
         series_description="radflow ROI (research use only)",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from monai.networks.nets import UNet
+from monai.networks.nets.unet import UNet
 from torch import nn
 
 from radflow.segmentation.params import SegmentationParams

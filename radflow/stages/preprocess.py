@@ -5,9 +5,15 @@ selection (every series kept or dropped, and why) goes into `qc.json`.
 
 Outputs: `image.nii.gz` (HU for CT, resampled and cropped around the ROI; what features read),
 `input.nii.gz` (windowed to [0, 1]; what a network reads), `mask.nii.gz` (the ROI, from the
-source `radflow.imaging.roi_source` finds: the study's annotation, a model, or the rule),
-and `qc.json` (geometry, registration, ROI source, warnings), written last as the commit
-marker.
+source `radflow.imaging.roi_source` finds: the study's annotation, the segmentation champion,
+or the rule), and `qc.json` (geometry, registration, ROI source, warnings), written last as
+the commit marker. A study whose ROI is its annotation also keeps `whole.nii.gz` and
+`whole_mask.nii.gz` (the uncropped primary on the same grid, and the annotation on it): what
+the segmentation model trains and is tested on.
+
+The second input, `roi_model`, is the segmentation champion's address ("" for none): it is
+part of the volume's address, so a new champion gives studies a new volume rather than a
+stale one.
 """
 
 from __future__ import annotations
@@ -22,12 +28,17 @@ import SimpleITK as sitk
 from radflow.annotations import referenced_series
 from radflow.config import PreprocessParams, Settings
 from radflow.errors import QuarantineError
-from radflow.imaging.pipelines import ct_only_warnings, preprocess_pipelines, preprocessing
+from radflow.imaging.pipelines import (
+    ct_only_warnings,
+    preprocess_pipelines,
+    preprocessing,
+    whole_pipeline,
+)
 from radflow.imaging.qc import checkerboard_png
 from radflow.imaging.read import read_series_with_warnings
 from radflow.imaging.register import register, resample_onto, write_transform
 from radflow.imaging.roi_checks import roi_warnings
-from radflow.imaging.roi_source import Annotation, find_roi
+from radflow.imaging.roi_source import Annotation, Segmenter, find_roi
 from radflow.imaging.selection import (
     SeriesSummary,
     require_primary,
@@ -42,17 +53,45 @@ from radflow.limits import DEFAULT_MAX_SERIES_VOXELS
 NAME = "preprocess"
 
 
-def volume_address(deid: str, params: PreprocessParams) -> str:
+def volume_address(deid: str, params: PreprocessParams, roi_model: str = "") -> str:
     # The lake's prefix for this stage's outputs is `volumes` (inside every address).
-    return content_address("volumes", [deid], preprocessing(params))
+    used = roi_model if "model" in params.roi_sources else ""
+    return content_address("volumes", [deid, used] if used else [deid], preprocessing(params))
 
 
-def address(settings: Settings, deid: str) -> str:
-    return volume_address(deid, settings.preprocess)
+def address(settings: Settings, deid: str, roi_model: str) -> str:
+    return volume_address(deid, settings.preprocess, roi_model)
 
 
-def run(lake: Lake, settings: Settings, deid: str) -> str:
-    return build_volume(lake, deid, settings.preprocess, settings.max_series_voxels)
+def run(lake: Lake, settings: Settings, deid: str, roi_model: str) -> str:
+    return build_volume(lake, deid, settings.preprocess, settings.max_series_voxels, roi_model)
+
+
+def model_segmenter(lake: Lake, roi_model: str) -> Segmenter:
+    """The registered segmentation model as an ROI source: its post-processed mask, or a
+    quarantine naming it when it finds nothing (or nothing of a plausible volume)."""
+    from radflow.segmentation.infer import segment_image
+
+    card = lake.segmentation_card(roi_model)
+    model = lake.segmentation_model(roi_model)
+    params = model.params
+
+    def segment(primary: sitk.Image) -> sitk.Image:
+        found = segment_image(model, primary)
+        if found.problem == "empty":
+            raise QuarantineError(
+                f"no region found by model {card.model_id}",
+                f"no voxel above probability {params.threshold}",
+            )
+        if found.problem is not None:
+            raise QuarantineError(
+                f"implausible region found by model {card.model_id}",
+                f"{found.problem}: {found.volume_ml:.3f} ml; plausible "
+                f"{params.min_volume_ml}-{params.max_volume_ml} ml",
+            )
+        return found.mask
+
+    return Segmenter(card.model_id, segment)
 
 
 def _geometry(image: sitk.Image) -> Geometry:
@@ -112,6 +151,7 @@ def build_volume(
     deid: str,
     params: PreprocessParams,
     max_voxels: int = DEFAULT_MAX_SERIES_VOXELS,
+    roi_model: str = "",
 ) -> str:
     """`max_voxels` bounds each series (see `plan_series`); it decides whether a study is
     refused, not what a built volume holds, so it is not part of the address.
@@ -119,7 +159,7 @@ def build_volume(
     The series are chosen by `params.series` (`radflow.imaging.selection`): non-image objects
     are listed, never read; the primary is read and gets the ROI; each other kept series is
     registered onto it, and one that cannot be is a QC warning, not a failed study."""
-    out = volume_address(deid, params)
+    out = volume_address(deid, params, roi_model)
     if lake.has(out):
         return out
     manifest = lake.manifest(deid)
@@ -144,6 +184,7 @@ def build_volume(
             _instance_uids(files[primary_uid]),
             [a for a, _ in annotations],
             params,
+            model_segmenter(lake, roi_model) if roi_model else None,
         )
         warnings += roi_warnings_
         mask = roi_found.mask
@@ -214,6 +255,11 @@ def build_volume(
             selection=selection,
             roi_source=roi_found.source,
         )
+        if roi_found.source.startswith("annotation"):
+            whole, whole_mask = whole_pipeline(params)(primary, mask)
+            assert whole_mask is not None
+            lake.put_image(out, "whole", sitk.Cast(whole, stored))
+            lake.put_image(out, "whole_mask", whole_mask)
         lake.put_image(out, "image", sitk.Cast(image_hu, stored))
         lake.put_image(out, "input", normalised)
         lake.put_image(out, "mask", roi)

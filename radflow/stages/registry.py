@@ -7,13 +7,9 @@ presence commits the entry). `decision.json` records, once, whether it became th
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 from numpy.typing import NDArray
 
-from radflow import __version__
 from radflow.config import TrainSettings
 from radflow.errors import NotFoundError, RadflowError
 from radflow.keys import address as content_address
@@ -46,15 +42,6 @@ def model_address(dataset: str, candidates: list[str], settings: TrainSettings) 
         include={"ensemble_size", "threshold_rule", "target_sensitivity", "calibration_slope"}
     )
     return content_address("models", [dataset, *sorted(candidates)], chosen)
-
-
-def code_version() -> CodeVersion:
-    """radflow's release and a digest of its source files: what made a model, beyond its data."""
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return CodeVersion(radflow=__version__, source_sha256=h.hexdigest())
 
 
 class _Scored:
@@ -156,7 +143,7 @@ def register_model(lake: Lake, dataset: str, candidates: list[str], settings: Tr
             ),
             labels=sha256_bytes(canonical_json([[r.study_id, r.label] for r in table.rows])),
         ),
-        code_version=code_version(),
+        code_version=CodeVersion.of_this_code(),
         labels=data.summary(),
         split=Split(
             fit=[int(i) for i in split.fit],

@@ -9,7 +9,7 @@ from pathlib import Path
 import pydicom
 
 from radflow.config import Settings
-from radflow.errors import QuarantineError
+from radflow.errors import QuarantineError, RadflowError
 from radflow.imaging.grid import Grid, mask_on_grid
 from radflow.imaging.read import plan_series
 from radflow.keys import address as content_address
@@ -23,7 +23,7 @@ from radflow.reports.dicom import (
     score_sr,
 )
 from radflow.reports.facts import StudyFacts, report_date, selection_rows
-from radflow.reports.html import model_report, study_report
+from radflow.reports.html import model_report, segmentation_section, study_report
 from radflow.reports.images import key_image_png
 from radflow.reports.pdf import study_report_pdf
 from radflow.reports.seg import ROI_SEGMENT, roi_seg, roi_volume_mm3
@@ -98,7 +98,7 @@ def study_facts(lake: Lake, score: str) -> tuple[StudyFacts, str]:
             "Preprocessed size": " x ".join(map(str, qc.preprocessed.size)),
         },
         qc={
-            "ROI source": qc.roi_source,
+            "ROI source": described_roi_source(lake, qc.roi_source),
             "ROI voxels": qc.roi_voxels,
             "Registration metric (Mattes MI)": ", ".join(f"{r.metric:.4f}" for r in qc.registration)
             or "single series",
@@ -135,9 +135,19 @@ def write_study_report(lake: Lake, score: str) -> str:
         sources = [caret_patient_name(pydicom.dcmread(p, stop_before_pixels=True)) for p in paths]
         mask = mask_on_grid(lake.image(volume, "mask"), native)
         seg = roi_seg(
-            mask, sources, key=out, roi_source=qc.roi_source, content_date=facts.report_date
+            mask,
+            sources,
+            key=out,
+            roi_source=described_roi_source(lake, qc.roi_source),
+            content_date=facts.report_date,
         )
-        roi = SegmentedRoi(seg, ROI_SEGMENT, series_uid, roi_volume_mm3(mask), qc.roi_source)
+        roi = SegmentedRoi(
+            seg,
+            ROI_SEGMENT,
+            series_uid,
+            roi_volume_mm3(mask),
+            described_roi_source(lake, qc.roi_source),
+        )
         # The SR's evidence and the source of both outputs' patient and study modules.
         evidence = sources[0]
         for name, ds in (
@@ -151,17 +161,34 @@ def write_study_report(lake: Lake, score: str) -> str:
     return lake.put_report_file(out, STUDY_HTML, study_report(facts))
 
 
-def model_report_address(model: str, decision: Decision) -> str:
+def model_report_address(model: str, decision: Decision, segmentation: str = "") -> str:
     settled = {
         "promoted": decision.promoted,
         "reason": decision.reason,
         "previous": decision.previous,
     }
-    return content_address("reports", [model], settled)
+    return content_address("reports", [model, segmentation] if segmentation else [model], settled)
 
 
-def write_model_report(lake: Lake, model: str, decision: Decision) -> str:
-    out = model_report_address(model, decision)
+def _segmentation_section(lake: Lake, model: str, segmentation: str) -> str:
+    """The segmentation model trained with `model`: its card, its decision, the classifier on
+    the segmentation champion's ROIs (when that evaluation was made), its overlays."""
+    if not segmentation:
+        return ""
+    card = lake.segmentation_card(segmentation)
+    champion = lake.segmentation_champion()
+    roi = lake.roi_evaluation(model, champion) if champion else None
+    overlays = [
+        (study, png)
+        for study in card.split.test_studies
+        if (png := lake.segmentation_overlay(segmentation, study)) is not None
+    ]
+    return segmentation_section(card, lake.segmentation_decision(segmentation), roi, overlays)
+
+
+def write_model_report(lake: Lake, model: str, decision: Decision, segmentation: str = "") -> str:
+    """`segmentation`: the segmentation model trained in the same run ("" for none)."""
+    out = model_report_address(model, decision, segmentation)
     page_key = f"{out}/model.html"
     if lake.has(page_key):
         return page_key
@@ -182,5 +209,21 @@ def write_model_report(lake: Lake, model: str, decision: Decision) -> str:
         ],
         candidates=[c.model_dump() for c in card.comparison],
         split_counts=card.split.counts,
+        segmentation=_segmentation_section(lake, model, segmentation),
     )
     return lake.put_report_file(out, "model.html", page)
+
+
+def described_roi_source(lake: Lake, roi_source: str) -> str:
+    """A model's ROI named with the model and its test Dice ("model:seg-… (test Dice
+    0.87)"), what a reader of the study's report needs to weigh it; other sources as they
+    are."""
+    kind, _, model_id = roi_source.partition(":")
+    if kind != "model" or not model_id:
+        return roi_source
+    try:
+        card = lake.segmentation_card(lake.find_segmentation(model_id))
+    except RadflowError:
+        return roi_source
+    dice = card.evaluation.dice.mean
+    return f"{roi_source} (test Dice {dice:.2f})" if dice is not None else roi_source

@@ -173,7 +173,7 @@ def test_a_study_without_a_usable_primary_is_quarantined_with_its_reason(
         else:
             real_file(inbox, "s", name)
     lake, deid = _ingest(tmp_path, inbox, settings)
-    outcome = run_stage(preprocess, lake, settings, [deid])
+    outcome = run_stage(preprocess, lake, settings, [deid, ""])
     assert outcome.key is None and outcome.quarantined is not None
     assert outcome.quarantined.reason == reason
     assert outcome.quarantined.error_class == "QuarantineError"
@@ -210,7 +210,7 @@ def test_mr_is_normalised_as_mr_and_warned_about_ct_rules(
         "normalize=window applies a CT (HU) window to MR",
         "ROI rule uses an HU threshold on MR",
     ]
-    windowed = sitk.GetArrayFromImage(lake.image(preprocess.address(explicit, deid), "input"))
+    windowed = sitk.GetArrayFromImage(lake.image(preprocess.address(explicit, deid, ""), "input"))
     assert np.all((windowed >= 0) & (windowed <= 1))
 
 
@@ -256,7 +256,7 @@ def test_a_delivery_of_real_studies_gets_a_reason_for_every_study(
         deid = anonymize_study(
             lake, tmp_path / "cache", ref, settings.deid_config(), tmp_path / "reid"
         )
-        outcome = run_stage(preprocess, lake, settings, [deid])
+        outcome = run_stage(preprocess, lake, settings, [deid, ""])
         assert outcome.quarantined is not None
         reasons[outcome.quarantined.reason] += 1
     assert reasons == {
