@@ -37,7 +37,7 @@ def _prepare(folder: Path, lake: Lake, settings: Settings) -> None:
         lake.quarantine(record)
     for ref in fetched.studies:
         deid = run_stage(anonymize, lake, settings, [ref]).key
-        run_stage(preprocess, lake, settings, [deid])
+        run_stage(preprocess, lake, settings, [deid, ""])
 
 
 def test_a_missing_slice_is_recorded_with_its_gap_in_mm(
