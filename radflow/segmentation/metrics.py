@@ -12,6 +12,7 @@ undefined, never NaN, so a model card stores it as JSON.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -104,6 +105,25 @@ def _validated_spacing(spacing_mm: Sequence[float]) -> tuple[float, float, float
     return spacing[0], spacing[1], spacing[2]
 
 
+def _around_both(
+    truth: NDArray[np.bool_], predicted: NDArray[np.bool_]
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """Both masks cropped to their union's bounding box plus one voxel (within the array).
+
+    Every metric here is unchanged by the crop (components, boundaries and distances all lie
+    inside it; the margin keeps each boundary where the array's edge did not cut it), and on a
+    512 x 512 x 60 CT it saves MONAI most of a second of whole-array passes.
+    """
+    union = truth | predicted
+    box = []
+    for axis in range(union.ndim):
+        other = tuple(a for a in range(union.ndim) if a != axis)
+        hits = np.flatnonzero(np.any(union, axis=other))
+        box.append(slice(max(int(hits[0]) - 1, 0), int(hits[-1]) + 2))
+    window = tuple(box)
+    return truth[window], predicted[window]
+
+
 def _unmatched_voxels(truth: NDArray[np.bool_], predicted: NDArray[np.bool_]) -> int:
     """Voxels of the predicted components that share no voxel with the truth."""
     labels, _ = ndimage.label(predicted, structure=_COMPONENT_STRUCTURE)
@@ -125,17 +145,20 @@ def _surface_metrics(
     """
     y_pred = torch.from_numpy(predicted[None, None].astype(np.float32))
     y = torch.from_numpy(truth[None, None].astype(np.float32))
-    hd95 = compute_hausdorff_distance(
-        y_pred, y, include_background=True, percentile=95, spacing=list(spacing)
-    )
-    nsd = compute_surface_dice(
-        y_pred,
-        y,
-        class_thresholds=[tolerance_mm],
-        include_background=True,
-        spacing=list(spacing),
-        use_subvoxels=True,
-    )
+    with warnings.catch_warnings():
+        # MONAI 1.6 passes its own deprecated argument to itself; nothing for callers to fix.
+        warnings.filterwarnings("ignore", "monai.metrics.utils get_mask_edges", FutureWarning)
+        hd95 = compute_hausdorff_distance(
+            y_pred, y, include_background=True, percentile=95, spacing=list(spacing)
+        )
+        nsd = compute_surface_dice(
+            y_pred,
+            y,
+            class_thresholds=[tolerance_mm],
+            include_background=True,
+            spacing=list(spacing),
+            use_subvoxels=True,
+        )
     return float(hd95.item()), float(nsd.item())
 
 
@@ -158,6 +181,8 @@ def case_metrics(
     voxel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
     n_truth, n_predicted = int(np.count_nonzero(t)), int(np.count_nonzero(p))
     overlap = int(np.count_nonzero(t & p))
+    if n_truth or n_predicted:
+        t, p = _around_both(t, p)
     hd95: float | None = None
     if n_truth == 0 and n_predicted == 0:
         dice, surface_dice = 1.0, 1.0

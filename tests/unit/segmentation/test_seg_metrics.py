@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
+from support.realdata import pyradiomics_case
 
 from radflow.segmentation.metrics import CaseMetrics, case_metrics, summarise
 
@@ -153,6 +155,41 @@ def test_label_values_are_masks_and_bad_input_is_refused() -> None:
         case_metrics(truth, truth, (1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="tolerance"):
         case_metrics(truth, truth, SPACING, tolerance_mm=-1.0)
+
+
+def test_metrics_do_not_depend_on_the_empty_margin_around_the_masks() -> None:
+    # Masks touching the array's faces, then the same masks inside a larger empty array.
+    shape = (6, 20, 20)
+    truth = box(shape, (0, 4), (0, 8), (3, 9))
+    predicted = box(shape, (1, 6), (2, 10), (0, 7)) | box(shape, (5, 6), (19, 20), (19, 20))
+    spacing = (2.0, 1.0, 0.5)
+    tight = case_metrics(truth, predicted, spacing)
+    assert tight.false_positive_ml == pytest.approx(spacing[0] * spacing[1] * spacing[2] / 1000)
+    padded = case_metrics(np.pad(truth, 3), np.pad(predicted, 3), spacing)
+    assert padded == tight
+
+
+@pytest.mark.parametrize(("shift", "axis"), [(2, 2), (-3, 1), (1, 0)])
+def test_real_nodule_annotation_moved_by_a_known_offset(shift: int, axis: int) -> None:
+    # pyradiomics' lung2: a radiologist's outline on a real CT (5 mm slices). Every boundary
+    # point of a copy moved by d mm lies within d mm of the original's, so HD95 <= d and the
+    # surface Dice at tolerance d is 1; no voxel of the copy is a false positive.
+    _, label_path = pyradiomics_case("lung2")
+    label = sitk.ReadImage(str(label_path))
+    truth = sitk.GetArrayFromImage(label) != 0
+    sx, sy, sz = label.GetSpacing()
+    spacing = (sz, sy, sx)
+    offset_mm = abs(shift) * spacing[axis]
+    moved = np.roll(truth, shift, axis=axis)
+    c = case_metrics(truth, moved, spacing, tolerance_mm=offset_mm + 1e-3)
+    assert c.hd95_mm is not None and 0.0 < c.hd95_mm <= offset_mm + 1e-4
+    assert c.surface_dice == 1.0
+    assert 0.5 < c.dice < 1.0
+    assert c.detected is True and c.false_positive_ml == 0.0
+    assert (
+        c.truth_ml == c.predicted_ml == pytest.approx(truth.sum() * sx * sy * sz / 1000, abs=1e-4)
+    )
+    assert case_metrics(truth, moved, spacing, tolerance_mm=0.5 * offset_mm).surface_dice < 1.0
 
 
 def _case(dice: float, hd95: float | None = 1.0, detected: bool | None = True) -> CaseMetrics:
