@@ -10,7 +10,12 @@ import pytest
 import SimpleITK as sitk
 from support.realdata import pyradiomics_case
 
-from radflow.segmentation.metrics import CaseMetrics, case_metrics, summarise
+from radflow.segmentation.metrics import (
+    CaseMetrics,
+    SegmentationSummary,
+    case_metrics,
+    summarise,
+)
 
 SPACING = (3.0, 0.75, 0.8)  # (z, y, x) mm: thick slices, anisotropic in-plane too
 
@@ -226,6 +231,7 @@ def test_summary_means_and_cis_contain_the_mean() -> None:
     # Every case detected: the rate and its interval are exactly 1.
     assert s.detection_rate.mean == 1.0 and s.detection_rate.ci == (1.0, 1.0)
     assert "NaN" not in s.model_dump_json()
+    assert SegmentationSummary.model_validate_json(s.model_dump_json()) == s
     assert json.loads(s.model_dump_json())["dice"]["ci"] == list(s.dice.ci or ())
 
 
