@@ -33,6 +33,7 @@ __all__ = [
     "bootstrap_auc_ci",
     "choose_threshold",
     "evaluate_report",
+    "group_resample_indices",
 ]
 
 CALIBRATION_BINS = 5
@@ -103,7 +104,7 @@ def choose_threshold(
     return float(thresholds[index])
 
 
-def _group_resample_indices(groups: ArrayLike, rng: np.random.Generator) -> NDArray[np.intp]:
+def group_resample_indices(groups: ArrayLike, rng: np.random.Generator) -> NDArray[np.intp]:
     """Row indices of one cluster-bootstrap resample: whole groups drawn with replacement.
 
     As many groups are drawn as there are distinct groups, and every row of a drawn group
@@ -167,7 +168,7 @@ def bootstrap_auc_ci(
     # How often each row is drawn in each resample (one row per resample).
     counts = np.empty((n_boot, y.size), dtype=np.float64)
     for b in range(n_boot):
-        idx = _row_resample_indices(y.size, rng) if g is None else _group_resample_indices(g, rng)
+        idx = _row_resample_indices(y.size, rng) if g is None else group_resample_indices(g, rng)
         counts[b] = np.bincount(idx, minlength=y.size)
     aucs = _weighted_aucs(y, p, counts)
     if aucs.size == 0:

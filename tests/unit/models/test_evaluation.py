@@ -23,11 +23,11 @@ from sklearn.metrics import (
 
 from radflow.models.evaluation import (
     Report,
-    _group_resample_indices,
     _weighted_aucs,
     bootstrap_auc_ci,
     choose_threshold,
     evaluate_report,
+    group_resample_indices,
 )
 from radflow.models.plots import calibration_png, confusion_png, pr_png, roc_png
 
@@ -197,7 +197,7 @@ def test_group_resample_keeps_pairs_together() -> None:
     perm = np.random.default_rng(0).permutation(groups.size)
     groups = groups[perm]  # rows of a patient need not be adjacent
     for seed in range(50):
-        idx = _group_resample_indices(groups, np.random.default_rng(seed))
+        idx = group_resample_indices(groups, np.random.default_rng(seed))
         assert idx.size == groups.size
         counts = np.bincount(idx, minlength=groups.size)
         for patient in np.unique(groups):
