@@ -479,7 +479,7 @@ class CaseResult(Record):
     dice: float
     hd95_mm: float | None
     surface_dice: float
-    detected: bool
+    detected: bool | None  # None: an empty annotation, nothing to detect
     false_positive_ml: float
     truth_ml: float
     predicted_ml: float

@@ -249,7 +249,7 @@ def segmentation_section(
             f"{c.dice:.3f}",
             "n/a" if c.hd95_mm is None else f"{c.hd95_mm:.2f}",
             f"{c.surface_dice:.3f}",
-            "yes" if c.detected else "no",
+            "n/a" if c.detected is None else "yes" if c.detected else "no",
             f"{c.false_positive_ml:.2f}",
             f"{c.truth_ml:.2f}",
             f"{c.predicted_ml:.2f}",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -39,6 +40,9 @@ from radflow.lake.records import (
 from radflow.models.table import Table, training_table
 from radflow.segmentation.params import SegmentationParams
 
+if TYPE_CHECKING:
+    from radflow.segmentation.metrics import MetricSummary
+
 log = logging.getLogger("radflow.segmentation")
 
 NAME = "segmentation"
@@ -48,6 +52,9 @@ TOLERANCE_MM = 2.0
 MIN_FIT_STUDIES = 4
 #: The share of test studies in which the model must find a region.
 MIN_NON_EMPTY_RATE = 0.9
+#: The overlay images show this square around the annotation: a lesion of a few cm is
+#: visible, not a dot in a whole chest.
+OVERLAY_FIELD_MM = 96.0
 
 
 def _params_for_address(params: SegmentationParams) -> dict[str, object]:
@@ -189,10 +196,8 @@ def _masks(lake: Lake, model: object, rows: Sequence[DatasetRow]) -> list[np.nda
     return found
 
 
-def _estimate(value: object) -> Estimate:
-    mean = getattr(value, "mean", None)
-    ci = getattr(value, "ci", None)
-    return Estimate(mean=mean, ci=None if ci is None else (float(ci[0]), float(ci[1])))
+def _estimate(value: MetricSummary) -> Estimate:
+    return Estimate(mean=value.mean, ci=value.ci)
 
 
 def _evaluate(
@@ -213,7 +218,7 @@ def _evaluate(
                 study_id=row.study_id,
                 patient_id=row.patient_id,
                 volume=row.volume,
-                **found.model_dump(),
+                **found.model_dump(exclude={"tolerance_mm"}),
             )
         )
         lo = params.window_level - params.window_width / 2
@@ -222,7 +227,8 @@ def _evaluate(
             truth,
             predicted,
             window=(lo, lo + params.window_width),
-            spacing_mm=spacing_zyx,
+            spacing_mm=spacing_zyx,  # type: ignore[arg-type]
+            field_mm=OVERLAY_FIELD_MM,
         )
     summary = summarise(metrics, [r.patient_id for r in rows]) if rows else None
     empty = Estimate(mean=None, ci=None)
