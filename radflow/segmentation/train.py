@@ -200,10 +200,7 @@ def _run(
             log.info("resuming segmentation training after epoch %d", progress.epoch)
     model: nn.Module = net
     if world > 1:
-        # No buffers to broadcast: instance norm keeps no running statistics.
-        model = DistributedDataParallel(
-            net, device_ids=[rank] if amp else None, broadcast_buffers=False
-        )
+        model = DistributedDataParallel(net, device_ids=[rank] if amp else None)
 
     sampler = PatchSampler(train, params, job.seed)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -306,7 +303,8 @@ def _run_in_processes(
     resume: bool,
 ) -> _Outcome:
     """Spawn `world` processes; the cases travel as .npy files each process memory-maps
-    (pickling them through spawn's pipe would copy every volume once per process)."""
+    (pickling them through spawn's pipe would copy every volume once per process;
+    copy-on-write maps, since torch warns about tensors made from read-only arrays)."""
     with tempfile.TemporaryDirectory(prefix="radflow-segtrain-") as tmp:
         folder = Path(tmp)
         for split, cases in (("train", train), ("validation", validation)):
@@ -334,8 +332,8 @@ def _rank_main(rank: int, world: int, arg: tuple[_Job, bool]) -> None:
         split: [
             Case(
                 key,
-                np.load(job.data / f"{split}-{i}-image.npy", mmap_mode="r"),
-                np.load(job.data / f"{split}-{i}-mask.npy", mmap_mode="r"),
+                np.load(job.data / f"{split}-{i}-image.npy", mmap_mode="c"),
+                np.load(job.data / f"{split}-{i}-mask.npy", mmap_mode="c"),
             )
             for i, key in enumerate(keys[split])
         ]

@@ -66,7 +66,11 @@ def test_augmentation_changes_the_patch_but_keeps_the_annotation(cases: list[Cas
     augmented = PatchSampler(cases, TINY, seed=3)
     for i in range(10):
         d, d_plain = augmented.draw(1, i), plain.draw(1, i)
-        assert (d.case, d.foreground, d.centre) == (d_plain.case, d_plain.foreground, d_plain.centre)
+        assert (d.case, d.foreground, d.centre) == (
+            d_plain.case,
+            d_plain.foreground,
+            d_plain.centre,
+        )
         assert 0.9 <= d.scale <= 1.1 and np.allclose(d.rotation @ d.rotation.T, np.eye(3))
         image, mask = augmented.patch(1, i)
         image_plain, mask_plain = plain.patch(1, i)
