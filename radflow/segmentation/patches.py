@@ -8,13 +8,14 @@ match one process and a resumed training match one that ran through.
 Crop, padding, rotation and scale are one `scipy.ndimage.affine_transform` from the patch's
 grid into the volume: only the patch's voxels are interpolated (MONAI's RandAffine resamples
 a whole cropped region and keeps its own random state), and a volume smaller than the patch
-is padded with zeros by the same call.
+is padded with zeros by the same call. Without augmentation a patch is a plain crop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -129,18 +130,22 @@ class PatchSampler:
         """The (z, y, x) image and mask patch of sample `index` in `epoch`."""
         d = self.draw(epoch, index)
         case = self.cases[d.case]
-        size = np.array(self.params.patch)
-        # Volume coordinate = centre + scale * R @ (patch coordinate - patch centre); without
-        # augmentation an exact crop [centre - n//2, centre - n//2 + n).
-        matrix = d.scale * d.rotation
-        offset = np.array(d.centre, dtype=np.float64) - matrix @ (size // 2)
         shape = self.params.patch
-        image = affine_transform(
-            case.image, matrix, offset, output_shape=shape, output=np.float32, order=1, cval=0.0
-        )
-        mask = affine_transform(
-            case.mask, matrix, offset, output_shape=shape, output=np.uint8, order=0, cval=0
-        )
+        if d.scale == 1.0 and np.array_equal(d.rotation, np.eye(3)):
+            # No rotation or scale: a plain crop (with zero padding) costs a copy, not an
+            # interpolation, and gives the same voxels.
+            start = [c - n // 2 for c, n in zip(d.centre, shape, strict=True)]
+            image, mask = _crop(case.image, start, shape), _crop(case.mask, start, shape)
+        else:
+            # Volume coordinate = centre + scale * R @ (patch coordinate - patch centre).
+            matrix = d.scale * d.rotation
+            offset = np.array(d.centre, dtype=np.float64) - matrix @ (np.array(shape) // 2)
+            image = affine_transform(
+                case.image, matrix, offset, output_shape=shape, output=np.float32, order=1
+            )
+            mask = affine_transform(
+                case.mask, matrix, offset, output_shape=shape, output=np.uint8, order=0
+            )
         if d.flips:
             image, mask = np.flip(image, d.flips), np.flip(mask, d.flips)
         if d.intensity_scale != 1.0 or d.intensity_shift != 0.0:
@@ -154,3 +159,17 @@ class PatchSampler:
             np.stack([im for im, _ in pairs])[:, None],
             np.stack([m for _, m in pairs])[:, None],
         )
+
+
+def _crop(
+    volume: npt.NDArray[np.generic], start: Sequence[int], size: Sequence[int]
+) -> npt.NDArray[Any]:
+    """volume[start : start + size] per axis, zeros where that reaches outside the volume."""
+    out = np.zeros(tuple(size), volume.dtype)
+    source = tuple(
+        slice(max(s, 0), min(s + n, dim))
+        for s, n, dim in zip(start, size, volume.shape, strict=True)
+    )
+    target = tuple(slice(sl.start - s, sl.stop - s) for sl, s in zip(source, start, strict=True))
+    out[target] = volume[source]
+    return out

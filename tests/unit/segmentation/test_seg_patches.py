@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.ndimage import affine_transform
 from support.seg_spheres import TINY, sphere_case
 
-from radflow.segmentation.patches import Case, PatchSampler
+from radflow.segmentation.patches import Case, PatchSampler, _crop
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +111,15 @@ def test_a_case_is_checked_when_made() -> None:
         Case("k", image, mask + 2)
     with pytest.raises(ValueError, match="no cases"):
         PatchSampler([], TINY, seed=0)
+
+
+def test_the_plain_crop_agrees_with_the_affine_resample() -> None:
+    # The two code paths of `PatchSampler.patch`: a crop without augmentation, scipy's affine
+    # resample with it. At the identity they must cut the same voxels, padding included.
+    rng = np.random.default_rng(0)
+    volume = rng.random((10, 20, 7)).astype(np.float32)
+    for start in ([0, 0, 0], [-3, 5, -4], [2, 10, 1], [-8, -8, -8]):
+        expected = affine_transform(
+            volume, np.eye(3), np.array(start, float), output_shape=(16, 16, 16), order=1
+        )
+        assert np.array_equal(_crop(volume, start, (16, 16, 16)), expected)
