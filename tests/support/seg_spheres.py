@@ -46,3 +46,16 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+HEAVY_MODULES = ("prefect", "pytest", "_pytest", "boto3", "radflow.cli", "radflow.config")
+
+
+def fail_in_process_1(rank: int, epoch: int) -> None:
+    """An `_after_epoch` hook for spawned processes (importable without pytest): fails rank
+    1, and says which heavy modules that process had imported (it should have none)."""
+    import sys
+
+    if rank == 1:
+        loaded = [m for m in HEAVY_MODULES if m in sys.modules]
+        raise RuntimeError(f"test failure in rank {rank} after epoch {epoch}; loaded {loaded}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support.seg_spheres import SPACING, TINY, one_torch_thread, sphere_case
+from support.seg_spheres import SPACING, TINY, fail_in_process_1, one_torch_thread, sphere_case
 
 from radflow.segmentation.distributed import DistributedTrainingError
 from radflow.segmentation.train import CHECKPOINT_NAME, train_segmentation
@@ -37,11 +37,6 @@ def cancelled_by_instance_norm(state: dict[str, torch.Tensor]) -> set[str]:
 def _one_thread() -> Iterator[None]:
     with one_torch_thread():
         yield
-
-
-def fail_in_process_1(rank: int, epoch: int) -> None:
-    if rank == 1:
-        raise RuntimeError(f"test failure in rank {rank} after epoch {epoch}")
 
 
 def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
@@ -85,7 +80,10 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
 
 
 def test_a_failure_in_one_process_is_a_clear_error() -> None:
-    with pytest.raises(DistributedTrainingError, match=r"failed in process 1 of 2: .*test failure"):
+    # The failing process also reports that it imported neither pytest (the caller's main
+    # module) nor Prefect or the CLI: spawned processes start lean.
+    message = r"failed in process 1 of 2: RuntimeError: test failure in rank 1 .* loaded \[\]$"
+    with pytest.raises(DistributedTrainingError, match=message):
         train_segmentation(
             TRAIN,
             [],
