@@ -8,7 +8,8 @@ match one process and a resumed training match one that ran through.
 Crop, padding, rotation and scale are one `scipy.ndimage.affine_transform` from the patch's
 grid into the volume: only the patch's voxels are interpolated, no random state lives in a
 transform object (MONAI's Rand* transforms each keep one, to be re-seeded per sample), and a
-volume smaller than the patch is padded with zeros by the same call. Without augmentation a patch is a plain crop.
+volume smaller than the patch is padded with zeros by the same call. Without augmentation a
+patch is a plain crop (the same voxels, a copy instead of an interpolation).
 """
 
 from __future__ import annotations

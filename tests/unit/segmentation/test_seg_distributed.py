@@ -11,7 +11,7 @@ import torch
 from support.seg_spheres import SPACING, TINY, fail_in_process_1, one_torch_thread, sphere_case
 
 from radflow.segmentation.distributed import DistributedTrainingError
-from radflow.segmentation.train import CHECKPOINT_NAME, train_segmentation
+from radflow.segmentation.train import CHECKPOINT_NAME, TrainedSegmentation, train_segmentation
 
 TRAIN = [sphere_case(seed) for seed in range(3)]
 VALIDATION = [sphere_case(seed) for seed in (10, 11)]
@@ -39,11 +39,15 @@ def _one_thread() -> Iterator[None]:
         yield
 
 
-def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
-    one = train_segmentation(TRAIN, VALIDATION, PARAMS, spacing_mm=SPACING, seed=0, processes=1)
-    two = train_segmentation(
-        TRAIN, VALIDATION, PARAMS, spacing_mm=SPACING, seed=0, processes=2, checkpoint_dir=tmp_path
-    )
+@pytest.fixture(scope="module")
+def one() -> TrainedSegmentation:
+    with one_torch_thread():
+        return train_segmentation(
+            TRAIN, VALIDATION, PARAMS, spacing_mm=SPACING, seed=0, processes=1
+        )
+
+
+def assert_same_training(two: TrainedSegmentation, one: TrainedSegmentation) -> None:
     assert one.model.state.keys() == two.model.state.keys()
     cancelled = cancelled_by_instance_norm(one.model.state)
     assert len(cancelled) == 6  # one per ADN block of this 3-level U-Net
@@ -54,6 +58,18 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
     with torch.inference_mode():
         logits_one, logits_two = one.model.network()(x), two.model.network()(x)
     assert torch.allclose(logits_two, logits_one, atol=1e-4, rtol=1e-4)
+    assert [e for e, _, _ in two.history] == [1, 2] and two.epochs_run == 2
+    for (_, loss1, dice1), (_, loss2, dice2) in zip(one.history, two.history, strict=True):
+        assert loss2 == pytest.approx(loss1, rel=1e-4)
+        assert dice1 is not None and dice2 == pytest.approx(dice1, abs=1e-3)
+
+
+def test_two_gloo_processes_match_one(one: TrainedSegmentation, tmp_path: Path) -> None:
+    two = train_segmentation(
+        TRAIN, VALIDATION, PARAMS, spacing_mm=SPACING, seed=0, processes=2, checkpoint_dir=tmp_path
+    )
+    assert two.resumed_from_epoch is None and two.device == "cpu"
+    assert_same_training(two, one)
     # The weights moved from their start: the comparison is not between two initialisations.
     initial = train_segmentation(
         TRAIN,
@@ -66,10 +82,6 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
         float((one.model.state[k] - initial.model.state[k]).abs().max()) for k in one.model.state
     )
     assert moved > 100 * ATOL
-    assert [e for e, _, _ in two.history] == [1, 2] and two.epochs_run == 2
-    for (_, loss1, dice1), (_, loss2, dice2) in zip(one.history, two.history, strict=True):
-        assert loss2 == pytest.approx(loss1, rel=1e-4)
-        assert dice1 is not None and dice2 == pytest.approx(dice1, abs=1e-3)
     # Rank 0 wrote the checkpoint; the finished training returns without starting processes.
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]
     again = train_segmentation(
@@ -79,17 +91,26 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
     assert all(torch.equal(again.model.state[k], v) for k, v in two.model.state.items())
 
 
-def test_a_failure_in_one_process_is_a_clear_error() -> None:
+def test_a_failed_process_is_a_clear_error_and_the_training_resumes(
+    one: TrainedSegmentation, tmp_path: Path
+) -> None:
     # The failing process also reports that it imported neither pytest (the caller's main
     # module) nor Prefect or the CLI: spawned processes start lean.
     message = r"failed in process 1 of 2: RuntimeError: test failure in rank 1 .* loaded \[\]$"
     with pytest.raises(DistributedTrainingError, match=message):
         train_segmentation(
             TRAIN,
-            [],
+            VALIDATION,
             PARAMS,
             spacing_mm=SPACING,
             seed=0,
             processes=2,
+            checkpoint_dir=tmp_path,
             _after_epoch=fail_in_process_1,
         )
+    # Rank 0 had written epoch 1's checkpoint; two new processes read it and finish.
+    resumed = train_segmentation(
+        TRAIN, VALIDATION, PARAMS, spacing_mm=SPACING, seed=0, processes=2, checkpoint_dir=tmp_path
+    )
+    assert resumed.resumed_from_epoch == 1
+    assert_same_training(resumed, one)
