@@ -1,0 +1,139 @@
+"""Data-parallel training: N spawned processes joined by torch.distributed.
+
+One process per GPU with NCCL on CUDA, gloo on the CPU. The training loop itself is the
+same in one process and in N (`radflow.segmentation.train`); this module only starts the
+processes, joins them in a process group and brings a failure back to the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+from torch.multiprocessing.spawn import (
+    ProcessExitedException,
+    ProcessRaisedException,
+    start_processes,
+)
+
+T = TypeVar("T")
+
+# Rank 0 validates while the others wait in the next collective; a large validation set on
+# a CPU can take minutes, so the default of 30 min (gloo) / 10 min (NCCL) is too tight.
+TIMEOUT = timedelta(minutes=60)
+
+
+class DistributedTrainingError(RuntimeError):
+    """A process of a data-parallel training failed; the others were stopped."""
+
+
+def check_processes(processes: int, batch_size: int, device: str) -> None:
+    """Raise ValueError when `processes` cannot share a global batch of `batch_size` on
+    `device` ("cpu" or "cuda")."""
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, got {processes}")
+    if batch_size % processes:
+        raise ValueError(
+            f"batch_size {batch_size} must be divisible by processes {processes}: "
+            "each process trains on an equal share of the global batch"
+        )
+    if device == "cuda" and processes > torch.cuda.device_count():
+        raise ValueError(
+            f"processes {processes} > {torch.cuda.device_count()} visible GPUs "
+            "(one process per GPU)"
+        )
+
+
+def rank_device(device: str, rank: int) -> torch.device:
+    return torch.device(f"cuda:{rank}") if device == "cuda" else torch.device("cpu")
+
+
+def launch(fn: Callable[[int, int, T], None], processes: int, arg: T, device: str) -> None:
+    """Run `fn(rank, processes, arg)` in `processes` spawned processes that share a process
+    group (MASTER_ADDR 127.0.0.1 on a free port). `fn` and `arg` must be picklable by
+    reference to an importable module. A failure in any process stops the others and raises
+    DistributedTrainingError here, its cause carrying the process's traceback."""
+    port = _free_port()
+    with _bare_main():
+        context = start_processes(
+            _entry,
+            args=(processes, port, device, fn, arg),
+            nprocs=processes,
+            join=False,
+            start_method="spawn",
+        )
+    assert context is not None
+    try:
+        while not context.join():
+            pass
+    except ProcessRaisedException as e:
+        last = str(e).strip().splitlines()[-1]
+        raise DistributedTrainingError(
+            f"data-parallel training failed in process {e.error_index} of {processes}: {last}"
+        ) from e
+    except ProcessExitedException as e:
+        how = f"signal {e.signal_name}" if e.signal_name else f"exit code {e.exit_code}"
+        raise DistributedTrainingError(
+            f"data-parallel training process {e.error_index} of {processes} died ({how})"
+        ) from e
+
+
+def all_mean(value: float, device: torch.device) -> float:
+    """The mean of `value` over all processes (every process gets it)."""
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
+
+
+def broadcast_flag(flag: bool, device: torch.device) -> bool:
+    """Rank 0's `flag`, in every process."""
+    t = torch.tensor([int(flag)], dtype=torch.int32, device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def _entry(
+    rank: int, world: int, port: int, device: str, fn: Callable[[int, int, T], None], arg: T
+) -> None:
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    if device == "cuda":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(
+        "nccl" if device == "cuda" else "gloo", rank=rank, world_size=world, timeout=TIMEOUT
+    )
+    try:
+        fn(rank, world, arg)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def _bare_main() -> Iterator[None]:
+    """Hide the caller's `__main__` while the processes start.
+
+    A spawned process first re-imports the parent's main module (multiprocessing's
+    preparation step): under `radflow` or a Prefect worker that is the whole CLI with Prefect,
+    seconds of imports per process before any training. With an empty `__main__` a process
+    imports only what unpickling `fn` and `arg` needs (torch, MONAI, this package)."""
+    saved = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = saved
