@@ -161,11 +161,11 @@ def train_segmentation_model(
             resumed_from_epoch=trained.resumed_from_epoch,
             history=[
                 SegmentationEpoch(
-                    epoch=e.epoch,
-                    train_loss=round(float(e.train_loss), 6),
-                    val_dice=None if e.val_dice is None else round(float(e.val_dice), 6),
+                    epoch=epoch,
+                    train_loss=round(float(loss), 6),
+                    val_dice=None if dice is None else round(float(dice), 6),
                 )
-                for e in trained.history
+                for epoch, loss, dice in trained.history
             ],
         ),
         evaluation=evaluation,
