@@ -2,7 +2,8 @@
 reference training loop, side by side in one run.
 
 Usage: python bench/seg_train_bench.py [--volumes 8] [--size 96] [--patch 32] [--steps 12]
-       [--repeats 3] [--workers 0] [--threads N] [--quick]
+       [--repeats 3] [--workers 0] [--threads N] [--device cpu|cuda]
+       [--quick]
 
 Both loops train the same network (`build_network` of radflow's default `SegmentationParams`:
 MONAI's residual U-Net, 8/16/32/64 channels, instance norm) with MONAI's DiceCELoss and
@@ -22,8 +23,10 @@ Figures are the best of `--repeats` rounds (each round runs every loop once, so 
 users hits all alike), after two untimed warm-up steps per loop. patches/s counts training
 patches; volumes/s counts training volumes as MONAI's tutorials do, a volume being one item of
 the dataset cut into num_samples = 4 patches (so volumes/s = patches/s / 4 for both loops).
-"data only" times producing the same patches without the network. "radflow ×" is radflow's
-figure over MONAI's (> 1: radflow faster). Prints Markdown for bench/RESULTS.md.
+"data only" times producing the same patches without the network (on the CPU whatever
+`--device`). With `--device cuda` both loops train on the GPU with float16 autocast and a
+GradScaler. "radflow ×" is radflow's figure over MONAI's (> 1: radflow faster). Prints
+Markdown for bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -133,18 +136,28 @@ def batches(loader: DataLoader, steps: int) -> Iterator[dict[str, torch.Tensor]]
 
 
 def monai_train(loader: DataLoader, params: SegmentationParams, steps: int) -> None:
+    """MONAI's tutorial step; on CUDA with float16 autocast and a GradScaler, as radflow."""
+    device = "cuda" if params.device == "cuda" else "cpu"
+    amp = device == "cuda"
     torch.manual_seed(0)
-    net = build_network(params)
+    net = build_network(params).to(device)
     optimizer = torch.optim.AdamW(
         net.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
     )
+    scaler = torch.amp.GradScaler(device, enabled=amp)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     net.train()
     for batch in batches(loader, steps):
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(net(batch["image"]), batch["label"])
-        loss.backward()
-        optimizer.step()
+        image, label = batch["image"].to(device), batch["label"].to(device)
+        with torch.autocast(device, dtype=torch.float16, enabled=amp):
+            logits = net(image)
+        loss = loss_fn(logits.float(), label)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    if amp:
+        torch.cuda.synchronize()
 
 
 def monai_data(loader: DataLoader, steps: int) -> None:
@@ -174,6 +187,9 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: its own)"
     )
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="cuda: float16 autocast"
+    )
     parser.add_argument("--quick", action="store_true", help="2 steps, 1 round, 4 volumes")
     args = parser.parse_args()
     if args.threads:
@@ -182,11 +198,13 @@ def main() -> None:
         args.steps, args.repeats, args.volumes = 2, 1, 4
 
     cases = sphere_volumes(args.volumes, args.size)
-    base = SegmentationParams(patch=(args.patch,) * 3, batch_size=BATCH, device="cpu")
+    base = SegmentationParams(patch=(args.patch,) * 3, batch_size=BATCH, device=args.device)
     print(
         f"torch {torch.__version__}, MONAI {version('monai')}, Python "
         f"{platform.python_version()}, {os.cpu_count()} CPUs, torch threads "
-        f"{torch.get_num_threads()}; {args.volumes} volumes of {args.size}³, patches "
+        f"{torch.get_num_threads()}"
+        + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else "")
+        + f"; device {args.device}; {args.volumes} volumes of {args.size}³, patches "
         f"{args.patch}³, batch {BATCH}, U-Net {list(base.channels)}; best of {args.repeats} "
         f"rounds of {args.steps} steps; MONAI DataLoader workers {args.workers}\n"
     )

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -388,8 +389,14 @@ def _fingerprint(
 def _load_checkpoint(path: Path | None, fingerprint: str) -> dict[str, Any] | None:
     if path is None or not path.exists():
         return None
-    saved: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    if saved.get("fingerprint") != fingerprint:
+    try:
+        saved: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        # Unreadable (another torch's format, a damaged disk): training from scratch replaces
+        # it, where raising would block every later training in this folder.
+        log.warning("not resuming %s: unreadable (%s)", path.name, type(e).__name__)
+        return None
+    if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
         log.info("not resuming %s: it is from other data or settings", path.name)
         return None
     return saved

@@ -174,6 +174,16 @@ def test_a_checkpoint_of_other_data_or_settings_is_not_resumed(tmp_path: Path) -
     assert result.resumed_from_epoch == 1
 
 
+def test_an_unreadable_checkpoint_is_replaced(tmp_path: Path) -> None:
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
+    params = PARAMS.model_copy(update={"epochs": 1})
+    result = train_segmentation(
+        TRAIN, [], params, spacing_mm=SPACING, seed=0, checkpoint_dir=tmp_path
+    )
+    assert result.resumed_from_epoch is None
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["progress"]["epoch"] == 1
+
+
 def test_bad_input_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="batch_size 4 must be divisible by processes 3"):
         train_segmentation(TRAIN, [], PARAMS, spacing_mm=SPACING, seed=0, processes=3)
