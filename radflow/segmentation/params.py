@@ -7,6 +7,15 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 
+def data_parallel_processes(params: SegmentationParams, gpus: int) -> int:
+    """How many processes train: `params.processes`, or with 0 one per GPU (at most the
+    largest count that divides the global batch, so every process gets an equal share)."""
+    if params.processes:
+        return params.processes
+    usable = gpus if params.device != "cpu" else 0
+    return max(n for n in range(1, max(usable, 1) + 1) if params.batch_size % n == 0)
+
+
 class SegmentationParams(BaseModel, frozen=True):
     """Network, patch training, inference and post-processing of the segmentation model.
 
@@ -30,8 +39,9 @@ class SegmentationParams(BaseModel, frozen=True):
     weight_decay: float = Field(1e-5, ge=0)
     patience: int = Field(6, ge=1, description="epochs without a better validation Dice")
     augment: bool = True
-    # Data-parallel processes (torch.distributed): one per GPU on CUDA, gloo on CPU.
-    processes: int = Field(1, ge=1)
+    # Data-parallel processes (torch.distributed): NCCL on CUDA, gloo on CPU. 0: one per
+    # visible GPU (the most that divides the batch), one process without a GPU.
+    processes: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Inference and post-processing.
     overlap: float = Field(0.25, ge=0, lt=1)

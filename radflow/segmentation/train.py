@@ -37,7 +37,7 @@ from radflow.segmentation.distributed import (
 )
 from radflow.segmentation.model import SegmentationModel
 from radflow.segmentation.network import build_network
-from radflow.segmentation.params import SegmentationParams
+from radflow.segmentation.params import SegmentationParams, data_parallel_processes
 from radflow.segmentation.patches import Case, PatchSampler
 from radflow.segmentation.sliding import probabilities
 
@@ -89,13 +89,14 @@ def train_segmentation(
     `_after_epoch(rank, epoch)` is for tests only: called in every process after the epoch's
     checkpoint is written (a test kills or fails a training there).
     """
-    world = params.processes if processes is None else processes
     if not train:
         raise ValueError("no training cases: the segmentation model needs annotated volumes")
     for case in (*train, *validation):
         if not isinstance(case, Case):
             raise TypeError(f"cases must be radflow.segmentation.patches.Case, got {type(case)}")
     device = _resolve_device(params.device)
+    gpus = torch.cuda.device_count() if device == "cuda" else 0
+    world = data_parallel_processes(params, gpus) if processes is None else processes
     check_processes(world, params.batch_size, device)
 
     fingerprint = _fingerprint(train, validation, params, spacing_mm, seed)

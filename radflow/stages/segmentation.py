@@ -97,7 +97,10 @@ def train_segmentation_model(
     """Fit on the fit patients' annotated studies, stop early on the validation patients',
     evaluate on the test patients'; "" when the dataset has too few annotated studies to fit
     on (the classifier trains regardless). With `checkpoints` a killed training resumes."""
+    import torch
+
     from radflow.segmentation.network import window
+    from radflow.segmentation.params import data_parallel_processes
     from radflow.segmentation.patches import Case
     from radflow.segmentation.train import train_segmentation
 
@@ -126,6 +129,7 @@ def train_segmentation_model(
 
     fit_cases = cases(fit)
     spacing = tuple(float(s) for s in lake.image(fit[0].volume, "whole").GetSpacing())
+    processes = data_parallel_processes(params, torch.cuda.device_count())
     trained = train_segmentation(
         fit_cases,
         cases(validation),
@@ -133,6 +137,7 @@ def train_segmentation_model(
         spacing_mm=(spacing[0], spacing[1], spacing[2]),
         seed=settings.seed,
         checkpoint_dir=checkpoints / short_id(out) if checkpoints else None,
+        processes=processes,
     )
     evaluation, overlays = _evaluate(lake, trained.model, test, params)
     weights = trained.model.to_bytes()
@@ -155,7 +160,7 @@ def train_segmentation_model(
         ),
         training=SegmentationTraining(
             device=trained.device,
-            processes=params.processes,
+            processes=processes,
             best_epoch=trained.best_epoch,
             epochs_run=trained.epochs_run,
             resumed_from_epoch=trained.resumed_from_epoch,
