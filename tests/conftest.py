@@ -42,6 +42,15 @@ os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
 # a clean environment get it from `ROI_SOURCES_WITH_RULE`.
 ROI_SOURCES_WITH_RULE = '["annotation", "model", "rule"]'
 os.environ.setdefault("RADFLOW_PREPROCESS__ROI_SOURCES", ROI_SOURCES_WITH_RULE)
+# A flow test that trains on annotated studies trains a segmentation model too: briefly here
+# (its quality is tested where it is the point: tests/unit/stages/test_segmentation_stage.py
+# and tests/flow/test_segmentation_scoring.py set their own settings).
+SEGMENTATION_FOR_TESTS = {
+    "RADFLOW_TRAIN__SEGMENTATION__EPOCHS": "3",
+    "RADFLOW_TRAIN__SEGMENTATION__SAMPLES_PER_EPOCH": "8",
+}
+for _name, _value in SEGMENTATION_FOR_TESTS.items():
+    os.environ.setdefault(_name, _value)
 
 # ---------------------------------------------------------------------------------- tiers
 
