@@ -200,7 +200,9 @@ def demo(
         f"training:       {prepared} of {result['train_studies']} studies prepared, ROI from "
         f"{sources or 'nowhere'}{rest if prepared < result['train_studies'] else ''}"
     )
-    if (seg := result.get("segmentation")) is not None:
+    if (seg := result.get("segmentation")) is not None and seg["model"] is None:
+        typer.echo(f"segmentation:   {seg['reason']}")
+    elif seg is not None:
         dice, roi = seg["metrics"]["dice"]["mean"], seg["classifier_on_model_rois"]
         typer.echo(
             f"segmentation:   model {seg['model_id']}: test Dice "
@@ -593,7 +595,9 @@ def train(
         f"labels: {lab['labelled_studies']} studies labelled, {lab['unlabelled_studies']} "
         f"without a label, {lab['labels_without_study']} labels without a study"
     )
-    if (seg := result.get("segmentation")) is not None:
+    if (seg := result.get("segmentation")) is not None and seg["model"] is None:
+        typer.echo(f"segmentation model {seg['reason']}")
+    elif seg is not None:
         dice = seg["metrics"]["dice"]
         roi = seg["classifier_on_model_rois"]
         line = f"segmentation model {seg['model_id']}: test Dice " + (

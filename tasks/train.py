@@ -18,6 +18,7 @@ from radflow.stages.candidates import (
 )
 from radflow.stages.registry import model_address, promote_if_better, register_model
 from radflow.stages.segmentation import (
+    NOT_TRAINED,
     evaluate_with_model_rois,
     promote_segmentation,
     segmentation_address,
@@ -190,8 +191,11 @@ def promote(model: str) -> Decision:
 
 
 def _segmentation_result(segmentation: str, model: str) -> dict[str, Any] | None:
-    if not segmentation:
+    """The segmentation model's part of the result; None when none is configured."""
+    if not settings().train.segmentation.enabled:
         return None
+    if not segmentation:
+        return {"model": None, "promoted": False, "reason": NOT_TRAINED}
     card = lake().segmentation_card(segmentation)
     decision = lake().segmentation_decision(segmentation)
     champion = lake().segmentation_champion()

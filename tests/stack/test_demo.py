@@ -71,10 +71,18 @@ def test_demo_cold_warm_and_reproducible(tmp_path: Path) -> None:
     assert "Traceback" not in cold.stdout + cold.stderr
     lake = _lake(first)
     reports = [k for k in lake if k.endswith("study.html")]
-    # A fifth of 10 studies are the "new" delivery: a SEG-annotated study, and a soft-tissue
-    # lesion without an annotation, which the rule cannot find (quarantined, no report).
+    # A fifth of 10 studies are the "new" delivery, without annotations (as arrivals come):
+    # a bright lesion the rule finds, and a soft-tissue lesion it cannot (quarantined, no
+    # report). 8 labelled studies leave too few annotated fit patients for a segmentation
+    # model (`make demo`'s 40 studies train one; tests/flow/test_segmentation_scoring.py
+    # scores through it).
     assert len(reports) == 1
     assert "study reports:  1 of 2 new studies" in cold.stdout
+    assert ", ROI from rule 1\n" in cold.stdout
+    assert (
+        "segmentation:   not trained: fewer than 4 annotated studies among the fit patients"
+        in cold.stdout
+    )
     # The 8 labelled studies: 7 annotated (SEG or RTSTRUCT), one soft-tissue lesion without.
     assert (
         "training:       7 of 8 studies prepared, ROI from annotation:RTSTRUCT 3, "
