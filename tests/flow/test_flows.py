@@ -93,7 +93,7 @@ def test_ingest_outputs_then_cached_rerun(prefect_server: None, inbox: Any) -> N
     before = _snapshot(lake)
     rerun = ingest(folder.as_uri(), "", str(labels), return_state=True)
     assert rerun.result() == keys
-    states = _task_states(rerun.state_details.flow_run_id, expected=12)
+    states = _task_states(rerun.state_details.flow_run_id, expected=13)
     cached = {name for name, s in states.items() if s == "Cached"}
     assert {n.split("-")[0] for n in cached} == {
         "labels",
@@ -104,9 +104,10 @@ def test_ingest_outputs_then_cached_rerun(prefect_server: None, inbox: Any) -> N
     }
     assert len(cached) == 1 + 1 + 3 * 3
     assert states["catalog"] == "Completed"
+    assert states["roi-model"] == "Completed"  # the segmentation champion, read each time
     # A tag per stage, to filter runs by in the UI (labels are pseudonymised by anonymize).
-    stage_of = {"labels": "anonymize"}
-    tags = {r.name: r.tags for r in _task_runs(rerun.state_details.flow_run_id, expected=12)}
+    stage_of = {"labels": "anonymize", "roi": "preprocess"}
+    tags = {r.name: r.tags for r in _task_runs(rerun.state_details.flow_run_id, expected=13)}
     for name, run_tags in tags.items():
         prefix = name.split("-")[0]
         assert f"stage:{stage_of.get(prefix, prefix)}" in run_tags, name
