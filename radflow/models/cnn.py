@@ -14,8 +14,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_array, check_is_fitted
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from radflow.models.checkpoint import save_checkpoint
 
 log = logging.getLogger("radflow.cnn")
 
@@ -293,7 +293,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # sk
                 "-" if record["val_loss"] is None else f"{record['val_loss']:.4f}",
             )
             if path is not None:
-                _save_checkpoint(path, fingerprint, module, optimizer, scaler, progress)
+                save_checkpoint(path, fingerprint, module, optimizer, scaler, progress)
         if progress.bad_epochs >= self.patience:
             log.info(
                 "early stop after epoch %d; best epoch %d", progress.epoch, progress.best_epoch
@@ -464,32 +464,3 @@ def _logits(
             result = module.embed(volumes) if embed else module(volumes)
             out.append(result.float().cpu())
     return torch.cat(out)
-
-
-def _save_checkpoint(
-    path: Path,
-    fingerprint: str,
-    module: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    progress: _Progress,
-) -> None:
-    """Write `path` atomically: a temporary file in the same folder, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "fingerprint": fingerprint,
-        "module": module.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "progress": vars(progress),
-    }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import pickle
 import tempfile
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from monai.losses.dice import DiceCELoss
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from radflow.models.checkpoint import save_checkpoint
 from radflow.segmentation.distributed import (
     all_mean,
     broadcast_flag,
@@ -240,7 +240,7 @@ def _run(
                 "-" if dice is None else f"{dice:.4f}",
             )
             if job.checkpoint is not None:
-                _save_checkpoint(job.checkpoint, job.fingerprint, net, optimizer, scaler, progress)
+                save_checkpoint(job.checkpoint, job.fingerprint, net, optimizer, scaler, progress)
         stop = progress.finished(params)
         if world > 1:
             stop = broadcast_flag(stop, device)
@@ -401,32 +401,3 @@ def _load_checkpoint(path: Path | None, fingerprint: str) -> dict[str, Any] | No
         log.info("not resuming %s: it is from other data or settings", path.name)
         return None
     return saved
-
-
-def _save_checkpoint(
-    path: Path,
-    fingerprint: str,
-    net: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    progress: _Progress,
-) -> None:
-    """Write `path` atomically: a temporary file in the same folder, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "fingerprint": fingerprint,
-        "module": net.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "progress": vars(progress),
-    }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
