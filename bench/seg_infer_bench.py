@@ -49,7 +49,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 from imaging_bench import phantom, ras_affine, to_sitk  # noqa: E402
 
 from radflow.imaging.preprocess import Grid  # noqa: E402
-from radflow.segmentation.infer import AIR_HU, body_box, model_grid, segment_image  # noqa: E402
+from radflow.segmentation.infer import (  # noqa: E402
+    AIR_HU,
+    body_box,
+    model_grid,
+    postprocessed,
+    threshold_map,
+)
 from radflow.segmentation.model import SegmentationModel  # noqa: E402
 from radflow.segmentation.network import build_network, window  # noqa: E402
 from radflow.segmentation.params import SegmentationParams  # noqa: E402
@@ -59,7 +65,7 @@ MODEL_MM = 1.5
 SW_BATCH = 4  # radflow.segmentation.sliding's
 BODY_HU = -500.0
 LESION_MM, LESION_HU = 15.0, 150.0
-TRAIN_STEPS = 200
+TRAIN_STEPS = 400
 CONTENDERS = ("radflow", "monai")
 
 
@@ -135,7 +141,7 @@ def train(params: SegmentationParams, image: sitk.Image, steps: int) -> dict[str
     def patch() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         draw = rng.random()
         if draw < 0.5:
-            start = np.rint(centre - n / 2 + rng.uniform(-12, 12, 3)).astype(int)
+            start = np.rint(centre - n / 2 + rng.uniform(-20, 20, 3)).astype(int)
         elif draw < 0.75:  # hard negatives: bone is brighter than the lesion
             start = bright[rng.integers(len(bright))] - n // 2
         else:
@@ -168,10 +174,15 @@ def _status_kib(field: str) -> int:
 # --------------------------------------------------------------------------- contenders
 
 
-def radflow_run(model: SegmentationModel, image: sitk.Image) -> npt.NDArray[np.uint8]:
-    result = segment_image(model, image)
-    mask: npt.NDArray[np.uint8] = sitk.GetArrayFromImage(result.mask)
-    return mask
+Masks = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
+
+
+def radflow_run(model: SegmentationModel, image: sitk.Image) -> Masks:
+    """segment_image in its two steps, to keep the map before post-processing."""
+    above = threshold_map(model, image)
+    result = postprocessed(above, image, model.params)
+    assert above is not None
+    return sitk.GetArrayFromImage(above), sitk.GetArrayFromImage(result.mask)
 
 
 def monai_prepare(image: sitk.Image) -> Any:
@@ -182,7 +193,7 @@ def monai_prepare(image: sitk.Image) -> Any:
     return MetaTensor(torch.from_numpy(array)[None], affine=torch.as_tensor(ras_affine(image)))
 
 
-def monai_run(model: SegmentationModel, image: Any) -> npt.NDArray[np.uint8]:
+def monai_run(model: SegmentationModel, image: Any) -> Masks:
     from monai.data import MetaTensor  # type: ignore[attr-defined]
     from monai.inferers import sliding_window_inference  # type: ignore[attr-defined]
     from monai.transforms import (  # type: ignore[attr-defined]
@@ -218,8 +229,10 @@ def monai_run(model: SegmentationModel, image: Any) -> npt.NDArray[np.uint8]:
         probability, dst_affine=image.affine, spatial_size=image.shape[1:]
     )
     del probability, scaled
-    mask = KeepLargestConnectedComponent()(AsDiscrete(threshold=params.threshold)(back))
-    return np.asarray(mask[0]).transpose(2, 1, 0).astype(np.uint8)
+    above = AsDiscrete(threshold=params.threshold)(back)
+    del back
+    kept = KeepLargestConnectedComponent()(above)
+    return tuple(np.asarray(m[0]).transpose(2, 1, 0).astype(np.uint8) for m in (above, kept))  # type: ignore[return-value]
 
 
 def worker(name: str, size: tuple[int, int, int], model_path: Path, out: Path) -> None:
@@ -233,10 +246,11 @@ def worker(name: str, size: tuple[int, int, int], model_path: Path, out: Path) -
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     before = _status_kib("VmRSS")
     t0 = time.perf_counter()
-    mask = run(model, image)
+    above, kept = run(model, image)
     seconds = time.perf_counter() - t0
     peak = _status_kib("VmHWM")
-    np.save(out / f"{name}.npy", mask)
+    np.save(out / f"{name}-above.npy", above)
+    np.save(out / f"{name}.npy", kept)
     figures = {"seconds": seconds, "peak_extra_mib": (peak - before) / 1024}
     (out / f"{name}.json").write_text(json.dumps(figures))
 
@@ -288,10 +302,12 @@ def main() -> None:
             subprocess.run([*command, "--model", str(model_path), "--out", tmp], check=True)
             figures[name] = json.loads((out / f"{name}.json").read_text())
         masks = {name: np.load(out / f"{name}.npy").astype(bool) for name in CONTENDERS}
+        above = {name: np.load(out / f"{name}-above.npy").astype(bool) for name in CONTENDERS}
 
     body = sitk.GetArrayViewFromImage(image) > BODY_HU
     truth = lesion_truth(image)
     agreement = dice(masks["radflow"] & body, masks["monai"] & body)
+    raw_agreement = dice(above["radflow"] & body, above["monai"] & body)
     grid = model_grid(image, model.spacing_mm)
     # The body's box on the model grid, as segment_image finds it.
     resampled = on_model_grid(image, grid)
@@ -317,8 +333,10 @@ def main() -> None:
             f"{dice(masks[name], truth):.3f} |"
         )
     print(
-        f"\nDice of the two masks within the body: {agreement:.3f}; "
-        f"lesion voxels {int(np.count_nonzero(truth))}"
+        f"\nDice of the two contenders within the body: thresholded maps {raw_agreement:.3f}, "
+        f"kept components {agreement:.3f}; lesion voxels {int(np.count_nonzero(truth))}; Dice "
+        f"of each thresholded map to the lesion: radflow {dice(above['radflow'], truth):.3f}, "
+        f"MONAI {dice(above['monai'], truth):.3f}"
     )
 
 
