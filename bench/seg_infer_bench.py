@@ -231,7 +231,8 @@ def monai_run(model: SegmentationModel, image: Any) -> Masks:
     del probability, scaled
     above = AsDiscrete(threshold=params.threshold)(back)
     del back
-    kept = KeepLargestConnectedComponent()(above)
+    # A copy: KeepLargestConnectedComponent writes into its input.
+    kept = KeepLargestConnectedComponent()(above.clone())
     return tuple(np.asarray(m[0]).transpose(2, 1, 0).astype(np.uint8) for m in (above, kept))  # type: ignore[return-value]
 
 
