@@ -19,6 +19,7 @@ import torch
 from radflow.imaging.preprocess import Grid, resample
 from radflow.segmentation.model import SegmentationModel
 from radflow.segmentation.network import window
+from radflow.segmentation.params import SegmentationParams
 from radflow.segmentation.postprocess import EMPTY, largest_component, volume_ml, volume_problem
 from radflow.segmentation.sliding import probabilities
 
@@ -123,13 +124,12 @@ def _empty(image: sitk.Image) -> Segmentation:
     return Segmentation(mask, 0.0, 0, EMPTY)
 
 
-def segment_image(
+def threshold_map(
     model: SegmentationModel, image: sitk.Image, *, device: str | torch.device = "cpu"
-) -> Segmentation:
-    """The region of interest `model` finds in `image` (a 3-D HU image on any grid).
-
-    An image without a voxel above the body threshold is "empty" without running the network.
-    """
+) -> sitk.Image | None:
+    """The voxels of `image` (a 3-D HU image on any grid) whose probability is above the
+    model's threshold, as uint8 on its grid, before post-processing; None when no voxel is
+    above the body threshold (the network does not run)."""
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError("segmentation needs a 3-D scalar image")
     params = model.params
@@ -138,7 +138,7 @@ def segment_image(
     hu_array = sitk.GetArrayViewFromImage(hu)
     box = body_box(hu_array, params.body_threshold_hu, [p // 2 for p in params.patch])
     if box is None:
-        return _empty(image)
+        return None
     # The net slides windows over the body's box only; the rest of the grid is background.
     inside = probabilities(model.network(device), window(hu_array[box], params), params, device)
     del hu_array, hu
@@ -150,7 +150,25 @@ def segment_image(
     probability_image.SetSpacing(grid.spacing)
     probability_image.SetOrigin(grid.origin)
     probability_image.SetDirection(grid.direction)
-    above = _threshold_on(image, probability_image, params.threshold, box)
+    return _threshold_on(image, probability_image, params.threshold, box)
+
+
+def postprocessed(
+    above: sitk.Image | None, image: sitk.Image, params: SegmentationParams
+) -> Segmentation:
+    """`threshold_map`'s result as a Segmentation: the largest component and its checks."""
+    if above is None:
+        return _empty(image)
     kept, components = largest_component(above)
     volume = volume_ml(kept)
     return Segmentation(kept, volume, components, volume_problem(volume, params))
+
+
+def segment_image(
+    model: SegmentationModel, image: sitk.Image, *, device: str | torch.device = "cpu"
+) -> Segmentation:
+    """The region of interest `model` finds in `image` (a 3-D HU image on any grid).
+
+    An image without a voxel above the body threshold is "empty" without running the network.
+    """
+    return postprocessed(threshold_map(model, image, device=device), image, model.params)

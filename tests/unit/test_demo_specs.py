@@ -17,9 +17,7 @@ def test_the_demo_synthesizes_realistic_deliveries() -> None:
     assert split(40) == (32, 8) and split(10) == (8, 2)
     fewer = {"thick_recons": 0.25, "reformats": 0.25}
     assert train == replace(realistic(SynthSpec(studies=32, seed=0)), **fewer)
-    assert new == replace(
-        realistic(SynthSpec(studies=8, seed=1_000_003)), **fewer, annotated=0.0
-    )
+    assert new == replace(realistic(SynthSpec(studies=8, seed=1_000_003)), **fewer, annotated=0.0)
     assert train.annotations == ("seg", "rtstruct") and 0 < train.soft_tissue_lesions < 1
     small = SynthSpec(rows=16, columns=16, slices=8)
     assert demo_specs(10, 3, small) == (
