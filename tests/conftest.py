@@ -42,6 +42,12 @@ os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
 # a clean environment get it from `ROI_SOURCES_WITH_RULE`.
 ROI_SOURCES_WITH_RULE = '["annotation", "model", "rule"]'
 os.environ.setdefault("RADFLOW_PREPROCESS__ROI_SOURCES", ROI_SOURCES_WITH_RULE)
+# pytest-xdist runs one worker per core: a worker's torch on both cores would make the two
+# spin against each other (OpenMP busy-waits), several times slower than one thread each.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    torch.set_num_threads(1)
 # A flow test that trains on annotated studies trains a segmentation model too: briefly here
 # (its quality is tested where it is the point: tests/unit/stages/test_segmentation_stage.py
 # and tests/flow/test_segmentation_scoring.py set their own settings).
