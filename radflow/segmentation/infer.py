@@ -21,7 +21,7 @@ from radflow.segmentation.model import SegmentationModel
 from radflow.segmentation.network import window
 from radflow.segmentation.params import SegmentationParams
 from radflow.segmentation.postprocess import EMPTY, largest_component, volume_ml, volume_problem
-from radflow.segmentation.sliding import probabilities
+from radflow.segmentation.sliding import mirrored_probabilities, probabilities
 
 AIR_HU = -1024.0  # what the model grid holds beyond the image
 _SLAB = 32  # input slices resampled back at a time: bounds the float32 working copy
@@ -140,7 +140,8 @@ def threshold_map(
     if box is None:
         return None
     # The net slides windows over the body's box only; the rest of the grid is background.
-    inside = probabilities(model.network(device), window(hu_array[box], params), params, device)
+    predict = mirrored_probabilities if params.mirror else probabilities
+    inside = predict(model.network(device), window(hu_array[box], params), params, device)
     del hu_array, hu
     probability = np.zeros(tuple(reversed(grid.size)), dtype=np.float32)
     probability[box] = inside

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -36,3 +38,26 @@ def probabilities(
         prob = torch.softmax(logits.float(), dim=1)[0, 1]
     net.train(was_training)
     return prob.cpu().numpy()
+
+
+#: Every subset of the three axes: the 8 mirror images of a volume.
+_MIRRORS = [axes for n in range(4) for axes in itertools.combinations((0, 1, 2), n)]
+
+
+def mirrored_probabilities(
+    net: nn.Module,
+    image: npt.NDArray[np.float32],
+    params: SegmentationParams,
+    device: str | torch.device = "cpu",
+) -> npt.NDArray[np.float32]:
+    """`probabilities` averaged over the volume's 8 mirror images, each flipped back: a
+    lesion's edge the network is unsure of in one orientation is settled by the others.
+    By hand: MONAI's test-time augmentation class works on dictionaries of MetaTensors
+    with inverse transforms, a detour for flips of a plain array."""
+    total = np.zeros(image.shape, dtype=np.float32)
+    for axes in _MIRRORS:
+        flipped = np.ascontiguousarray(np.flip(image, axes)) if axes else image
+        found = probabilities(net, flipped, params, device)
+        total += np.flip(found, axes) if axes else found
+    total /= np.float32(len(_MIRRORS))
+    return total
