@@ -26,4 +26,4 @@ def test_mirrored_predictions_are_flip_equivariant_and_plain_ones_are_not() -> N
         assert np.abs(plain - probabilities(net, image, PARAMS)).max() > 1e-3
     found = mirrored_probabilities(net, image, PARAMS)
     assert found.shape == image.shape and found.dtype == np.float32
-    assert 0.0 <= found.min() and found.max() <= 1.0
+    assert found.min() >= 0.0 and found.max() <= 1.0
