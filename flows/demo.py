@@ -49,7 +49,10 @@ def count_scored_roi_sources() -> dict[str, int]:
 def demo(workdir: str, studies: int = 40, seed: int = 0) -> dict[str, Any]:
     layout = DemoLayout(Path(workdir))
     inbox = synthesize(workdir, studies, seed)
-    keys = ingest_steps(inbox, TRAIN_DELIVERY, labels=str(layout.train_labels))
+    # The labelled delivery trains on its annotations (and the demo's rule), never on a
+    # segmentation champion's ROIs: a rerun then finds every study, dataset and model as it
+    # left them (the champion is an input of the volumes it makes) and is all Cached.
+    keys = ingest_steps(inbox, TRAIN_DELIVERY, labels=str(layout.train_labels), segmentation=False)
     trained = train_steps(keys)
     reports = score_steps(inbox, NEW_DELIVERY)
     n_train, n_new = split(studies)

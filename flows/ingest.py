@@ -15,18 +15,21 @@ from tasks.fetch import fetch
 from tasks.preprocess import preprocess, roi_model
 
 
-def prepare_studies(source: str, prefix: str = "", masks: str = "") -> Prepared:
+def prepare_studies(
+    source: str, prefix: str = "", masks: str = "", segmentation: bool = True
+) -> Prepared:
     """fetch -> anonymize -> register + preprocess (ROI: annotation, else the segmentation
     champion) -> extract, fanned out per study.
 
     A quarantined study drops out (its record is in the lake); a study whose stage failed
     unexpectedly is counted, and the others go on either way: the caller finishes them and
     then fails the run with `Prepared.raise_if_failed`. `masks`: a masks CSV's path, read
-    inside fetch (its rows hold original UIDs)."""
+    inside fetch (its rows hold original UIDs). `segmentation=False`: no study takes its ROI
+    from the segmentation champion (the demo's labelled delivery)."""
     connect_tag_checks(fetch, anonymize, preprocess, features, catalog)
     refs = fetch(source, prefix, masks)
     deid = anonymize.map(refs)
-    volumes = preprocess.map(deid, unmapped(roi_model()))
+    volumes = preprocess.map(deid, unmapped(roi_model() if segmentation else ""))
     rows = features.map(volumes, deid)
     return prepared((source, prefix), refs, deid, volumes, rows)
 
@@ -40,12 +43,16 @@ def delivery_run_name(kind: str) -> str:
 
 
 def ingest_steps(
-    source: str, prefix: str = "", labels: str | None = None, masks: str | None = None
+    source: str,
+    prefix: str = "",
+    labels: str | None = None,
+    masks: str | None = None,
+    segmentation: bool = True,
 ) -> list[str]:
     """labels -> prepare -> catalog; the feature keys of the delivery's studies."""
     if labels:
         record_labels(labels)
-    studies = prepare_studies(source, prefix, masks or "")
+    studies = prepare_studies(source, prefix, masks or "", segmentation)
     catalog(studies.keys)
     studies.raise_if_failed()
     return studies.keys
