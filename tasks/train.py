@@ -18,12 +18,12 @@ from radflow.stages.candidates import (
 )
 from radflow.stages.registry import model_address, promote_if_better, register_model
 from radflow.stages.segmentation import (
-    NOT_TRAINED,
     evaluate_with_model_rois,
     promote_segmentation,
     segmentation_address,
     train_segmentation_model,
 )
+from radflow.train_result import train_result
 from tasks.runtime import lake, settings, task
 from tasks.stage_task import LakeAddress
 
@@ -190,47 +190,13 @@ def promote(model: str) -> Decision:
     return decision
 
 
-def _segmentation_result(segmentation: str, model: str) -> dict[str, Any] | None:
-    """The segmentation model's part of the result; None when none is configured."""
-    if not settings().train.segmentation.enabled:
-        return None
-    if not segmentation:
-        return {"model": None, "promoted": False, "reason": NOT_TRAINED}
-    card = lake().segmentation_card(segmentation)
-    decision = lake().segmentation_decision(segmentation)
-    champion = lake().segmentation_champion()
-    roi = lake().roi_evaluation(model, champion) if champion else None
-    evaluation = card.evaluation.model_dump(mode="json", exclude={"cases"})
-    return {
-        "model": segmentation,
-        "model_id": card.model_id,
-        "promoted": decision.promoted if decision else False,
-        "reason": decision.reason if decision else "",
-        "previous": decision.previous if decision else None,
-        "champion": champion,
-        "metrics": evaluation,
-        "training": card.training.model_dump(mode="json", exclude={"history"}),
-        "classifier_on_model_rois": roi.model_dump(mode="json") if roi else None,
-    }
-
-
 @task(task_run_name="trained", tags=["stage:train"])
 def trained(model: str, decision: Decision, report: str, segmentation: str = "") -> dict[str, Any]:
-    """What `radflow train --json` prints: the model, the decision, held-out metrics, labels,
-    and the segmentation model trained beside it (None when there was none)."""
-    card, metrics = lake().card(model), lake().metrics(model)
-    get_run_logger().info(
-        "model %s: test AUC %.3f, %s", card.model_id, decision.auc, decision.reason
+    """What `radflow train --json` prints (radflow/train_result.py)."""
+    result = train_result(
+        lake(), model, decision, report, segmentation, settings().train.segmentation.enabled
     )
-    return {
-        "model": model,
-        "model_id": card.model_id,
-        "kind": card.kind,
-        "promoted": decision.promoted,
-        "reason": decision.reason,
-        "previous": decision.previous,
-        "metrics": metrics.held_out.model_dump(mode="json"),
-        "labels": card.labels.model_dump(),
-        "report": report,
-        "segmentation": _segmentation_result(segmentation, model),
-    }
+    get_run_logger().info(
+        "model %s: test AUC %.3f, %s", result["model_id"], decision.auc, decision.reason
+    )
+    return result

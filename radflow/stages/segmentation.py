@@ -50,7 +50,6 @@ NAME = "segmentation"
 TOLERANCE_MM = 2.0
 #: Fewer annotated studies to fit on than this is not a model anyone should use.
 MIN_FIT_STUDIES = 4
-NOT_TRAINED = f"not trained: fewer than {MIN_FIT_STUDIES} annotated studies among the fit patients"
 #: The share of test studies in which the model must find a region.
 MIN_NON_EMPTY_RATE = 0.8
 #: The overlay images show this square around the annotation: a lesion of a few cm is
