@@ -102,19 +102,7 @@ def segmentation_candidate(dataset: str) -> str:
 )
 def promote_segmenter(model: str) -> SegmentationDecision:
     decision = promote_segmentation(lake(), model, settings().train.segmentation)
-    previous = (
-        f"champion: test Dice {decision.previous_dice:.3f} on the same studies"
-        if decision.previous_dice is not None
-        else "no champion before"
-    )
-    create_markdown_artifact(
-        key="radflow-segmentation-promotion",
-        markdown=(
-            f"**{decision.model_id}**: test Dice {decision.dice:.3f}; {previous}; margin "
-            f"{decision.margin}.\n\n**{'Promoted' if decision.promoted else 'Not promoted'}**: "
-            f"{decision.reason}"
-        ),
-    )
+    create_markdown_artifact(key="radflow-segmentation-promotion", markdown=decision.markdown())
     return decision
 
 
@@ -135,17 +123,9 @@ def segmentation_champion() -> str:
 def model_roi_evaluation(model: str, segmentation: str) -> str:
     """The classifier on its annotated test studies with the segmentation champion's ROIs,
     next to their annotation ROIs: the path a new study takes."""
-    key = evaluate_with_model_rois(lake(), model, segmentation, settings())
-    found = lake().roi_evaluation(model, segmentation)
-    assert found is not None
-    get_run_logger().info(
-        "classifier AUC on %d annotated test studies: %s with annotation ROIs, %s with %s's",
-        found.studies,
-        found.annotation_auc,
-        found.model_roi_auc,
-        found.segmentation_id,
-    )
-    return key
+    found = evaluate_with_model_rois(lake(), model, segmentation, settings())
+    get_run_logger().info(found.line())
+    return Lake.roi_evaluation_key(model, segmentation)
 
 
 @task(

@@ -540,6 +540,19 @@ class SegmentationDecision(Record):
     promoted: bool
     reason: str
 
+    def markdown(self) -> str:
+        """The decision for people (a Prefect artifact)."""
+        previous = (
+            f"champion: test Dice {self.previous_dice:.3f} on the same studies"
+            if self.previous_dice is not None
+            else "no champion before"
+        )
+        return (
+            f"**{self.model_id}**: test Dice {self.dice:.3f}; {previous}; margin "
+            f"{self.margin}.\n\n**{'Promoted' if self.promoted else 'Not promoted'}**: "
+            f"{self.reason}"
+        )
+
 
 class SegmentationChampion(Record):
     """`segmentations/champion.json`: the model that finds new studies' regions."""
@@ -562,6 +575,12 @@ class RoiEvaluation(Record):
     model_roi_auc: float | None
     model_roi_auc_ci: tuple[float, float] | None
     empty: int
+
+    def line(self) -> str:
+        return (
+            f"classifier AUC on {self.studies} annotated test studies: {self.annotation_auc} "
+            f"with annotation ROIs, {self.model_roi_auc} with {self.segmentation_id}'s"
+        )
 
 
 # --- scoring and arrivals -----------------------------------------------------------------

@@ -323,7 +323,9 @@ def promote_segmentation(
     return decision
 
 
-def evaluate_with_model_rois(lake: Lake, model: str, segmentation: str, settings: Settings) -> str:
+def evaluate_with_model_rois(
+    lake: Lake, model: str, segmentation: str, settings: Settings
+) -> RoiEvaluation:
     """The classifier `model` on its annotated test studies twice: with the annotation's ROI
     (their feature rows as they are) and with the ROI the segmentation model finds in the
     whole image, prepared, extracted and scored as a new study would be."""
@@ -333,8 +335,8 @@ def evaluate_with_model_rois(lake: Lake, model: str, segmentation: str, settings
     from radflow.models.metrics import evaluate
     from radflow.models.predictor import Inputs
 
-    if lake.roi_evaluation(model, segmentation) is not None:
-        return lake.roi_evaluation_key(model, segmentation)
+    if (done := lake.roi_evaluation(model, segmentation)) is not None:
+        return done
     card = lake.card(model)
     seg_card = lake.segmentation_card(segmentation)
     table = training_table(lake.dataset(card.dataset), settings.train)
@@ -381,18 +383,18 @@ def evaluate_with_model_rois(lake: Lake, model: str, segmentation: str, settings
             model_ci = (round(lo, 4), round(hi, 4))
         except ValueError:
             model_ci = None
-    return lake.put_roi_evaluation(
-        RoiEvaluation(
-            model=model,
-            segmentation=segmentation,
-            segmentation_id=seg_card.model_id,
-            studies=len(rows),
-            annotation_auc=annotation_auc,
-            model_roi_auc=model_auc,
-            model_roi_auc_ci=model_ci,
-            empty=empty,
-        )
+    found = RoiEvaluation(
+        model=model,
+        segmentation=segmentation,
+        segmentation_id=seg_card.model_id,
+        studies=len(rows),
+        annotation_auc=annotation_auc,
+        model_roi_auc=model_auc,
+        model_roi_auc_ci=model_ci,
+        empty=empty,
     )
+    lake.put_roi_evaluation(found)
+    return found
 
 
 def require_segmentation(lake: Lake, model_id: str | None) -> str:

@@ -113,9 +113,8 @@ def test_the_classifier_is_evaluated_on_the_models_rois(
     built, model, segmentation = annotated_lake
     copy = built.copy(tmp_path)
     settings = copy.settings.model_copy(update={"train": TRAIN})
-    key = evaluate_with_model_rois(copy.lake, model, segmentation, settings)
-    found = copy.lake.roi_evaluation(model, segmentation)
-    assert found is not None and key == Lake.roi_evaluation_key(model, segmentation)
+    found = evaluate_with_model_rois(copy.lake, model, segmentation, settings)
+    assert copy.lake.roi_evaluation(model, segmentation) == found  # stored
     assert found.studies == len(copy.lake.segmentation_card(segmentation).split.test)
     assert found.empty == 0
     assert found.annotation_auc is not None and found.model_roi_auc is not None
