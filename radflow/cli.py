@@ -160,8 +160,6 @@ def demo(
     os.environ["RADFLOW_SECRET_FILE"] = str(layout.secret_file)
     os.environ["RADFLOW_DEID__REID_DIR"] = str(layout.reid)
     os.environ.pop("RADFLOW_SECRET", None)
-    # One process on Prefect's temporary server: stage tags would cost ~2 s per stage there.
-    os.environ.setdefault("RADFLOW_STAGE_TAGS", "false")
     # The demo knows its data: the threshold rule finds its synthetic lesions where a study
     # has no annotation (nowhere else is the rule a default).
     os.environ.setdefault("RADFLOW_PREPROCESS__ROI_SOURCES", DEMO_ROI_SOURCES)

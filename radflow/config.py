@@ -305,9 +305,9 @@ class Settings(BaseSettings):
     train: TrainSettings = TrainSettings()
     stage_tags: bool = Field(
         True,
-        description="a `stage:<name>` tag on every task run, to filter by in the UI; Prefect 3.8"
-        " checks each tagged run's concurrency limits with the server (about 2 s per stage on"
-        " a one-process run's temporary server), so `radflow demo` turns them off",
+        description="a `stage:<name>` tag on every task run, to filter by in the UI; off by"
+        " default where a command starts its own temporary server (no UI there, and on its"
+        " SQLite database each tagged run's concurrency check can wait about 2 s for a lock)",
     )
 
     @field_validator("store_url")

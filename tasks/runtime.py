@@ -8,6 +8,7 @@ from functools import cache
 from typing import Any, ParamSpec, TypeVar
 
 from prefect import task as prefect_task
+from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task
 
 from radflow.config import Settings, load_settings
@@ -68,3 +69,11 @@ def task(**options: Any) -> Callable[[Callable[P, R]], Task[P, R]]:
         return made
 
     return decorate
+
+
+def gpu_task(run_name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """The part of a stage that needs a GPU, as a task of its own tagged `gpu` (the tag of
+    `radflow serve`'s concurrency limit, one slot per GPU), called from the stage's cached
+    task: a cached stage returns without waiting for a slot, and only the work holds one.
+    Never cached itself: the calling task's cache is the stage's."""
+    return task(task_run_name=run_name, tags=["gpu"], cache_policy=NO_CACHE)

@@ -24,7 +24,7 @@ from radflow.stages.segmentation import (
     train_segmentation_model,
 )
 from radflow.train_result import train_result
-from tasks.runtime import lake, settings, task
+from tasks.runtime import gpu_task, lake, settings, task
 from tasks.stage_task import LakeAddress
 
 
@@ -63,16 +63,31 @@ def feature_candidates(dataset: str) -> str:
     return fit_feature_candidates(lake(), dataset, settings().train)
 
 
+@gpu_task("fit-cnn-on-gpu")
+def fit_cnn(dataset: str) -> str:
+    """Checkpoints go to the worker's cache folder: a killed run resumes on the same worker."""
+    return fit_cnn_candidate(
+        lake(), dataset, settings().train, checkpoints=settings().cache_dir / "checkpoints"
+    )
+
+
 @task(
     cache_policy=LakeAddress(
         name="candidates", address=lambda dataset: cnn_candidate_address(dataset, settings().train)
     ),
     task_run_name="fit-cnn",
-    tags=["stage:train", "gpu"],
+    tags=["stage:train"],
 )
 def cnn_candidate(dataset: str) -> str:
-    """Checkpoints go to the worker's cache folder: a killed run resumes on the same worker."""
-    return fit_cnn_candidate(
+    """Cached, it returns at once; only the fit itself waits for a `gpu` slot."""
+    return fit_cnn(dataset)
+
+
+@gpu_task("fit-segmentation-on-gpu")
+def fit_segmentation(dataset: str) -> str:
+    """The segmentation model on the dataset's annotated studies ("" when too few); its
+    checkpoints, like the CNN's, in the worker's cache folder."""
+    return train_segmentation_model(
         lake(), dataset, settings().train, checkpoints=settings().cache_dir / "checkpoints"
     )
 
@@ -83,14 +98,11 @@ def cnn_candidate(dataset: str) -> str:
         address=lambda dataset: segmentation_address(dataset, settings().train),
     ),
     task_run_name="fit-segmentation",
-    tags=["stage:train", "gpu"],
+    tags=["stage:train"],
 )
 def segmentation_candidate(dataset: str) -> str:
-    """The segmentation model on the dataset's annotated studies ("" when too few); its
-    checkpoints, like the CNN's, in the worker's cache folder."""
-    return train_segmentation_model(
-        lake(), dataset, settings().train, checkpoints=settings().cache_dir / "checkpoints"
-    )
+    """Cached, it returns at once; only the training waits for a `gpu` slot."""
+    return fit_segmentation(dataset)
 
 
 @task(

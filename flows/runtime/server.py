@@ -80,6 +80,11 @@ def start_in_background() -> subprocess.Popen[bytes] | None:
         stderr=subprocess.DEVNULL,
     )
     os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    # No stage tags on this server unless asked for: it has no UI to filter by them, and on its
+    # SQLite database each tagged task run's concurrency check (an UPDATE even where no limit
+    # exists) collides with the run's other writes, "database is locked", which the client
+    # answers by retrying after about 2 s (measured: 4-6 such waits in a warm 2-study ingest).
+    os.environ.setdefault("RADFLOW_STAGE_TAGS", "false")
     atexit.register(_stop, proc)
     return proc
 

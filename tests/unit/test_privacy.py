@@ -185,8 +185,8 @@ def test_a_secret_block_outside_the_tasks_says_what_to_do(monkeypatch: pytest.Mo
 
 
 def test_stage_tags_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`radflow demo` turns them off (they cost ~2 s per stage on a temporary server); a
-    concurrency limit's tag such as `gpu` stays."""
+    """A command's own temporary server turns them off (tests/stack/
+    test_temporary_server_tags.py); a concurrency limit's tag such as `gpu` stays."""
     from tasks.runtime import task
 
     def body() -> None:
