@@ -403,7 +403,7 @@ def realistic_roi(size: tuple[int, int, int], studies: int) -> None:
 
     from radflow.annotations import annotation_kind, segments_on_grid
     from radflow.imaging.read import read_series
-    from radflow.imaging.roi import _on_candidate_box, lesion_mask, whole_image_mask
+    from radflow.imaging.roi import coarse_to_fine_mask, lesion_mask, whole_image_mask
     from radflow.synth import SynthSpec, synthesize
 
     nx, ny, nz = size
@@ -425,7 +425,7 @@ def realistic_roi(size: tuple[int, int, int], studies: int) -> None:
             read_s, image = _timed(functools.partial(read_series, primary))
             whole_s, whole = _timed(functools.partial(whole_image_mask, image))
             fast_s, fast = _timed(functools.partial(lesion_mask, image))
-            boxed = _on_candidate_box(image, 80.0, 1.0) is not None
+            boxed = coarse_to_fine_mask(image, 80.0, 1.0) is not None
             equal = np.array_equal(
                 sitk.GetArrayViewFromImage(whole), sitk.GetArrayViewFromImage(fast)
             )

@@ -5,7 +5,8 @@ for a real segmentation model; it does not try to exclude bone or contrast-fille
 
 On a large image the rule runs coarse to fine: the candidate is found on a box-averaged copy
 and the rule itself runs at full resolution only on the candidate's box with a margin, which
-gives the full-resolution rule's mask (see `_on_candidate_box` for why, and when it declines).
+gives the full-resolution rule's mask (see `coarse_to_fine_mask` for why, and when it
+declines).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def lesion_mask(
     Raises QuarantineError when no voxel exceeds `threshold_hu`, so the study is set aside.
     """
     if image.GetNumberOfPixels() >= SMALL_IMAGE_VOXELS:
-        mask = _on_candidate_box(image, threshold_hu, smoothing_mm)
+        mask = coarse_to_fine_mask(image, threshold_hu, smoothing_mm)
         if mask is not None:
             return mask
     return whole_image_mask(image, threshold_hu, smoothing_mm)
@@ -80,7 +81,7 @@ def _filled(largest: sitk.Image, image: sitk.Image) -> sitk.Image:
     return mask
 
 
-def _on_candidate_box(
+def coarse_to_fine_mask(
     image: sitk.Image, threshold_hu: float, smoothing_mm: float
 ) -> sitk.Image | None:
     """The rule's mask computed on the box of the coarse candidate, or None to decline.
@@ -91,10 +92,15 @@ def _on_candidate_box(
     zone's inner faces, so all its neighbours are exactly not bright: it is a whole component
     of the full image, with nothing of it outside the box. Its holes are the same in the box
     as in the image, because the box's border around it is background and joins the image's.
-    What the box cannot show is a larger blob elsewhere: the coarse copy rules that out, and
+    What the box cannot show is a larger blob elsewhere: that is the coarse copy's call, and
     the function declines when the coarse copy is unsure (nothing found, two blobs of similar
-    size, or a box not much smaller than the image).
+    size, or a box not much smaller than the image). The one way it can differ from the
+    whole-image rule: a blob only a few mm thick (a long contrast-filled vessel) that box
+    averaging dilutes below the threshold on the coarse copy while at full resolution it
+    outnumbers the candidate's voxels.
     """
+    if image.GetDimension() != 3:
+        return None
     spacing = image.GetSpacing()
     size = image.GetSize()
     factors = [max(1, math.floor(COARSE_MM / s + 1e-6)) for s in spacing]

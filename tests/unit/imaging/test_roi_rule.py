@@ -14,7 +14,7 @@ from radflow.errors import QuarantineError
 from radflow.imaging.read import read_series
 from radflow.imaging.roi import (
     SMALL_IMAGE_VOXELS,
-    _on_candidate_box,
+    coarse_to_fine_mask,
     lesion_mask,
     whole_image_mask,
 )
@@ -78,7 +78,7 @@ def test_synthesized_ct_studies_get_the_whole_image_mask_from_the_candidate_box(
         image = _primary(study)
         assert image.GetNumberOfPixels() >= SMALL_IMAGE_VOXELS
         whole = _array(whole_image_mask(image))
-        fast = _on_candidate_box(image, 80.0, 1.0)
+        fast = coarse_to_fine_mask(image, 80.0, 1.0)
         assert fast is not None  # the coarse-to-fine path really ran
         assert fast.GetPixelID() == sitk.sitkUInt8
         assert (fast.GetOrigin(), fast.GetSpacing()) == (image.GetOrigin(), image.GetSpacing())
@@ -104,7 +104,7 @@ def test_a_hollow_lesion_on_the_image_edge_is_filled_as_on_the_whole_image() -> 
     hu[(r2 <= 9.0**2) & (r2 >= 5.0**2)] += 150.0  # reaches the image's face
     hu[r2 <= 2.0**2] = 1000.0  # and a bright speck in the middle of the dark core
     image = _image(hu)
-    fast = _on_candidate_box(image, 80.0, 1.0)
+    fast = coarse_to_fine_mask(image, 80.0, 1.0)
     assert fast is not None
     found = _array(fast)
     np.testing.assert_array_equal(found, _array(whole_image_mask(image)))
@@ -118,7 +118,7 @@ def test_two_blobs_of_similar_size_decline_to_the_whole_image() -> None:
     larger = _mm2(shape, (90.0, 150.0, 170.0)) <= 8.6**2
     hu[larger] += 120.0
     image = _image(hu)
-    assert _on_candidate_box(image, 80.0, 1.0) is None
+    assert coarse_to_fine_mask(image, 80.0, 1.0) is None
     found = _array(lesion_mask(image)).astype(bool)
     np.testing.assert_array_equal(found, _array(whole_image_mask(image)).astype(bool))
     assert found[larger].mean() > 0.9  # the whole-image rule picked the larger one
@@ -126,7 +126,7 @@ def test_two_blobs_of_similar_size_decline_to_the_whole_image() -> None:
 
 def test_a_large_image_with_nothing_bright_is_quarantined() -> None:
     image = _image(_body(np.random.default_rng(5), (128, 256, 256)))
-    assert _on_candidate_box(image, 80.0, 1.0) is None
+    assert coarse_to_fine_mask(image, 80.0, 1.0) is None
     with pytest.raises(QuarantineError) as err:
         lesion_mask(image)
     assert err.value.reason == "no lesion found"
