@@ -64,9 +64,9 @@ def pyramid(image: sitk.Image, spacing_mm: float | None, levels: int) -> list[si
     Level l (counted from the finest) is at most `spacing_mm` x 2^l per axis (2, 4, 8 mm by
     default; with None, the native spacing x 2^l), BinShrunk from the working copy. Built
     here rather than by ITK's method, which at every level Gaussian-smooths both whole
-    working copies on one thread (about 80 % of a 512 x 512 x 300 CT pair's time): a
-    box-averaged copy is anti-aliased already and a few times smaller at each level, and
-    its geometry is exact.
+    working copies on one thread: a box-averaged copy is anti-aliased already and a few
+    times smaller at each level, and its geometry is exact. A 512 x 512 x 300 CT pair
+    registers 2.7-4.0 times faster, TRE 0.05 mm (bench/RESULTS.md).
     """
     finest = working_copy(image, spacing_mm)
     copies = [finest]
