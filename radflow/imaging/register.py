@@ -58,35 +58,52 @@ def working_copy(image: sitk.Image, spacing_mm: float | None) -> sitk.Image:
     return sitk.BinShrink(image, factors) if max(factors) > 1 else image
 
 
-def _method(fixed: sitk.Image, levels: int, seed: int) -> sitk.ImageRegistrationMethod:
-    """Mattes MI, regular-step gradient descent, a `levels`-deep pyramid (shrink 2^l ... 1).
+def pyramid(image: sitk.Image, spacing_mm: float | None, levels: int) -> list[sitk.Image]:
+    """`levels` box-averaged copies of `image`, coarsest first, the finest its working copy.
+
+    Level l (counted from the finest) is at most `spacing_mm` x 2^l per axis (2, 4, 8 mm by
+    default; with None, the native spacing x 2^l), BinShrunk from the working copy. Built
+    here rather than by ITK's method, which at every level Gaussian-smooths both whole
+    working copies on one thread: a box-averaged copy is anti-aliased already and a few
+    times smaller at each level, and its geometry is exact. A 512 x 512 x 300 CT pair
+    registers 2.7-4.0 times faster, TRE 0.05 mm (bench/RESULTS.md).
+    """
+    finest = working_copy(image, spacing_mm)
+    copies = [finest]
+    for level in range(1, levels):
+        if spacing_mm is None:
+            factors = [2**level] * 3
+        else:
+            bar = spacing_mm * 2**level
+            factors = [max(1, math.floor(bar / s + 1e-6)) for s in finest.GetSpacing()]
+        copies.append(sitk.BinShrink(finest, factors) if max(factors) > 1 else finest)
+    return copies[::-1]
+
+
+def _method(fixed: sitk.Image, seed: int, learning_rate: float) -> sitk.ImageRegistrationMethod:
+    """Mattes MI and regular-step gradient descent on one pyramid level, as given.
 
     Regular-step gradient descent: plain gradient descent with notebook settings stops after
-    a handful of iterations on CT (DESIGN §8). Smoothing sigmas are half the shrink factor in
-    voxels, the usual anti-aliasing rule for a shrink: in voxels, so each axis is smoothed in
-    proportion to its own spacing, as the shrink (also in voxels) is applied.
+    a handful of iterations on CT (DESIGN §8). No shrink or smoothing of its own: the
+    pyramid's copies are handed over level by level.
     """
-    shrinks = [2**level for level in reversed(range(levels))]
-    voxels = [math.prod(math.ceil(n / f) for n in fixed.GetSize()) for f in shrinks]
+    voxels = fixed.GetNumberOfPixels()
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentagePerLevel(  # seed 0 would mean "wall clock" in ITK
-        [min(1.0, max(MIN_SAMPLES, min(n / 4, MAX_SAMPLES)) / n) for n in voxels], seed
+    reg.SetMetricSamplingPercentage(  # seed 0 would mean "wall clock" in ITK
+        min(1.0, max(MIN_SAMPLES, min(voxels / 4, MAX_SAMPLES)) / voxels), seed
     )
-    # ITK would otherwise filter a gradient image of the whole (unshrunk) moving image at
-    # every level, about 1.5 s each for a 128³ working copy; a central difference at each
-    # sample costs far less at these sample counts.
+    # ITK would otherwise filter a gradient image of the whole moving image at every level,
+    # about 1.5 s each for a 128³ working copy; a central difference at each sample costs
+    # far less at these sample counts.
     reg.SetMetricUseMovingImageGradientFilter(False)
     reg.SetMetricUseFixedImageGradientFilter(False)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=1e-4, numberOfIterations=200, relaxationFactor=0.5
+        learningRate=learning_rate, minStep=1e-4, numberOfIterations=200, relaxationFactor=0.5
     )
     reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel(shrinks)
-    reg.SetSmoothingSigmasPerLevel([f / 2 if f > 1 else 0.0 for f in shrinks])
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     reg.SetNumberOfThreads(1)  # see _one_thread
     return reg
 
@@ -111,24 +128,35 @@ def _one_thread() -> Iterator[None]:
 
 
 def _run(
-    reg: sitk.ImageRegistrationMethod,
-    fixed: sitk.Image,
-    moving: sitk.Image,
+    fixed: list[sitk.Image],
+    moving: list[sitk.Image],
     initial: sitk.Transform,
+    seed: int,
 ) -> tuple[sitk.Transform, float, int]:
-    """Execute `reg` from `initial`; the optimised transform, final metric, iterations."""
+    """Optimise level by level, coarsest first, each level from the previous one's result;
+    the optimised transform, the final level's metric, iterations over all levels.
+
+    The first step halves from level to level (2 mm on the coarsest), as the voxels do: a
+    level that starts near its optimum does not leap 2 mm away from it first (on 256 x 256 x
+    128 CT pairs, 10-30 % fewer iterations, TRE the same or lower).
+    """
     count = [0]
 
     def tick() -> None:
         count[0] += 1
 
-    reg.AddCommand(sitk.sitkIterationEvent, tick)
-    reg.SetInitialTransform(initial, inPlace=False)
-    with _one_thread():
-        out = reg.Execute(fixed, moving)
-    reg.RemoveAllCommands()
-    # Execute wraps the result in a composite; the optimised transform is its last entry.
-    return sitk.CompositeTransform(out).GetBackTransform(), reg.GetMetricValue(), count[0]
+    transform, metric = initial, 0.0
+    for level, (fixed_level, moving_level) in enumerate(zip(fixed, moving, strict=True)):
+        reg = _method(fixed_level, seed, learning_rate=2.0 / 2**level)
+        reg.AddCommand(sitk.sitkIterationEvent, tick)
+        reg.SetInitialTransform(transform, inPlace=False)
+        with _one_thread():
+            out = reg.Execute(fixed_level, moving_level)
+        reg.RemoveAllCommands()
+        metric = reg.GetMetricValue()
+        # Execute wraps the result in a composite; the optimised transform is its last entry.
+        transform = sitk.CompositeTransform(out).GetBackTransform()
+    return transform, metric, count[0]
 
 
 def _rounded(transform: sitk.Transform) -> None:
@@ -157,13 +185,15 @@ def register(
     """
     if levels < 1:
         raise ValueError("levels must be >= 1")
-    fixed_w = working_copy(fixed, working_spacing_mm)
-    moving_w = working_copy(moving, working_spacing_mm)
+    fixed_p = pyramid(fixed, working_spacing_mm, levels)
+    moving_p = pyramid(moving, working_spacing_mm, levels)
     initial = sitk.CenteredTransformInitializer(
-        fixed_w, moving_w, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.GEOMETRY
+        fixed_p[-1],
+        moving_p[-1],
+        sitk.Euler3DTransform(),
+        sitk.CenteredTransformInitializerFilter.GEOMETRY,
     )
-    reg = _method(fixed_w, levels, seed)
-    found, metric, iterations = _run(reg, fixed_w, moving_w, initial)
+    found, metric, iterations = _run(fixed_p, moving_p, initial, seed)
     rigid = sitk.Euler3DTransform(found)
     _rounded(rigid)
     if kind == "rigid":
@@ -173,7 +203,7 @@ def register(
     affine.SetCenter(rigid.GetCenter())
     affine.SetMatrix(rigid.GetMatrix())
     affine.SetTranslation(rigid.GetTranslation())
-    found, metric, more = _run(reg, fixed_w, moving_w, affine)
+    found, metric, more = _run(fixed_p, moving_p, affine, seed)
     result = sitk.AffineTransform(found)
     _rounded(result)
     return Registration(result, round(metric, 6), iterations + more, "affine")

@@ -26,6 +26,7 @@ from radflow.imaging.qc import checkerboard_png
 from radflow.imaging.read import read_series
 from radflow.imaging.register import (
     WORKING_SPACING_MM,
+    pyramid,
     register,
     resample_onto,
     rigid_register,
@@ -173,6 +174,28 @@ def test_working_copy_keeps_the_physical_extent(synthetic_ct: tuple[sitk.Image, 
     assert working_copy(fixed, None).GetSize() == fixed.GetSize()
     with pytest.raises(ValueError, match="levels"):
         register(fixed, fixed, levels=0)
+
+
+def test_pyramid_levels_are_box_averaged_copies_coarsest_first(
+    synthetic_ct: tuple[sitk.Image, Points],
+) -> None:
+    fixed, _ = synthetic_ct  # 64 x 64 x 48, 0.9 x 0.9 x 2 mm
+    levels = pyramid(fixed, 2.0, 3)
+    spacings = [level.GetSpacing() for level in levels]
+    assert spacings == [
+        pytest.approx(s) for s in ((7.2, 7.2, 8.0), (3.6, 3.6, 4.0), (1.8, 1.8, 2.0))
+    ]
+    assert [level.GetSize() for level in levels] == [(8, 8, 12), (16, 16, 24), (32, 32, 48)]
+    for level in levels:
+        assert level.GetPixelID() == sitk.sitkFloat32
+        np.testing.assert_allclose(_centre(level), _centre(fixed), atol=1e-6)
+    # The finest level is the working copy itself; a bin's value is its voxels' mean.
+    assert levels[-1].GetSize() == working_copy(fixed, 2.0).GetSize()
+    coarse = sitk.GetArrayFromImage(levels[0])
+    native = sitk.GetArrayFromImage(fixed).astype(np.float64)
+    assert coarse[0, 0, 0] == pytest.approx(native[:4, :8, :8].mean(), abs=1e-3)
+    # Native spacing: each level halves the previous one's resolution on every axis.
+    assert [level.GetSize() for level in pyramid(fixed, None, 2)] == [(32, 32, 24), (64, 64, 48)]
 
 
 # --------------------------------------------------------------------------- synthetic motion

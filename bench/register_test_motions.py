@@ -1,0 +1,96 @@
+"""TRE of the registration tests' motions, before (ITK's pyramid, `itk_pyramid_register.py`)
+and after (radflow's box-averaged pyramid): the images, motions and points of
+tests/unit/imaging/test_register.py, one run each, printed as a Markdown table.
+
+Usage: python bench/register_test_motions.py
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "unit" / "imaging")]
+
+import itk_pyramid_register as before  # noqa: E402
+import test_register as t  # noqa: E402
+
+from radflow.imaging import register as after  # noqa: E402
+from radflow.imaging.read import read_series  # noqa: E402
+from radflow.synth import SynthSpec, synthesize  # noqa: E402
+
+Case = tuple[str, sitk.Image, sitk.Image, sitk.Transform, np.ndarray, str]
+
+
+def _ct(root: Path, spec: SynthSpec) -> tuple[sitk.Image, np.ndarray]:
+    (study,) = synthesize(root / "inbox", root / "labels.csv", spec)
+    image = read_series(sorted(f for f in study.files if f.parent.name == "S1"))
+    return image, t._physical_points(image, sitk.GetArrayFromImage(image) > -500)
+
+
+def cases(root: Path) -> list[Case]:
+    mri = sitk.ReadImage(t.ANATOMICAL, sitk.sitkFloat32)
+    head = t._physical_points(mri, sitk.GetArrayFromImage(sitk.OtsuThreshold(mri, 0, 1)) > 0)
+    out: list[Case] = []
+    for axis, degrees, shift in [
+        ((1.0, 2.0, 2.0), 5.0, (4.0, -3.0, 2.0)),
+        ((2.0, -1.0, 1.0), 10.0, (-6.0, 5.0, -4.0)),
+        ((1.0, 1.0, -3.0), 15.0, (5.7, -5.7, 5.7)),
+    ]:
+        truth = t._motion(t._rotation(axis, degrees), t._centre(mri), shift)
+        out.append((f"MRI {degrees:g}°", mri, t._moved(mri, truth, 0.0), truth, head, "rigid"))
+    truth = t._motion(1.05 * t._rotation((1.0, 0.0, 1.0), 4.0), t._centre(mri), (2.0, -3.0, 1.0))
+    out.append(("MRI affine, scale 1.05", mri, t._moved(mri, truth, 0.0), truth, head, "affine"))
+    rng = np.random.default_rng(2026)  # the robustness test's twelve motions, in its order
+    for i in range(12):
+        axis = rng.normal(size=3)
+        degrees = float(rng.uniform(3, 15) * rng.choice([-1, 1]))
+        direction = rng.normal(size=3)
+        shift = direction / np.linalg.norm(direction) * rng.uniform(2, 10)
+        truth = t._motion(
+            t._rotation((axis[0], axis[1], axis[2]), degrees),
+            t._centre(mri),
+            (float(shift[0]), float(shift[1]), float(shift[2])),
+        )
+        out.append((f"MRI random {i + 1}", mri, t._moved(mri, truth, 0.0), truth, head, "rigid"))
+    ct, body = _ct(root / "a", SynthSpec(studies=1))
+    truth = t._motion(t._rotation((2.0, -1.0, 2.0), 15.0), t._centre(ct), (6.0, -8.0, 0.0))
+    out.append(("synthetic CT 15°, 10 mm", ct, t._moved(ct, truth, -1000.0), truth, body, "rigid"))
+    ct, body = _ct(root / "b", SynthSpec(studies=1, rows=192, columns=192, slices=64))
+    truth = t._motion(t._rotation((1.0, -2.0, 1.0), 15.0), t._centre(ct), (-7.0, 0.0, 7.0))
+    moved = t._moved(ct, truth, -1000.0)
+    out.append(("192 x 192 x 64 CT", ct, moved, truth, body[::20], "rigid"))
+    return out
+
+
+def main() -> None:
+    print("| case | TRE before mm | TRE after mm | s before | s after |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    tres: list[tuple[float, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fixed, moving, truth, points, kind in cases(Path(tmp)):
+            t0 = time.perf_counter()
+            old = before.register(fixed, moving, kind)  # type: ignore[arg-type]
+            t1 = time.perf_counter()
+            new = after.register(fixed, moving, kind)  # type: ignore[arg-type]
+            t2 = time.perf_counter()
+            pair = (t._tre(old.transform, truth, points), t._tre(new.transform, truth, points))
+            tres.append(pair)
+            print(
+                f"| {name} | {pair[0]:.3f} | {pair[1]:.3f} | {t1 - t0:.2f} | {t2 - t1:.2f} |",
+                flush=True,
+            )
+    mean = np.mean(tres, axis=0)
+    worst = np.max(tres, axis=0)
+    print(f"| mean | {mean[0]:.3f} | {mean[1]:.3f} | | |")
+    print(f"| worst | {worst[0]:.3f} | {worst[1]:.3f} | | |")
+
+
+if __name__ == "__main__":
+    main()
