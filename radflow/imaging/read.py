@@ -36,6 +36,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
+from pydicom.uid import UID, JPEG2000TransferSyntaxes
 
 from radflow.errors import QuarantineError
 from radflow.imaging.native import NativeLayout, NativeReader, native_layout, rescaled
@@ -63,10 +64,13 @@ SAME_COSINE = 1e-4  # orientations whose direction cosines agree this well are o
 SAME_SPACING_MM = 1e-4
 ORTHOGONAL = 1e-3  # |row . column| above this is not an orientation at all
 PIXEL_DATA = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-# A series with fewer compressed frames is decoded in this process: starting worker
-# processes costs about half a second, a JPEG 2000 512 x 512 frame 20-40 ms to decode.
+# By default, worker processes decode a series of this many JPEG 2000 frames or more (40-60
+# ms a 512 x 512 frame here); starting them costs 1-3 s here, once per process (they stay up
+# 5 minutes). Other syntaxes decode in this process unless asked: an RLE frame takes about
+# 1.4 ms, about what sending it back from a worker costs.
 POOL_MIN_FRAMES = 64
 POOL_MAX_WORKERS = 8
+_POOLED_SYNTAXES = frozenset(JPEG2000TransferSyntaxes)
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,12 @@ class _Frame:
     slope: float
     intercept: float
     native: NativeLayout | None = None  # where its stored values lie, when read directly
-    compressed: bool = False  # encapsulated pixel data, decoded by pydicom's plugins
+    syntax: str = ""  # the file's transfer syntax UID
+
+    @property
+    def compressed(self) -> bool:
+        """Encapsulated pixel data, decoded by pydicom's plugins (in workers, if any)."""
+        return bool(UID(self.syntax).is_encapsulated)
 
 
 @dataclass(frozen=True)
@@ -135,7 +144,7 @@ def read_series_with_warnings(
     """One series as a float32 LPS image, and what was done to make its grid regular.
 
     `decode_workers` processes decode compressed frames; None chooses: one per CPU (at most
-    POOL_MAX_WORKERS) for a series of POOL_MIN_FRAMES compressed frames or more, else none.
+    POOL_MAX_WORKERS) for a series of POOL_MIN_FRAMES JPEG 2000 frames or more, else none.
     Below 2 (or inside a daemonic process, which may not start children) frames are decoded
     in this process. The image is the same either way.
     """
@@ -349,10 +358,9 @@ def _frame(
     )
 
 
-def _encapsulated(ds: Dataset) -> bool:
-    """Whether the file's pixel data is compressed (encapsulated), going by its syntax."""
-    syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
-    return bool(getattr(syntax, "is_encapsulated", False))
+def _syntax(ds: Dataset) -> str:
+    """The file's transfer syntax UID, "" when its file meta has none."""
+    return str(getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID") or "")
 
 
 def _frames(path: Path, ds: Dataset, layout: NativeLayout | None = None) -> list[_Frame]:
@@ -362,7 +370,7 @@ def _frames(path: Path, ds: Dataset, layout: NativeLayout | None = None) -> list
     count = _integer(ds, "NumberOfFrames", 1)
     if count < 1:
         raise QuarantineError("invalid header", "NumberOfFrames is below 1")
-    compressed = _encapsulated(ds)
+    syntax = _syntax(ds)
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if per_frame:  # enhanced multi-frame: geometry and rescale per frame, or shared
         if len(per_frame) != count:
@@ -370,17 +378,17 @@ def _frames(path: Path, ds: Dataset, layout: NativeLayout | None = None) -> list
                 "invalid header", f"{len(per_frame)} per-frame groups, NumberOfFrames {count}"
             )
         return [
-            replace(_frame(path, i, ds, item, size), compressed=compressed)
+            replace(_frame(path, i, ds, item, size), syntax=syntax)
             for i, item in enumerate(per_frame)
         ]
     if count == 1:
-        return [replace(_frame(path, 0, ds, None, size), native=layout, compressed=compressed)]
+        return [replace(_frame(path, 0, ds, None, size), native=layout, syntax=syntax)]
     # Legacy multi-frame (RT dose, some NM): frames step along the normal by these offsets,
     # relative to the first whichever convention (relative or absolute) the file follows.
     offsets = _numbers(ds, "GridFrameOffsetVector", count)
     if offsets is None:
         raise QuarantineError("missing geometry", "multi-frame file without frame positions")
-    first = replace(_frame(path, 0, ds, None, size), compressed=compressed)
+    first = replace(_frame(path, 0, ds, None, size), syntax=syntax)
     normal = _axes(first.orientation)[2]
     start = np.array(first.position)
     return [
@@ -662,7 +670,8 @@ def _workers(plan: SeriesPlan, requested: int | None) -> int:
     """How many worker processes decode the plan's compressed frames; 0: this process."""
     compressed = sum(frame.compressed for frame in plan.slices)
     if requested is None:
-        requested = min(_cpus(), POOL_MAX_WORKERS) if compressed >= POOL_MIN_FRAMES else 0
+        slow = sum(frame.syntax in _POOLED_SYNTAXES for frame in plan.slices)
+        requested = min(_cpus(), POOL_MAX_WORKERS) if slow >= POOL_MIN_FRAMES else 0
     if requested < 2 or not compressed or multiprocessing.current_process().daemon:
         return 0  # a daemonic process (a Dask worker's) may not start children
     return min(requested, compressed)

@@ -9,6 +9,7 @@ unusual must go through it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -215,18 +216,33 @@ def test_compressed_series_are_bit_identical_to_pydicoms_decode(
     assert volume.tobytes() == _expected(paths).tobytes()
 
 
-def test_a_small_compressed_series_starts_no_workers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+class _PoolStarted(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("syntax", "slices", "pooled"),
+    [(JPEG2000Lossless, SLICES, False), (RLELossless, 64, False), (JPEG2000Lossless, 64, True)],
+)
+def test_worker_processes_are_started_only_for_a_large_jpeg_2000_series(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syntax: str, slices: int, pooled: bool
 ) -> None:
-    """Below POOL_MIN_FRAMES frames, starting processes would cost more than it saves."""
+    """Starting workers costs seconds: worth it for POOL_MIN_FRAMES JPEG 2000 frames (tens of
+    ms each), not for a few, nor for RLE (about a millisecond a frame)."""
 
-    def no_pool(*args: object) -> None:
-        raise AssertionError("a worker pool was started")
+    def pool(frames: object, workers: int) -> None:
+        raise _PoolStarted(workers)
 
-    monkeypatch.setattr(read_module, "_Pool", no_pool)
-    paths = _series(tmp_path / "s", syntax=RLELossless)
-    assert SLICES < read_module.POOL_MIN_FRAMES
-    assert _read(paths).tobytes() == _expected(paths).tobytes()
+    monkeypatch.setattr(read_module, "_Pool", pool)
+    monkeypatch.setattr(read_module, "_cpus", lambda: 2)
+    monkeypatch.setattr(sys.modules[__name__], "SLICES", slices)
+    paths = _series(tmp_path / "s", syntax=syntax)
+    assert read_module.POOL_MIN_FRAMES == 64  # the cases lie on either side of it
+    if pooled:
+        with pytest.raises(_PoolStarted, match="2"):
+            read_series(paths)
+    else:
+        assert _read(paths).tobytes() == _expected(paths).tobytes()
 
 
 def test_a_file_cut_short_is_quarantined_without_its_values(tmp_path: Path) -> None:
