@@ -1,7 +1,7 @@
 """radflow's DICOM series reader against SimpleITK's ImageSeriesReader (GDCM) on the same files.
 
 Usage: python bench/reader_bench.py [--workdir DIR] [--slices 300] [--size 512] [--repeats 5]
-                                    [--variants raw,j2k]
+                                    [--variants raw,j2k] [--before REV]
 
 Writes a scanner-like int16 CT series (`radflow.synth_ct.write_ct_slices`: a long private
 header, padding after the pixels) once under --workdir, and a JPEG 2000 lossless copy of it
@@ -11,16 +11,20 @@ SimpleITK (file order from GDCM's own sorter, worked out before the timing), alt
 both see the same machine load. Prints the best and the median of each and their ratios, the
 first (cold) radflow read separately where worker processes start, and checks that both
 readers give the same values. Memory: radflow's peak resident set during one read above the
-resident set before it (Linux VmHWM).
+resident set before it (Linux VmHWM; worker processes not counted). With --before REV, the
+reader as it was at git revision REV (its radflow/imaging/read.py) is timed in the same loop,
+and a compressed series is also read with `decode_workers=0` (in this process).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -91,7 +95,41 @@ def _peak_extra_mib(fn: Callable[[], Any]) -> float:
     return (peak - before) / 1024
 
 
-def bench(files: list[Path], repeats: int, label: str) -> None:
+def _reader_at(revision: str) -> Callable[[list[Path]], sitk.Image]:
+    """`read_series` as radflow/imaging/read.py had it at git `revision`."""
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{revision}:radflow/imaging/read.py"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    path = Path(tempfile.mkdtemp()) / "read_before.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("read_before", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    reader: Callable[[list[Path]], sitk.Image] = module.read_series
+    return reader
+
+
+def _row(label: str, mine: list[float], peer: list[float], *extra: str) -> str:
+    best, median = min(mine) / min(peer), statistics.median(mine) / statistics.median(peer)
+    cells = [
+        label,
+        f"{min(mine):.2f} / {statistics.median(mine):.2f}",
+        f"{min(peer):.2f} / {statistics.median(peer):.2f}",
+        f"{best:.2f} / {median:.2f}",
+        *extra,
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def bench(
+    files: list[Path],
+    repeats: int,
+    label: str,
+    before: Callable[[list[Path]], sitk.Image] | None,
+) -> None:
     sitk_order = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(files[0].parent)))
     assert len(sitk_order) == len(files)
 
@@ -100,27 +138,34 @@ def bench(files: list[Path], repeats: int, label: str) -> None:
         reader.SetFileNames(sitk_order)
         return reader.Execute()
 
-    def radflow() -> sitk.Image:
-        return read_series(files)
+    others: dict[str, Callable[[], sitk.Image]] = {}
+    if before is not None:
+        others["the reader before"] = lambda: before(files)
+        if "JPEG" in label:
+            others["decode_workers=0"] = lambda: read_series(files, decode_workers=0)
 
-    cold, ours = _timed(radflow)  # starts worker processes where the series needs them
+    cold, ours = _timed(lambda: read_series(files))  # starts workers where the series needs them
     theirs = simpleitk()
     a = sitk.GetArrayViewFromImage(ours)
     b = sitk.GetArrayViewFromImage(theirs).astype(np.float32)
     same = a.shape == b.shape and bool(np.array_equal(a, b))
+    for fn in others.values():  # the same bits as the default reader
+        other = fn()  # held: a view does not keep its image alive
+        same = same and sitk.GetArrayViewFromImage(other).tobytes() == a.tobytes()
+        del other
     del ours, theirs, a, b
-    mine, peer = [], []
+    mine: list[float] = []
+    peer: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in others}
     for _ in range(repeats):
-        mine.append(_timed(radflow)[0])
+        mine.append(_timed(lambda: read_series(files))[0])
         peer.append(_timed(simpleitk)[0])
-    memory = _peak_extra_mib(radflow)
-    best, median = min(mine) / min(peer), statistics.median(mine) / statistics.median(peer)
-    print(
-        f"| {label} | {min(mine):.2f} / {statistics.median(mine):.2f} | "
-        f"{min(peer):.2f} / {statistics.median(peer):.2f} | {best:.2f} / {median:.2f} | "
-        f"{cold:.2f} | {memory:.0f} | {'yes' if same else 'NO'} |",
-        flush=True,
-    )
+        for name, fn in others.items():
+            times[name].append(_timed(fn)[0])
+    memory = _peak_extra_mib(lambda: read_series(files))
+    print(_row(label, mine, peer, f"{cold:.2f}", f"{memory:.0f}", "yes" if same else "NO"))
+    for name, seconds in times.items():
+        print(_row(f"{label}, {name}", seconds, peer, "", "", ""), flush=True)
 
 
 def main() -> None:
@@ -130,7 +175,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--variants", default="raw,j2k")
+    parser.add_argument("--before", help="also time the reader of this git revision")
     args = parser.parse_args()
+    before = _reader_at(args.before) if args.before else None
     threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
     print(
         f"{platform.python_version()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
@@ -147,7 +194,7 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     names = {"raw": "uncompressed (explicit VR LE)", "j2k": "JPEG 2000 lossless"}
     for variant, files in series.items():
-        bench(files, args.repeats, names.get(variant, variant))
+        bench(files, args.repeats, names.get(variant, variant), before)
 
 
 if __name__ == "__main__":
