@@ -91,7 +91,8 @@ class _Frame:
     @property
     def compressed(self) -> bool:
         """Encapsulated pixel data, decoded by pydicom's plugins (in workers, if any)."""
-        return bool(UID(self.syntax).is_encapsulated)
+        syntax = UID(self.syntax)  # "" or an unknown UID: pydicom's decoder refuses it here
+        return bool(syntax.is_transfer_syntax and syntax.is_encapsulated)
 
 
 @dataclass(frozen=True)

@@ -254,3 +254,15 @@ def test_a_file_cut_short_is_quarantined_without_its_values(tmp_path: Path) -> N
         read_series(paths)
     assert info.value.reason == "undecodable pixel data"
     assert PATIENT not in str(info.value) and "FAST-0001" not in str(info.value)
+
+
+def test_an_unknown_transfer_syntax_is_quarantined_as_before(tmp_path: Path) -> None:
+    paths = _series(tmp_path / "s")
+    for path in paths:  # explicit VR little endian bytes under a private syntax's name
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = "1.2.826.0.1.3680043.99.1"
+        ds.save_as(path, implicit_vr=False, little_endian=True, enforce_file_format=True)
+    with pytest.raises(QuarantineError) as info:
+        read_series(paths)
+    assert info.value.reason == "undecodable pixel data"
+    assert info.value.detail.endswith("NotImplementedError")
