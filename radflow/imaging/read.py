@@ -686,7 +686,9 @@ class _Pool:
     loky workers are used because they do not re-run the caller's main module (spawned
     multiprocessing workers do, so an unguarded script would break), start by fork+exec (no
     inherited locks from the caller's threads), and stay up a while to serve the next
-    series. At most two frames per worker are dispatched ahead of the one asked for.
+    series. joblib queues two frames per worker and dispatches the next as each finishes;
+    this process rescales each decoded frame as soon as it is asked for (far quicker than a
+    decode), so only a few decoded frames wait at any time.
     """
 
     def __init__(self, frames: Iterable[_Frame], workers: int) -> None:
@@ -796,7 +798,7 @@ def _fill(plan: SeriesPlan, workers: int = 0) -> sitk.Image:
     """Decode the series into one float32 volume, on `workers` processes if any.
 
     Slices are written straight into the image, so memory stays one volume (and, with
-    workers, two decoded frames per worker).
+    workers, the few decoded frames waiting to be taken).
     """
     width, height, depth = plan.size
     image = sitk.Image([width, height, depth], sitk.sitkFloat32)
