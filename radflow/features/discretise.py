@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
-__all__ = ["DIRECTIONS_3D", "discretise", "roi_array"]
+__all__ = ["DIRECTIONS_3D", "crop_to_roi", "discretise", "roi_array", "roi_box"]
 
 #: The 13 unique 3-D offsets (dz, dy, dx) at Chebyshev distance 1; the other 13 of the 26-voxel
 #: neighbourhood are their negatives. Offsets are in numpy index order (z, y, x), i.e. the order
@@ -43,6 +43,40 @@ def check_grid(image: sitk.Image, mask: sitk.Image) -> None:
     ):
         if len(a) != len(b) or not np.allclose(a, b, rtol=0.0, atol=1e-4):
             raise ValueError(f"image and mask differ in {what}: {a} vs {b}")
+
+
+def roi_box(mask: npt.ArrayLike) -> tuple[slice, ...]:
+    """The bounding box of the non-zero voxels of `mask`, one slice per axis (numpy's order).
+
+    One pass over the whole array finds the first axis's extent; the other axes are found in
+    the slab it bounds, which for a nodule in a CT is a few percent of the volume (np.nonzero
+    would list every voxel's index first: 10x slower on a 512 x 512 x 300 mask)."""
+    arr = np.asarray(mask)
+    if arr.ndim == 0 or arr.size == 0:
+        raise ValueError("mask is empty: no voxel is non-zero")
+    hits = np.flatnonzero(arr.reshape(arr.shape[0], -1).any(axis=1))
+    if not hits.size:
+        raise ValueError("mask is empty: no voxel is non-zero")
+    first = slice(int(hits[0]), int(hits[-1]) + 1)
+    if arr.ndim == 1:
+        return (first,)
+    return (first, *roi_box(arr[first].any(axis=0)))
+
+
+def crop_to_roi(image: sitk.Image, mask: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
+    """Both images cut to the bounding box of the mask's non-zero voxels, without margin.
+
+    No feature radflow computes reads a voxel outside the ROI: first order takes the ROI's
+    values, shape its voxels, and every texture matrix counts only pairs, runs, zones and
+    neighbourhoods of ROI voxels (a neighbour outside the mask is left out, as in IBSI and
+    pyradiomics). So the features of the crop are those of the whole image, to the bit: the
+    ROI's voxels come in the same order. (Filtered images, LoG or wavelet, which radflow does
+    not compute, would need a margin of their kernel's reach.)"""
+    check_grid(image, mask)
+    box = roi_box(sitk.GetArrayViewFromImage(mask))[::-1]  # ITK's (x, y, z) order
+    index = [b.start for b in box]
+    size = [b.stop - b.start for b in box]
+    return sitk.RegionOfInterest(image, size, index), sitk.RegionOfInterest(mask, size, index)
 
 
 def discretise(values: npt.ArrayLike, bin_width: float) -> npt.NDArray[np.int64]:
@@ -77,16 +111,14 @@ def roi_array(
     check_grid(image, mask)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError("image must be scalar (one component per voxel)")
-    img = np.asarray(sitk.GetArrayViewFromImage(image), dtype=np.float64)
-    inside = np.asarray(sitk.GetArrayViewFromImage(mask)) != 0
+    img = sitk.GetArrayViewFromImage(image)
+    inside = sitk.GetArrayViewFromImage(mask)
     if img.ndim == 2:
         img, inside = img[np.newaxis], inside[np.newaxis]
     if img.ndim != 3:
         raise ValueError(f"need a 2-D or 3-D image, got {img.ndim}-D")
-    if not inside.any():
-        raise ValueError("mask is empty: no voxel is non-zero")
-    box = tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(inside))
-    img, inside = img[box], inside[box]
+    box = roi_box(inside)  # cut before converting: a CT's float64 copy is 600 MB
+    img, inside = np.asarray(img[box], dtype=np.float64), inside[box] != 0
     levels = np.zeros(img.shape, dtype=np.int64)
     levels[inside] = discretise(img[inside], bin_width)
     return levels, int(levels.max())

@@ -65,6 +65,9 @@ SHAPE_FEATURES: tuple[str, ...] = (
 )
 
 _BLOCK_ENTRIES = 1 << 22  # distances held at once when comparing points (32 MiB)
+# Up to this many points, comparing every pair is faster than building their hull first
+# (Qhull's fixed cost is about 0.3 ms; a plane of a nodule's mesh has 50-150 vertices).
+_ALL_PAIRS_POINTS = 300
 
 
 @dataclass(frozen=True)
@@ -104,14 +107,15 @@ def surface_mesh(inside: npt.ArrayLike, spacing: tuple[float, float, float]) -> 
 def max_distance(points: npt.ArrayLike) -> float:
     """The largest distance between two of `points` (n x d); 0 for fewer than two.
 
-    The farthest pair is a pair of convex-hull vertices, so only those are compared (Qhull);
-    points that span no full-dimensional hull (all on a line or a plane) are compared
-    directly.
+    The farthest pair is a pair of convex-hull vertices, so of many points only those are
+    compared (Qhull); a few points, and points that span no full-dimensional hull (all on a
+    line or a plane), are compared directly. Either way the farthest pair's distance is the
+    same computation, so the result does not depend on the way.
     """
     p = np.asarray(points, dtype=np.float64)
     if len(p) < 2:
         return 0.0
-    if len(p) > p.shape[1] + 1:
+    if len(p) > max(p.shape[1] + 1, _ALL_PAIRS_POINTS):
         # Degenerate points (fewer dimensions than they have) have no hull: compare them all.
         with contextlib.suppress(QhullError):
             p = p[ConvexHull(p).vertices]
