@@ -36,6 +36,11 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
+# Stage tags are for filtering runs in a UI: `radflow serve`'s stack keeps them, and
+# tests/stack/test_orchestration.py checks every scoring task run carries its stage's. The
+# in-process runs here go without, as a command's own temporary server does: on the SQLite
+# test server each tagged run's concurrency check can wait about 2 s for a lock.
+os.environ.setdefault("RADFLOW_STAGE_TAGS", "false")
 # The synthetic studies most tests ingest are the demo's kind: bright lesions the threshold
 # rule finds, mostly without annotations. Like `radflow demo`, the suite lists the rule as
 # the last ROI source; tests of the default (no rule) unset it. Subprocesses that start from

@@ -41,19 +41,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _prefect(*args: str, env: dict[str, str]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "prefect", "--no-prompt", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if done.returncode != 0:
-        raise RadflowError(
-            f"`prefect {' '.join(args[:3])}` failed: {done.stdout[-300:]} {done.stderr[-300:]}"
+def _prefect(*commands: tuple[str, ...], env: dict[str, str]) -> None:
+    """Run `prefect` commands side by side: each is a process paying Prefect's import (seconds)
+    for one round trip, so commands that do not depend on each other should not queue."""
+    running = [
+        (
+            args,
+            subprocess.Popen(
+                [sys.executable, "-m", "prefect", "--no-prompt", *args],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
         )
+        for args in commands
+    ]
+    failed = []
+    for args, process in running:
+        try:
+            out, err = process.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+        if process.returncode != 0:
+            failed.append(f"`prefect {' '.join(args[:3])}` failed: {out[-300:]} {err[-300:]}")
+    if failed:
+        raise RadflowError("; ".join(failed))
 
 
 def _healthy(api_url: str, timeout: float) -> None:
@@ -121,17 +136,20 @@ def start(
     (home / "stack.json").write_text(json.dumps(asdict(stack), indent=1))
     try:
         _healthy(api_url, timeout=120)
-        for pool in POOLS:
-            _prefect("work-pool", "create", pool, "--type", "process", "--overwrite", env=base)
-        _prefect("concurrency-limit", "create", "gpu", str(gpus), env=base)
-        _prefect("work-queue", "create", ARRIVAL_QUEUE, "--pool", "cpu", env=base)
-        _prefect("deploy", "--all", "--prefect-file", "infra/prefect.yaml", env=base)
+        _prefect(
+            *[("work-pool", "create", pool, "--type", "process", "--overwrite") for pool in POOLS],
+            ("concurrency-limit", "create", "gpu", str(gpus)),
+            env=base,
+        )
+        _prefect(("work-queue", "create", ARRIVAL_QUEUE, "--pool", "cpu"), env=base)
+        # The workers import while the deployments are made: until then they find no runs.
         for pool in POOLS:
             worker = ["prefect", "worker", "start", "--pool", pool, "--work-queue", "default"]
             spawn(f"worker-{pool}", worker, base)
         # Scoring on arrival is latency-bound: its queue has a worker that stays imported.
         warm = ["flows.runtime.warm_worker", "--pool", "cpu", "--queue", ARRIVAL_QUEUE]
         spawn("worker-cpu-warm", warm, base | {"PREFECT_WORKER_QUERY_SECONDS": "0.5"})
+        _prefect(("deploy", "--all", "--prefect-file", "infra/prefect.yaml"), env=base)
     except BaseException:
         stop(home)
         raise

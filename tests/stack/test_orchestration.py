@@ -105,6 +105,22 @@ def _wait_completed(
     pytest.fail(f"{deployment}: {states} after {timeout} s\n{tails}")
 
 
+def _stage_tags(stack: runtime_stack.Stack, flow_run: Any) -> dict[str, set[str]]:
+    """The first word of each task run's name -> the `stage:` tags of those runs."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with _client(stack) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run]))
+        )
+    tags: dict[str, set[str]] = {}
+    for r in runs:
+        tags.setdefault(r.name.split("-")[0], set()).update(
+            t for t in r.tags if t.startswith("stage:")
+        )
+    return tags
+
+
 def _announce(stack: runtime_stack.Stack, source: str, arrival: str) -> None:
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -175,6 +191,18 @@ def test_arrival_triggers_scoring_once(
     assert run.name == f"score-{arrival.arrival_id[:12]}"  # a hash, never a folder name
     # It ran inside the warm worker's own process, not in a new one.
     assert run.infrastructure_pid == str(stack.pids["worker-cpu-warm"])
+    # Where a UI shows the runs, each task run carries its stage's tag, to filter by.
+    assert _stage_tags(stack, run.id) == {
+        "fetch": {"stage:fetch"},
+        "anonymize": {"stage:anonymize"},
+        "roi": {"stage:preprocess"},
+        "preprocess": {"stage:preprocess"},
+        "features": {"stage:features"},
+        "champion": {"stage:score"},
+        "score": {"stage:score"},
+        "report": {"stage:report"},
+        "record": {"stage:score"},
+    }
     reports = set(lake.root.glob("reports/*/*/study.html")) - reported
     assert len(reports) == len(new)
     before = {p: p.stat().st_mtime_ns for p in lake.root.rglob("*") if p.is_file()}
@@ -300,7 +328,7 @@ def test_many_studies_at_once_are_each_scored_exactly_once(
     bounded. RADFLOW_LOAD_STUDIES scales it (the issue's 500: bench/RESULTS.md); on SQLite
     Prefect's server can drop a triggered run under load, which the pending records make up
     for, so the test runs on PostgreSQL, as a long-lived server should."""
-    studies = int(os.environ.get("RADFLOW_LOAD_STUDIES", "40"))
+    studies = int(os.environ.get("RADFLOW_LOAD_STUDIES", "20"))
     per_delivery = 5
     result = drop_and_score(
         stack.api_url,
