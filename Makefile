@@ -80,20 +80,22 @@ define run-pytest
 	$(PYTEST) $(1); rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests" >&2; exit $$rc
 endef
 
-# Both cores: pytest-xdist gives each worker whole modules (`loadscope`), so a module's
-# fixtures are built once. The stack tier (servers, subprocesses, browsers, latency and
-# memory bounds) runs alone afterwards, on a machine nothing else in the suite competes for.
-XDIST := -n 2 --dist loadscope
+# pytest-xdist gives each worker whole modules (`loadscope`), so a module's fixtures are
+# built once. The flow and stack tiers wait much of the time (on Prefect's server, on the
+# processes and servers they start), so the whole suite runs as one session on a worker
+# more than there are cores: on 2 cores, 3 workers took 16.7 minutes where the unit and flow
+# tiers on 2 workers and then the stack tier alone took 24-28 (bench/RESULTS.md).
+WORKERS ?= 3
+XDIST := -n $(WORKERS) --dist loadscope
 
 # The whole suite: unit, flow (real Prefect runs in process) and stack (servers, subprocesses,
 # browsers, PostgreSQL).
 pytest: $(VENV)/.installed-dev test-deps test-data
-	$(call run-pytest,$(XDIST) -m "not stack")
-	$(call run-pytest,-m stack)
+	$(call run-pytest,$(XDIST))
 
 # The unit tier alone: what `make check` runs.
 unit: $(VENV)/.installed-dev test-data
-	$(call run-pytest,$(XDIST) -m "not flow and not stack")
+	$(call run-pytest,-n 2 --dist loadscope -m "not flow and not stack")
 
 test: test-deps lint typecheck pytest
 

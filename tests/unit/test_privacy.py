@@ -192,6 +192,7 @@ def test_stage_tags_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     def body() -> None:
         return None
 
+    monkeypatch.setenv("RADFLOW_STAGE_TAGS", "true")  # the default; the suite's is false
     assert task(tags=["stage:x", "gpu"])(body).tags == {"stage:x", "gpu"}
     monkeypatch.setenv("RADFLOW_STAGE_TAGS", "false")
     assert task(tags=["stage:x", "gpu"])(body).tags == {"gpu"}
