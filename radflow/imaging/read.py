@@ -149,7 +149,13 @@ def read_series_with_warnings(
     Below 2 (or inside a daemonic process, which may not start children) frames are decoded
     in this process. The image is the same either way.
     """
-    plan = plan_series(paths, max_voxels)
+    return read_planned(plan_series(paths, max_voxels), decode_workers=decode_workers)
+
+
+def read_planned(
+    plan: SeriesPlan, *, decode_workers: int | None = None
+) -> tuple[sitk.Image, list[str]]:
+    """`read_series_with_warnings` of a series already planned (`plan_series`)."""
     return _fill(plan, _workers(plan, decode_workers)), list(plan.warnings)
 
 
@@ -167,14 +173,24 @@ def plan_series(paths: Sequence[Path], max_voxels: int = DEFAULT_MAX_SERIES_VOXE
     when they declare (or their regular grid would need) more than `max_voxels` voxels: the
     volume is allocated only after this, so a forged header cannot exhaust memory.
     """
+    return plan_series_with_headers(paths, max_voxels)[0]
+
+
+def plan_series_with_headers(
+    paths: Sequence[Path], max_voxels: int = DEFAULT_MAX_SERIES_VOXELS
+) -> tuple[SeriesPlan, list[Dataset]]:
+    """`plan_series`, and each file's header (in `paths`' order) for a caller that needs
+    more of them than the plan keeps, without parsing the files again."""
     if not paths:
         raise QuarantineError("empty series")
     frames: list[_Frame] = []
+    headers: list[Dataset] = []
     series: set[str] = set()
     first: Dataset | None = None
     declared = 0
     for path in paths:
         ds, layout = _header(Path(path))
+        headers.append(ds)
         series.add(str(ds.get("SeriesInstanceUID", "")))
         rows, columns = _check_image(ds)
         declared += rows * columns * _integer(ds, "NumberOfFrames", 1)
@@ -190,7 +206,7 @@ def plan_series(paths: Sequence[Path], max_voxels: int = DEFAULT_MAX_SERIES_VOXE
     plan = _plan(frames, first, len(paths))
     if (grid := math.prod(plan.size)) > max_voxels:  # a sheared stack's grid is wider
         raise _too_large(grid, max_voxels, "in the regular grid")
-    return plan
+    return plan, headers
 
 
 def split_series(paths: Iterable[Path]) -> dict[str, list[Path]]:

@@ -35,7 +35,7 @@ from radflow.imaging.pipelines import (
     whole_pipeline,
 )
 from radflow.imaging.qc import checkerboard_png
-from radflow.imaging.read import read_series_with_warnings
+from radflow.imaging.read import read_planned
 from radflow.imaging.register import register, resample_onto, write_transform
 from radflow.imaging.roi_checks import roi_warnings
 from radflow.imaging.roi_source import Annotation, Segmenter, find_roi
@@ -43,7 +43,7 @@ from radflow.imaging.selection import (
     SeriesSummary,
     require_primary,
     select_series,
-    summarise_series,
+    summarise_and_plan,
 )
 from radflow.keys import address as content_address
 from radflow.lake import Lake
@@ -169,19 +169,22 @@ def build_volume(
             entry.series_uid: lake.download_series(deid, entry.series_uid, tmp / entry.series_uid)
             for entry in manifest.series
         }
-        summaries = [summarise_series(uid, paths, max_voxels) for uid, paths in files.items()]
+        planned = {uid: summarise_and_plan(uid, paths, max_voxels) for uid, paths in files.items()}
+        summaries = [summary for summary, _ in planned.values()]
+        plans = {uid: plan for uid, (_, plan) in planned.items() if plan is not None}
         annotations = _annotations(lake, deid, summaries, files, tmp)
         selection = select_series(summaries, params.series, _annotated_series(annotations, files))
         primary_uid = require_primary(selection, summaries)
         chosen = {c.series_uid: c for c in selection.kept}
-        primary, warnings = read_series_with_warnings(files[primary_uid], max_voxels)
+        # A kept series is an image series that makes one volume: it was planned.
+        primary, warnings = read_planned(plans[primary_uid])
         modality = chosen[primary_uid].modality
         warnings += ct_only_warnings(params, modality)
         roi_found, roi_warnings_ = find_roi(
             primary,
             modality,
             primary_uid,
-            _instance_uids(files[primary_uid]),
+            _instance_uids(files[primary_uid]) if annotations else set(),
             [a for a, _ in annotations],
             params,
             model_segmenter(lake, roi_model) if roi_model else None,
@@ -201,9 +204,7 @@ def build_volume(
             what = f"secondary series {choice.series_number or '?'} ({choice.modality}, "
             what += f"{choice.frames} slices)"
             try:
-                moving, moving_warnings = read_series_with_warnings(
-                    files[choice.series_uid], max_voxels
-                )
+                moving, moving_warnings = read_planned(plans[choice.series_uid])
                 reg = register(
                     primary,
                     moving,
