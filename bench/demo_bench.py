@@ -2,7 +2,8 @@
 
 Usage: python bench/demo_bench.py [--studies 40] [--stage-studies 10] [--size 64x64x48]
 
-Cold/warm: two `radflow demo` processes on one fresh workdir (the second must be Cached).
+Cold/warm: `radflow demo` processes on one fresh workdir (cold, then warm twice: Cached), and
+a bare Prefect flow with one cached task, warm, in the same run (the floor of a warm run).
 Stages: the core stage functions called directly on one synthetic delivery, so the numbers
 are the work itself, not orchestration. Prints a Markdown table for bench/RESULTS.md.
 """
@@ -21,7 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def demo_runs(studies: int) -> tuple[float, float]:
+def demo_runs(studies: int) -> tuple[float, float, float]:
+    """Cold, then warm twice (best of the two), and a bare Prefect flow with one cached task,
+    warm: the floor of a warm run (bench/realistic_bench.py's, a new process each time)."""
+    from realistic_bench import bare_prefect_flow
+
     with tempfile.TemporaryDirectory(prefix="radflow-bench-") as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
         env["PYTHONPATH"] = str(ROOT)
@@ -36,11 +41,13 @@ def demo_runs(studies: int) -> tuple[float, float]:
             str(studies),
         ]
         times = []
-        for _ in range(2):
+        for _ in range(3):
             t0 = time.perf_counter()
             subprocess.run(cmd, env=env, check=True, capture_output=True)
             times.append(time.perf_counter() - t0)
-        return times[0], times[1]
+        (Path(tmp) / "bare").mkdir()
+        _, bare_warm = bare_prefect_flow(Path(tmp) / "bare")
+        return times[0], min(times[1:]), bare_warm
 
 
 def stage_times(studies: int, size: str) -> dict[str, float]:
@@ -117,10 +124,12 @@ def main() -> None:
     args = parser.parse_args()
 
     if not args.skip_demo:
-        cold, warm = demo_runs(args.studies)
-        print(f"\n### radflow demo, {args.studies} studies (two processes, one fresh workdir)\n")
-        print("| run | seconds | warm / cold |\n| --- | ---: | ---: |")
-        print(f"| cold | {cold:.1f} | |\n| warm (Cached) | {warm:.1f} | {warm / cold:.1%} |")
+        cold, warm, bare = demo_runs(args.studies)
+        print(f"\n### radflow demo, {args.studies} studies (new processes, one fresh workdir)\n")
+        print("| run | seconds | warm / cold | / bare flow |\n| --- | ---: | ---: | ---: |")
+        print(f"| cold | {cold:.1f} | | |")
+        print(f"| warm (Cached, best of 2) | {warm:.1f} | {warm / cold:.1%} | {warm / bare:.2f} |")
+        print(f"| bare Prefect flow, one cached task, warm | {bare:.1f} | | |")
 
     n = args.stage_studies
     times = stage_times(n, args.size)
