@@ -60,6 +60,12 @@ def _on_interrupt(
             if console.lock is not None:
                 console.lock.acquire(timeout=1.0)
         os.write(2, f"{INTERRUPTED}\n".encode())  # stderr, whatever wraps sys.stderr
+        # The last line: Prefect's API log worker, whose server stops below, would print
+        # "--- Error logging to API ---" from its own thread (it checks raiseExceptions).
+        logging.raiseExceptions = False
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
         with contextlib.suppress(Exception):  # e.g. Prefect half imported: exit anyway
             _cancel_current_flow_run()
         if proc is not None and proc.poll() is None:
