@@ -134,6 +134,13 @@ def study_indexes(cache_dir: Path) -> Iterator[tuple[str, list[RawFile]]]:
         yield ref, _entries(cache_dir, ref)
 
 
+def has_study(cache_dir: Path, ref: str) -> bool:
+    """Whether the cache still holds a study's index and every file it names."""
+    if not _index_path(cache_dir, ref).exists():
+        return False
+    return all(Path(f.path).exists() for f in _entries(cache_dir, ref))
+
+
 def study_files(cache_dir: Path, ref: str) -> list[Path]:
     """The cached DICOM files of a study, by its reference."""
     return [Path(f.path) for f in _entries(cache_dir, ref) if f.kind == "dicom"]

@@ -175,7 +175,7 @@ class LocalStore(ObjectStore):
 
     def _tmp_path(self) -> Path:
         tmp_dir = self.root / _TMP_DIR
-        tmp_dir.mkdir(exist_ok=True)
+        tmp_dir.mkdir(parents=True, exist_ok=True)  # the root too: a worker outlives a deleted lake
         return tmp_dir / uuid.uuid4().hex
 
     @staticmethod

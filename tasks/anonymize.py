@@ -21,7 +21,11 @@ def _labels_key(labels_path: str) -> str:
 
 
 @task(
-    cache_policy=LakeAddress(name="labels", address=_labels_key),
+    cache_policy=LakeAddress(
+        name="labels",
+        address=_labels_key,
+        holds=lambda stored: len(lake().labelled_studies()) >= stored,
+    ),
     task_run_name="labels",
     tags=["stage:anonymize"],
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from radflow.annotations.masks_csv import MaskEntry, read_masks_csv
+from radflow.raw_cache import has_study
 from radflow.stages.fetch import delivery_fingerprint, fetch_delivery, masks_fingerprint
 from radflow.store import open_store
 from tasks.runtime import lake, settings, task
@@ -30,7 +31,11 @@ def _fetch_key(source: str, prefix: str = "", masks: str = "") -> str:
 
 
 @task(
-    cache_policy=LakeAddress(name="fetch", address=_fetch_key),
+    cache_policy=LakeAddress(
+        name="fetch",
+        address=_fetch_key,
+        holds=lambda refs: all(has_study(settings().cache_dir, ref) for ref in refs),
+    ),
     task_run_name=run_name("fetch"),
     tags=["stage:fetch"],
 )

@@ -13,7 +13,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 from prefect import get_run_logger
 from prefect.cache_policies import CachePolicy
@@ -26,15 +27,31 @@ from radflow.lake.records import QuarantineRecord
 from radflow.stages import Stage, run_stage
 from tasks.runtime import lake, settings, task
 
+if TYPE_CHECKING:
+    from prefect.types import DateTime
+
+
+def in_lake(value: object) -> bool:
+    """Whether the lake still holds the output a cached value names (a lake key; "" and
+    anything else name nothing to check)."""
+    return not isinstance(value, str) or not value or lake().has(value)
+
 
 @dataclass
 class LakeAddress(CachePolicy):
     """Prefect's cache key is the output's content address (within this lake): a re-run of the
     same inputs and settings is Cached, a change to either is not. No key (no caching) when an
-    input is None: the task only passes the None on."""
+    input is None: the task only passes the None on.
+
+    Prefect keeps its cache records in its own storage (`PREFECT_HOME/storage`), not in the
+    lake: after a user deletes the lake (or the cache folder) to start again, a record would
+    still say Cached for outputs that are gone, and the next stage would fail on a missing
+    object. So a record counts only while `holds(its value)`: otherwise it is expired
+    (Prefect's own record expiration) and the task runs again."""
 
     name: str = ""
     address: Callable[..., str] | None = None
+    holds: Callable[[Any], bool] = in_lake
 
     def compute_key(
         self,
@@ -46,7 +63,12 @@ class LakeAddress(CachePolicy):
         if self.address is None or any(v is None for v in inputs.values()):
             return None
         addr = self.address(**inputs)
-        return f"radflow-{self.name}-{sha256_bytes(f'{lake().url}|{addr}'.encode())}"
+        key = f"radflow-{self.name}-{sha256_bytes(f'{lake().url}|{addr}'.encode())}"
+        records = task_ctx.result_store
+        if records.exists(key) and not self.holds(records.read(key).result):
+            past = datetime.now(UTC) - timedelta(seconds=1)  # Prefect's DateTime is a datetime
+            records.write(obj=None, key=key, expiration=cast("DateTime", past))
+        return key
 
 
 def run_name(name: str) -> Callable[[], str]:

@@ -107,7 +107,9 @@ def segmentation_candidate(dataset: str) -> str:
 
 @task(
     cache_policy=LakeAddress(
-        name="segmentation-decision", address=lambda model: f"{model}/decision"
+        name="segmentation-decision",
+        address=lambda model: f"{model}/decision",
+        holds=lambda decision: lake().segmentation_decision(decision.model) is not None,
     ),
     task_run_name="promote-segmentation",
     tags=["stage:train"],
@@ -160,7 +162,11 @@ def register(dataset: str, candidates: list[str]) -> str:
 
 
 @task(
-    cache_policy=LakeAddress(name="promote", address=lambda model: f"{model}/decision"),
+    cache_policy=LakeAddress(
+        name="promote",
+        address=lambda model: f"{model}/decision",
+        holds=lambda decision: lake().decision(decision.model) is not None,
+    ),
     task_run_name="promote",
     tags=["stage:train"],
 )

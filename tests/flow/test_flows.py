@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,6 +107,30 @@ def test_ingest_outputs_then_cached_rerun(prefect_server: None, inbox: Any) -> N
     assert states["catalog"] == "Completed"
     assert states["roi-model"] == "Completed"  # the segmentation champion, read each time
     assert _snapshot(lake) == before  # nothing rewritten, not even touched
+
+
+def test_a_deleted_lake_is_rebuilt_not_taken_from_prefects_cache(
+    prefect_server: None, inbox: Any
+) -> None:
+    """Prefect's cache records live in its own storage and outlive the lake: after a user
+    deletes the lake (then the lake and the cache folder) a re-run rebuilds every output
+    instead of showing Cached for objects that are gone, to the same bytes."""
+    from flows.ingest import ingest
+
+    folder, labels, _ = inbox
+    lake, cache = folder.parent / "lake", folder.parent / "cache"
+    keys = ingest(folder.as_uri(), "", str(labels))
+    first = {name: data for name, (_, data) in _snapshot(lake).items()}
+
+    for deleted in ([lake], [lake, cache]):
+        for folder_ in deleted:
+            shutil.rmtree(folder_)
+        state = ingest(folder.as_uri(), "", str(labels), return_state=True)
+        assert state.result() == keys
+        states = _task_states(state.state_details.flow_run_id, expected=13)
+        cached = {name.split("-")[0] for name, s in states.items() if s == "Cached"}
+        assert cached == (set() if cache in deleted else {"fetch"})  # its cache folder kept
+        assert {name: data for name, (_, data) in _snapshot(lake).items()} == first
 
 
 def test_changed_parameter_recomputes_only_downstream(
