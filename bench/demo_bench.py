@@ -51,6 +51,7 @@ def demo_runs(studies: int) -> tuple[float, float, float]:
 
 
 def stage_times(studies: int, size: str) -> dict[str, float]:
+    from radflow.cli import DEMO_ROI_SOURCES
     from radflow.config import load_settings
     from radflow.demo import ensure_secret
     from radflow.imaging.pipelines import preprocessing
@@ -73,6 +74,9 @@ def stage_times(studies: int, size: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="radflow-stages-") as tmp_name:
         tmp = Path(tmp_name)
         ensure_secret(tmp / "secret.key")
+        # The demo's ROI sources (its studies' lesions are found by the rule when no annotation
+        # or model gives one), as `radflow demo` sets them.
+        os.environ.setdefault("RADFLOW_PREPROCESS__ROI_SOURCES", DEMO_ROI_SOURCES)
         settings = load_settings(secret_file=tmp / "secret.key", cache_dir=tmp / "cache")
         secret = settings.pseudonym_secret()
         config = settings.deid_config()
