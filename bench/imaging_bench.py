@@ -110,22 +110,27 @@ def ras_affine(image: sitk.Image) -> npt.NDArray[np.float64]:
 # --------------------------------------------------------------------------- methods
 
 
-def floor(image: sitk.Image) -> Volume:
-    """The bare minimum: one sitk.Resample, a numpy crop/pad about the centre, a numpy window."""
+def bare_resample(image: sitk.Image, spacing_mm: float = TARGET_MM) -> sitk.Image:
+    """One sitk.Resample onto an isotropic grid over the same extent: a floor's whole work."""
     size = [
-        round(n * s / TARGET_MM) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)
+        round(n * s / spacing_mm) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)
     ]
-    out = sitk.Resample(
+    return sitk.Resample(
         image,
         size,
         sitk.Transform(),
         sitk.sitkLinear,
         image.GetOrigin(),
-        (TARGET_MM,) * 3,
+        (spacing_mm,) * 3,
         image.GetDirection(),
         -1000.0,
         sitk.sitkFloat32,
     )
+
+
+def floor(image: sitk.Image) -> Volume:
+    """The bare minimum: one sitk.Resample, a numpy crop/pad about the centre, a numpy window."""
+    out = bare_resample(image)
     arr = sitk.GetArrayViewFromImage(out)
     result = np.full((SHAPE,) * 3, -1000.0, dtype=np.float32)
     src, dst = [], []
@@ -287,24 +292,26 @@ def preprocess_table(size: tuple[int, int, int], repeats: int) -> list[Row]:
     return rows
 
 
+def with_noise(image: sitk.Image, rng: np.random.Generator) -> sitk.Image:
+    """`image` plus Gaussian noise of 20 (HU), as each image of a registration pair gets."""
+    arr = sitk.GetArrayFromImage(image)
+    arr += rng.standard_normal(arr.shape, dtype=np.float32) * 20.0
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(image)
+    return out
+
+
 def registration_rows(size: tuple[int, int, int]) -> list[tuple[str, float, float, int]]:
     """Rigid (and affine) time and TRE for a pair with a known 10° oblique, 8 mm motion."""
     spacing = (1.0, 1.0, 2.0)
     clean = to_sitk(phantom(size, spacing, noise=False), spacing)
     rng = np.random.default_rng(1)
 
-    def noisy(image: sitk.Image) -> sitk.Image:
-        arr = sitk.GetArrayFromImage(image)
-        arr += rng.standard_normal(arr.shape, dtype=np.float32) * 20.0
-        out = sitk.GetImageFromArray(arr)
-        out.CopyInformation(image)
-        return out
-
     truth = sitk.Euler3DTransform()
     truth.SetRotation(*np.deg2rad([6.0, -5.0, 6.0]))  # about 10° about an oblique axis
     truth.SetTranslation((5.0, -5.0, 4.0))  # 8.1 mm
-    fixed = noisy(clean)
-    moving = noisy(sitk.Resample(clean, truth.GetInverse(), sitk.sitkLinear, -1000.0))
+    fixed = with_noise(clean, rng)
+    moving = with_noise(sitk.Resample(clean, truth.GetInverse(), sitk.sitkLinear, -1000.0), rng)
     body = np.argwhere(sitk.GetArrayViewFromImage(clean) > -500)[::50, ::-1].astype(float)
     points = [clean.TransformContinuousIndexToPhysicalPoint(p.tolist()) for p in body]
 
@@ -336,7 +343,8 @@ def registration_rows(size: tuple[int, int, int]) -> list[tuple[str, float, floa
 # --------------------------------------------------------------------------- realistic size
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Seconds of one call (after a garbage collection) and its result."""
     gc.collect()
     t0 = time.perf_counter()
     out = fn()
@@ -351,18 +359,11 @@ def realistic_registration(size: tuple[int, int, int]) -> None:
     clean = to_sitk(phantom(size, spacing, noise=False), spacing)
     rng = np.random.default_rng(1)
 
-    def noisy(image: sitk.Image) -> sitk.Image:
-        arr = sitk.GetArrayFromImage(image)
-        arr += rng.standard_normal(arr.shape, dtype=np.float32) * 20.0
-        out = sitk.GetImageFromArray(arr)
-        out.CopyInformation(image)
-        return out
-
     truth = sitk.Euler3DTransform()
     truth.SetRotation(*np.deg2rad([6.0, -5.0, 6.0]))
     truth.SetTranslation((5.0, -5.0, 4.0))
-    fixed = noisy(clean)
-    moving = noisy(sitk.Resample(clean, truth.GetInverse(), sitk.sitkLinear, -1000.0))
+    fixed = with_noise(clean, rng)
+    moving = with_noise(sitk.Resample(clean, truth.GetInverse(), sitk.sitkLinear, -1000.0), rng)
     body = np.argwhere(sitk.GetArrayViewFromImage(clean) > -500)[::500, ::-1].astype(float)
     points = np.array([clean.TransformContinuousIndexToPhysicalPoint(p.tolist()) for p in body])
     del clean
@@ -372,11 +373,11 @@ def realistic_registration(size: tuple[int, int, int]) -> None:
         true = np.array([truth.TransformPoint(tuple(p)) for p in points])
         return float(np.linalg.norm(found - true, axis=1).mean())
 
-    floor_s, _ = _timed(
+    floor_s, _ = timed(
         lambda: sitk.Resample(moving, fixed, truth, sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
     )
-    old_s, old = _timed(lambda: itk_pyramid_register(fixed, moving))
-    new_s, new = _timed(lambda: register(fixed, moving))
+    old_s, old = timed(lambda: itk_pyramid_register(fixed, moving))
+    new_s, new = timed(lambda: register(fixed, moving))
     again = register(fixed, moving)
     same = list(again.transform.GetParameters()) == list(new.transform.GetParameters())
     print(f"\n### Registration of a {'x'.join(map(str, size))} CT pair (0.7 x 0.7 x 1.25 mm)\n")
@@ -422,9 +423,9 @@ def realistic_roi(size: tuple[int, int, int], studies: int) -> None:
         made = synthesize(Path(tmp) / "inbox", Path(tmp) / "labels.csv", spec)
         for n, study in enumerate(made, 1):
             primary = sorted(f for f in study.files if f.parent.name == "S1")
-            read_s, image = _timed(functools.partial(read_series, primary))
-            whole_s, whole = _timed(functools.partial(whole_image_mask, image))
-            fast_s, fast = _timed(functools.partial(lesion_mask, image))
+            read_s, image = timed(functools.partial(read_series, primary))
+            whole_s, whole = timed(functools.partial(whole_image_mask, image))
+            fast_s, fast = timed(functools.partial(lesion_mask, image))
             boxed = coarse_to_fine_mask(image, 80.0, 1.0) is not None
             equal = np.array_equal(
                 sitk.GetArrayViewFromImage(whole), sitk.GetArrayViewFromImage(fast)
@@ -435,7 +436,7 @@ def realistic_roi(size: tuple[int, int, int], studies: int) -> None:
                 if path.parent.name.startswith("S") and path.parent.name not in ("S1", "S2"):
                     kind = annotation_kind(path)
                     if kind is not None:
-                        raster_s, _ = _timed(functools.partial(segments_on_grid, path, image))
+                        raster_s, _ = timed(functools.partial(segments_on_grid, path, image))
                         annotation_rows.append((n, kind, read_s, raster_s))
     shape = "x".join(map(str, size))
     print(f"\n### ROI rule on synthesized {shape} CT studies (0.7 x 0.7 x 1.25 mm)\n")

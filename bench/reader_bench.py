@@ -19,7 +19,6 @@ and a compressed series is also read with `decode_workers=0` (in this process).
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
 import os
 import platform
@@ -30,7 +29,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pydicom
@@ -39,6 +37,8 @@ from pydicom.uid import JPEG2000Lossless
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from imaging_bench import peak_extra_mib, timed  # noqa: E402
 
 from radflow.imaging.read import read_series  # noqa: E402
 from radflow.synth_ct import write_ct_slices  # noqa: E402
@@ -66,33 +66,6 @@ def _series(workdir: Path, slices: int, size: int, variant: str) -> list[Path]:
         (out / "done").touch()
         print(f"compressed {slices} slices to JPEG 2000 in {time.perf_counter() - t0:.0f} s")
     return sorted(out.glob("*.dcm"))
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    gc.collect()
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
-
-
-def _peak_extra_mib(fn: Callable[[], Any]) -> float:
-    gc.collect()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    except OSError:
-        return float("nan")
-    before = _status_kib("VmRSS")
-    out = fn()
-    peak = _status_kib("VmHWM")
-    del out
-    return (peak - before) / 1024
 
 
 def _reader_at(revision: str) -> Callable[[list[Path]], sitk.Image]:
@@ -144,7 +117,7 @@ def bench(
         if "JPEG" in label:
             others["decode_workers=0"] = lambda: read_series(files, decode_workers=0)
 
-    cold, ours = _timed(lambda: read_series(files))  # starts workers where the series needs them
+    cold, ours = timed(lambda: read_series(files))  # starts workers where the series needs them
     theirs = simpleitk()
     a = sitk.GetArrayViewFromImage(ours)
     b = sitk.GetArrayViewFromImage(theirs).astype(np.float32)
@@ -158,11 +131,11 @@ def bench(
     peer: list[float] = []
     times: dict[str, list[float]] = {name: [] for name in others}
     for _ in range(repeats):
-        mine.append(_timed(lambda: read_series(files))[0])
-        peer.append(_timed(simpleitk)[0])
+        mine.append(timed(lambda: read_series(files))[0])
+        peer.append(timed(simpleitk)[0])
         for name, fn in others.items():
-            times[name].append(_timed(fn)[0])
-    memory = _peak_extra_mib(lambda: read_series(files))
+            times[name].append(timed(fn)[0])
+    memory = peak_extra_mib(lambda: read_series(files))
     print(_row(label, mine, peer, f"{cold:.2f}", f"{memory:.0f}", "yes" if same else "NO"))
     for name, seconds in times.items():
         print(_row(f"{label}, {name}", seconds, peer, "", "", ""), flush=True)

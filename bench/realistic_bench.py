@@ -327,25 +327,10 @@ def sitk_read(files: list[Path]) -> Any:
 
 
 def sitk_read_resample(series: list[list[Path]]) -> None:
-    import SimpleITK as sitk
+    from imaging_bench import bare_resample
 
     for files in series:
-        image = sitk_read(files)
-        size = [
-            round(n * s / TARGET_MM)
-            for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)
-        ]
-        sitk.Resample(
-            image,
-            size,
-            sitk.Transform(),
-            sitk.sitkLinear,
-            image.GetOrigin(),
-            (TARGET_MM,) * 3,
-            image.GetDirection(),
-            -1000.0,
-            sitk.sitkFloat32,
-        )
+        bare_resample(sitk_read(files), TARGET_MM)
 
 
 def pyradiomics_extractor() -> Any | None:
