@@ -43,6 +43,10 @@ def _env(work: Path, lake: Path, secret: Path, name: str) -> dict[str, str]:
     }
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _ingest(env: dict[str, str], inbox: Path, labels: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "radflow.cli", "ingest", str(inbox), "--labels", str(labels)],
@@ -51,6 +55,10 @@ def _ingest(env: dict[str, str], inbox: Path, labels: Path) -> subprocess.Popen[
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # and Ctrl-C's default meaning, as there: a test run started in the background (`make
+        # test &`) ignores SIGINT, and a child inherits that, so Python would not even raise
+        # KeyboardInterrupt before radflow takes SIGINT over.
+        preexec_fn=_default_sigint,
     )
 
 

@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 class Refusal:
     error: str
     hint: str
-    seconds: float
 
 
 def refused(cwd: Path, env: dict[str, str], *args: str) -> Refusal:
@@ -44,7 +42,6 @@ def refused(cwd: Path, env: dict[str, str], *args: str) -> Refusal:
         "AWS_EC2_METADATA_DISABLED": "true",  # no instance-metadata lookups for credentials
         "NO_PROXY": "127.0.0.1,localhost",
     }
-    started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "radflow.cli", *args],
         cwd=cwd,
@@ -54,7 +51,6 @@ def refused(cwd: Path, env: dict[str, str], *args: str) -> Refusal:
         timeout=60,
         check=False,
     )
-    seconds = time.perf_counter() - started
     imported = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
     lines = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
     assert done.returncode == 2, done.stderr[-3000:]
@@ -63,10 +59,12 @@ def refused(cwd: Path, env: dict[str, str], *args: str) -> Refusal:
     assert lines[1].startswith("hint: ") and len(lines[1]) > len("hint: "), lines
     assert done.stdout == ""
     modules = {line.rsplit("|", 1)[-1].strip() for line in imported}
-    assert not {m for m in modules if m == "prefect" or m.startswith("prefect.")}
+    # At once: none of the imports that take seconds (Prefect, torch and what needs it). What
+    # this tests, not a wall-clock bound, which a loaded machine breaks.
+    heavy = ("prefect", "torch", "monai", "sklearn")
+    assert not {m for m in modules if m.split(".")[0] in heavy}
     assert not (cwd / ".prefect").exists()
-    assert seconds < 3, f"{args[0]} took {seconds:.1f} s"
-    return Refusal(lines[0].removeprefix("error: "), lines[1].removeprefix("hint: "), seconds)
+    return Refusal(lines[0].removeprefix("error: "), lines[1].removeprefix("hint: "))
 
 
 def _secret_file(folder: Path, mode: int = 0o600) -> Path:
