@@ -32,9 +32,7 @@ if TYPE_CHECKING:
 
 
 def in_lake(value: object) -> bool:
-    """Whether the lake still holds the output a cached value names (a lake key; "" and
-    anything else name nothing to check)."""
-    return not isinstance(value, str) or not value or lake().has(value)
+    return lake().holds(value)
 
 
 @dataclass

@@ -107,9 +107,7 @@ def segmentation_candidate(dataset: str) -> str:
 
 @task(
     cache_policy=LakeAddress(
-        name="segmentation-decision",
-        address=lambda model: f"{model}/decision",
-        holds=lambda decision: lake().segmentation_decision(decision.model) is not None,
+        name="segmentation-decision", address=lambda model: f"{model}/decision"
     ),
     task_run_name="promote-segmentation",
     tags=["stage:train"],
@@ -162,11 +160,7 @@ def register(dataset: str, candidates: list[str]) -> str:
 
 
 @task(
-    cache_policy=LakeAddress(
-        name="promote",
-        address=lambda model: f"{model}/decision",
-        holds=lambda decision: lake().decision(decision.model) is not None,
-    ),
+    cache_policy=LakeAddress(name="promote", address=lambda model: f"{model}/decision"),
     task_run_name="promote",
     tags=["stage:train"],
 )

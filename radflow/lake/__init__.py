@@ -149,6 +149,18 @@ class Lake:
                 return self.store.exists(f"{key}/{marker}")
         return self.store.exists(key)
 
+    def holds(self, output: object) -> bool:
+        """Whether this lake still holds what a stage returned earlier (Prefect's cached
+        value of it): an output key, or a promotion decision. Anything else ("", None, a
+        count) names nothing to check."""
+        if isinstance(output, str):
+            return not output or self.has(output)
+        if isinstance(output, Decision):
+            return self.decision(output.model) is not None
+        if isinstance(output, SegmentationDecision):
+            return self.segmentation_decision(output.model) is not None
+        return True
+
     # --- de-identified studies -------------------------------------------------------------
 
     def put_instance(self, deid: str, series_uid: str, sop_uid: str, data: bytes) -> None:

@@ -146,3 +146,27 @@ def test_volume_qc_carries_the_series_selection(built: TrainedLake) -> None:
     bare = qc.model_copy(update={"selection": None})
     assert "selection" not in json.loads(bare.to_json())
     assert VolumeQC.from_json(bare.to_json()) == bare
+
+
+def test_the_lake_holds_a_stages_earlier_output_only_while_its_objects_are_there(
+    tmp_path: Path,
+) -> None:
+    """What Prefect's cached values are checked against (tasks/stage_task.py: a deleted lake
+    is rebuilt, not Cached)."""
+    lake = Lake(LocalStore(tmp_path / "lake"))
+    model = "models/v3/" + "c" * 64
+    decision = Decision(
+        model=model,
+        model_id="gb-x",
+        auc=0.9,
+        margin=0.01,
+        previous=None,
+        promoted=True,
+        reason="no champion yet",
+    )
+    assert not lake.holds(model) and not lake.holds(decision)
+    assert lake.holds("") and lake.holds(None) and lake.holds(3)  # nothing named
+    lake.store.put_text(f"{model}/card.json", "{}")
+    assert lake.holds(model) and not lake.holds(decision)
+    lake.put_decision(decision)
+    assert lake.holds(decision)
