@@ -42,12 +42,7 @@ def _rows(feature_keys: list[str | None]) -> list[str]:
 )
 def dataset(feature_keys: list[str | None]) -> str:
     key = dataset_stage.run(lake(), settings(), _rows(feature_keys))
-    get_run_logger().info(
-        "%(labelled_studies)d labelled studies; %(unlabelled_studies)d without a label, "
-        "%(labels_without_study)d labels without a study, %(stale_studies)d prepared with "
-        "other settings",
-        lake().dataset(key).summary().model_dump(),
-    )
+    get_run_logger().info(lake().dataset(key).summary().line())
     return key
 
 
@@ -166,19 +161,7 @@ def register(dataset: str, candidates: list[str]) -> str:
 )
 def promote(model: str) -> Decision:
     decision = promote_if_better(lake(), model, settings().train)
-    previous = (
-        f"champion {decision.previous}: test AUC {decision.previous_auc:.3f} on the same rows"
-        if decision.previous_auc is not None
-        else "no comparable champion"
-    )
-    create_markdown_artifact(
-        key="radflow-promotion",
-        markdown=(
-            f"**{decision.model_id}**: test AUC {decision.auc:.3f}; {previous}; "
-            f"margin {decision.margin}.\n\n"
-            f"**{'Promoted' if decision.promoted else 'Not promoted'}**: {decision.reason}"
-        ),
-    )
+    create_markdown_artifact(key="radflow-promotion", markdown=decision.markdown())
     return decision
 
 

@@ -240,6 +240,14 @@ class LabelsSummary(Record):
     labels_without_study: int
     stale_studies: int
 
+    def line(self) -> str:
+        """For the train run's log."""
+        return (
+            f"{self.labelled_studies} labelled studies; {self.unlabelled_studies} without a "
+            f"label, {self.labels_without_study} labels without a study, {self.stale_studies} "
+            "prepared with other settings"
+        )
+
 
 class Dataset(Record):
     """The labelled rows prepared with one set of settings, and what did not join."""
@@ -429,6 +437,18 @@ class Decision(Record):
     previous_auc: float | None = Field(default=None, exclude_if=_absent_if_none)
     promoted: bool
     reason: str
+
+    def markdown(self) -> str:
+        """The decision for people (a Prefect artifact)."""
+        previous = (
+            f"champion {self.previous}: test AUC {self.previous_auc:.3f} on the same rows"
+            if self.previous_auc is not None
+            else "no comparable champion"
+        )
+        return (
+            f"**{self.model_id}**: test AUC {self.auc:.3f}; {previous}; margin {self.margin}."
+            f"\n\n**{'Promoted' if self.promoted else 'Not promoted'}**: {self.reason}"
+        )
 
 
 class Champion(Record):

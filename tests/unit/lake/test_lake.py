@@ -170,3 +170,26 @@ def test_the_lake_holds_a_stages_earlier_output_only_while_its_objects_are_there
     assert lake.holds(model) and not lake.holds(decision)
     lake.put_decision(decision)
     assert lake.holds(decision)
+
+
+def test_a_decision_reads_for_people_with_and_without_a_champion_to_compare() -> None:
+    first = Decision(
+        model="m",
+        model_id="gb-1",
+        auc=0.91,
+        margin=0.01,
+        previous=None,
+        promoted=True,
+        reason="no champion yet",
+    )
+    assert first.markdown() == (
+        "**gb-1**: test AUC 0.910; no comparable champion; margin 0.01.\n\n"
+        "**Promoted**: no champion yet"
+    )
+    later = first.model_copy(
+        update={"previous": "gb-0", "previous_auc": 0.95, "promoted": False, "reason": "worse"}
+    )
+    assert later.markdown() == (
+        "**gb-1**: test AUC 0.910; champion gb-0: test AUC 0.950 on the same rows; margin "
+        "0.01.\n\n**Not promoted**: worse"
+    )
