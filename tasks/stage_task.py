@@ -44,8 +44,9 @@ class LakeAddress(CachePolicy):
     Prefect keeps its cache records in its own storage (`PREFECT_HOME/storage`), not in the
     lake: after a user deletes the lake (or the cache folder) to start again, a record would
     still say Cached for outputs that are gone, and the next stage would fail on a missing
-    object. So a record counts only while `holds(its value)`: otherwise it is expired
-    (Prefect's own record expiration) and the task runs again."""
+    object. So a record counts only while `holds(its value)` (a None: while the input's
+    quarantine record is there): otherwise it is expired (Prefect's own record expiration)
+    and the task runs again."""
 
     name: str = ""
     address: Callable[..., str] | None = None
@@ -63,10 +64,16 @@ class LakeAddress(CachePolicy):
         addr = self.address(**inputs)
         key = f"radflow-{self.name}-{sha256_bytes(f'{lake().url}|{addr}'.encode())}"
         records = task_ctx.result_store
-        if records.exists(key) and not self.holds(records.read(key).result):
+        if records.exists(key) and not self._still_held(records.read(key).result, inputs):
             past = datetime.now(UTC) - timedelta(seconds=1)  # Prefect's DateTime is a datetime
             records.write(obj=None, key=key, expiration=cast("DateTime", past))
         return key
+
+    def _still_held(self, value: object, inputs: dict[str, Any]) -> bool:
+        if value is None:  # a stage's None: it set its first input aside (run_stage)
+            first = str(next(iter(inputs.values())))
+            return lake().quarantined(self.name, first) is not None
+        return self.holds(value)
 
 
 def run_name(name: str) -> Callable[[], str]:

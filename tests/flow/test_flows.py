@@ -14,6 +14,7 @@ import pytest
 import SimpleITK as sitk
 from support.lakes import TrainedLake
 from support.phi import phi_strings
+from support.realstudies import PYDICOM_FILES
 
 from radflow.config import PreprocessParams
 from radflow.keys import short_id
@@ -118,9 +119,12 @@ def test_a_deleted_lake_is_rebuilt_not_taken_from_prefects_cache(
     from flows.ingest import ingest
 
     folder, labels, _ = inbox
+    # A real CT of one slice too: set aside by preprocess, a record the re-run must write again.
+    shutil.copy(PYDICOM_FILES / "CT_small.dcm", folder / "CT_small.dcm")
     lake, cache = folder.parent / "lake", folder.parent / "cache"
     keys = ingest(folder.as_uri(), "", str(labels))
     first = {name: data for name, (_, data) in _snapshot(lake).items()}
+    assert len(list((lake / "quarantine" / "preprocess").iterdir())) == 1
 
     for deleted in ([lake], [lake, cache]):
         for folder_ in deleted:
