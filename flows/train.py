@@ -14,18 +14,13 @@ from tasks.arrival import announce_waiting
 from tasks.catalog import current_rows
 from tasks.report import model_report
 from tasks.runtime import settings
-from tasks.train import (
-    cnn_candidate,
-    dataset,
-    feature_candidates,
+from tasks.segmentation import (
     model_roi_evaluation,
-    promote,
     promote_segmenter,
-    register,
     segmentation_candidate,
     segmentation_champion,
-    trained,
 )
+from tasks.train import cnn_candidate, dataset, feature_candidates, promote, register, trained
 
 
 def train_steps(feature_keys: Sequence[str | None]) -> dict[str, Any]:
