@@ -426,6 +426,14 @@ class Metrics(Record):
     candidates: list[ComparisonRow]
 
 
+def _decided(
+    model_id: str, figure: str, previous: str, margin: float, promoted: bool, reason: str
+) -> str:
+    """A promotion decision for people (a Prefect artifact), classifier or segmentation."""
+    verdict = "Promoted" if promoted else "Not promoted"
+    return f"**{model_id}**: {figure}; {previous}; margin {margin}.\n\n**{verdict}**: {reason}"
+
+
 class Decision(Record):
     """Whether a model became the champion, and why (`decision.json`, decided once)."""
 
@@ -445,9 +453,13 @@ class Decision(Record):
             if self.previous_auc is not None
             else "no comparable champion"
         )
-        return (
-            f"**{self.model_id}**: test AUC {self.auc:.3f}; {previous}; margin {self.margin}."
-            f"\n\n**{'Promoted' if self.promoted else 'Not promoted'}**: {self.reason}"
+        return _decided(
+            self.model_id,
+            f"test AUC {self.auc:.3f}",
+            previous,
+            self.margin,
+            self.promoted,
+            self.reason,
         )
 
 
@@ -567,10 +579,13 @@ class SegmentationDecision(Record):
             if self.previous_dice is not None
             else "no champion before"
         )
-        return (
-            f"**{self.model_id}**: test Dice {self.dice:.3f}; {previous}; margin "
-            f"{self.margin}.\n\n**{'Promoted' if self.promoted else 'Not promoted'}**: "
-            f"{self.reason}"
+        return _decided(
+            self.model_id,
+            f"test Dice {self.dice:.3f}",
+            previous,
+            self.margin,
+            self.promoted,
+            self.reason,
         )
 
 

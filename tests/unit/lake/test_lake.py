@@ -24,6 +24,7 @@ from radflow.lake.records import (
     Predictions,
     QuarantineRecord,
     Record,
+    SegmentationDecision,
     StudyManifest,
     VolumeQC,
 )
@@ -148,48 +149,54 @@ def test_volume_qc_carries_the_series_selection(built: TrainedLake) -> None:
     assert VolumeQC.from_json(bare.to_json()) == bare
 
 
+FIRST = Decision(
+    model="models/v3/" + "c" * 64,
+    model_id="gb-1",
+    auc=0.91,
+    margin=0.01,
+    previous=None,
+    promoted=True,
+    reason="no champion yet",
+)
+
+
 def test_the_lake_holds_a_stages_earlier_output_only_while_its_objects_are_there(
     tmp_path: Path,
 ) -> None:
     """What Prefect's cached values are checked against (tasks/stage_task.py: a deleted lake
     is rebuilt, not Cached)."""
     lake = Lake(LocalStore(tmp_path / "lake"))
-    model = "models/v3/" + "c" * 64
-    decision = Decision(
-        model=model,
-        model_id="gb-x",
-        auc=0.9,
-        margin=0.01,
-        previous=None,
-        promoted=True,
-        reason="no champion yet",
-    )
-    assert not lake.holds(model) and not lake.holds(decision)
+    assert not lake.holds(FIRST.model) and not lake.holds(FIRST)
     assert lake.holds("") and lake.holds(None) and lake.holds(3)  # nothing named
-    lake.store.put_text(f"{model}/card.json", "{}")
-    assert lake.holds(model) and not lake.holds(decision)
-    lake.put_decision(decision)
-    assert lake.holds(decision)
+    lake.store.put_text(f"{FIRST.model}/card.json", "{}")
+    assert lake.holds(FIRST.model) and not lake.holds(FIRST)
+    lake.put_decision(FIRST)
+    assert lake.holds(FIRST)
 
 
 def test_a_decision_reads_for_people_with_and_without_a_champion_to_compare() -> None:
-    first = Decision(
-        model="m",
-        model_id="gb-1",
-        auc=0.91,
-        margin=0.01,
-        previous=None,
-        promoted=True,
-        reason="no champion yet",
-    )
-    assert first.markdown() == (
+    assert FIRST.markdown() == (
         "**gb-1**: test AUC 0.910; no comparable champion; margin 0.01.\n\n"
         "**Promoted**: no champion yet"
     )
-    later = first.model_copy(
+    later = FIRST.model_copy(
         update={"previous": "gb-0", "previous_auc": 0.95, "promoted": False, "reason": "worse"}
     )
     assert later.markdown() == (
         "**gb-1**: test AUC 0.910; champion gb-0: test AUC 0.950 on the same rows; margin "
         "0.01.\n\n**Not promoted**: worse"
+    )
+    segmentation = SegmentationDecision(
+        model="s",
+        model_id="seg-1",
+        dice=0.8,
+        margin=0.02,
+        previous=None,
+        previous_dice=None,
+        promoted=True,
+        reason="first segmentation model",
+    )
+    assert segmentation.markdown() == (
+        "**seg-1**: test Dice 0.800; no champion before; margin 0.02.\n\n"
+        "**Promoted**: first segmentation model"
     )
