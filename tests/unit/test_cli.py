@@ -120,3 +120,25 @@ def test_a_bad_masks_csv_stops_ingest_before_anything_runs(tmp_path: Path) -> No
         "error: masks CSV line 2: the mask file does not exist",
         "hint: paths are relative to the CSV's folder",
     ]
+
+
+def test_ctrl_c_while_typer_builds_the_command_line_is_the_one_line_and_130(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """CI once sent Ctrl-C 0.5 s after start, while Typer read the commands' signatures: a
+    traceback and -2 instead of the interrupted line and 130. A real SIGINT to this process
+    at that point (pytest keeps Python's KeyboardInterrupt handler)."""
+    import os
+    import signal
+
+    from radflow import cli
+
+    def app_building() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(cli, "app", app_building)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 130
+    err = capfd.readouterr().err
+    assert err == "interrupted; run the same command again to resume\n"
