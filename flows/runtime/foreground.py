@@ -28,6 +28,7 @@ from types import FrameType
 
 from flows.runtime import server as temporary_server
 from radflow.errors import QuarantineError, RadflowError
+from radflow.scratch import remove_live as remove_scratch
 
 INTERRUPTED = "interrupted; run the same command again to resume"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -74,7 +75,9 @@ def _on_interrupt(
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        # Not sys.exit: that would wait for the task threads (ThreadPoolExecutor joins them).
+        # Not sys.exit: that would wait for the task threads (ThreadPoolExecutor joins them),
+        # so no `finally` runs: the stages' scratch folders are removed here.
+        remove_scratch()
         os._exit(EXIT_INTERRUPTED)
 
     return handler

@@ -34,7 +34,6 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +66,7 @@ from radflow.lake.records import (
     StudyManifest,
     VolumeQC,
 )
+from radflow.scratch import scratch_dir
 from radflow.store import LocalStore, ObjectInfo, ObjectStore, validate_key
 
 if TYPE_CHECKING:
@@ -571,8 +571,8 @@ class Lake:
     @staticmethod
     @contextmanager
     def _scratch() -> Iterator[Path]:
-        with tempfile.TemporaryDirectory(prefix="radflow-lake-") as tmp:
-            yield Path(tmp)
+        with scratch_dir("lake") as tmp:
+            yield tmp
 
 
 def _watch_key(source_url: str, prefix: str) -> str:

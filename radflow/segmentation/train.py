@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import pickle
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from radflow.models.checkpoint import save_checkpoint
+from radflow.scratch import scratch_dir
 from radflow.segmentation.distributed import (
     all_mean,
     broadcast_flag,
@@ -307,8 +307,7 @@ def _run_in_processes(
     """Spawn `world` processes; the cases travel as .npy files each process memory-maps
     (pickling them through spawn's pipe would copy every volume once per process;
     copy-on-write maps, since torch warns about tensors made from read-only arrays)."""
-    with tempfile.TemporaryDirectory(prefix="radflow-segtrain-") as tmp:
-        folder = Path(tmp)
+    with scratch_dir("segtrain") as folder:
         for split, cases in (("train", train), ("validation", validation)):
             for i, case in enumerate(cases):
                 np.save(folder / f"{split}-{i}-image.npy", case.image)

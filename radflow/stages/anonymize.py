@@ -6,7 +6,6 @@ local folder (mode 700, files 600), never beside the de-identified data.
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from radflow.lake import Lake
 from radflow.lake.records import QuarantineRecord, SeriesEntry, StudyManifest
 from radflow.privacy import write_private
 from radflow.raw_cache import study_files, study_labelmap
+from radflow.scratch import scratch_dir
 
 NAME = "anonymize"
 
@@ -106,7 +106,7 @@ def _put_labelmap(lake: Lake, cache_dir: Path, ref: str, out: str) -> None:
     if found is None:
         return
     source, label = found
-    with tempfile.TemporaryDirectory(prefix="radflow-labelmap-") as tmp:
-        clean = Path(tmp) / "labelmap.nii.gz"
+    with scratch_dir("labelmap") as tmp:
+        clean = tmp / "labelmap.nii.gz"
         write_deidentified_labelmap(source, clean, label)
         lake.put_study_labelmap(out, clean)

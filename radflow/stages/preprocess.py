@@ -18,7 +18,6 @@ stale one.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +48,7 @@ from radflow.keys import address as content_address
 from radflow.lake import Lake
 from radflow.lake.records import Geometry, Registration, VolumeQC
 from radflow.limits import DEFAULT_MAX_SERIES_VOXELS
+from radflow.scratch import scratch_dir
 
 NAME = "preprocess"
 
@@ -163,8 +163,7 @@ def build_volume(
     if lake.has(out):
         return out
     manifest = lake.manifest(deid)
-    with tempfile.TemporaryDirectory(prefix="radflow-vol-") as tmp_name:
-        tmp = Path(tmp_name)
+    with scratch_dir("vol") as tmp:
         files = {
             entry.series_uid: lake.download_series(deid, entry.series_uid, tmp / entry.series_uid)
             for entry in manifest.series

@@ -3,7 +3,6 @@ Encapsulated PDF); a registered model -> its page. Both in `reports/<v>/<hash>/`
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pydicom
@@ -27,6 +26,7 @@ from radflow.reports.html import model_report, segmentation_section, study_repor
 from radflow.reports.images import key_image_png
 from radflow.reports.pdf import study_report_pdf
 from radflow.reports.seg import ROI_SEGMENT, roi_seg, roi_volume_mm3
+from radflow.scratch import scratch_dir
 
 NAME = "report"
 STUDY_PDF = "study.pdf"
@@ -128,8 +128,7 @@ def write_study_report(lake: Lake, score: str) -> str:
     volume = lake.score(score).volume
     qc = lake.qc(volume)
     pdf = study_report_pdf(facts)
-    with tempfile.TemporaryDirectory(prefix="radflow-report-") as tmp_name:
-        tmp = Path(tmp_name)
+    with scratch_dir("report") as tmp:
         named = qc.selection.primary if qc.selection is not None else None
         series_uid, native, paths = primary_series(lake, deid, qc.native, tmp, named)
         sources = [caret_patient_name(pydicom.dcmread(p, stop_before_pixels=True)) for p in paths]

@@ -28,6 +28,8 @@ STUDIES = 6
 def _env(work: Path, lake: Path, secret: Path, name: str) -> dict[str, str]:
     """As a user's shell: no Prefect server configured, so the CLI starts its temporary one."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RADFLOW_", "PREFECT_"))}
+    tmp = work / f"tmp-{name}"  # where the stages' scratch folders go
+    tmp.mkdir(exist_ok=True)
     return {
         **env,
         "PYTHONPATH": str(REPO),
@@ -40,6 +42,7 @@ def _env(work: Path, lake: Path, secret: Path, name: str) -> dict[str, str]:
         "RADFLOW_SECRET_FILE": str(secret),
         "RADFLOW_PREPROCESS__ROI_SOURCES": ROI_SOURCES_WITH_RULE,
         "RADFLOW_STAGE_TAGS": "false",
+        "TMPDIR": str(tmp),
     }
 
 
@@ -110,6 +113,7 @@ def test_ctrl_c_stops_ingest_at_once_and_a_rerun_resumes(tmp_path: Path) -> None
     assert err.rstrip().endswith(INTERRUPTED)  # nothing after it
     assert "Traceback" not in out + err and "Error logging to API" not in err
     assert _group_gone(first.pid, 10)  # the temporary server went with it
+    assert not list(Path(env["TMPDIR"]).glob("radflow-*"))  # no study's series left in /tmp
     assert len(list((lake / "catalog").glob("*.json"))) < STUDIES  # stopped mid-way
 
     again = _ingest(env, inbox, labels)
