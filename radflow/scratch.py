@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -30,14 +31,17 @@ ORPHAN_AGE_S = 3600.0
 _live: set[Path] = set()
 _lock = threading.Lock()
 _swept = False
+_closed = False
 
 
 @contextmanager
 def scratch_dir(kind: str) -> Iterator[Path]:
     """A private folder under the system's temporary folder for the block's lifetime."""
     _sweep_once()
-    path = Path(tempfile.mkdtemp(prefix=f"radflow-{kind}-{os.getpid()}-"))
     with _lock:
+        if _closed:
+            raise RuntimeError("radflow is exiting: no new scratch folder")
+        path = Path(tempfile.mkdtemp(prefix=f"radflow-{kind}-{os.getpid()}-"))
         _live.add(path)
     try:
         yield path
@@ -47,13 +51,26 @@ def scratch_dir(kind: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def remove_live() -> None:
-    """Remove this process's scratch folders now: for an exit that skips `finally` blocks."""
+def close() -> None:
+    """Before an exit that skips `finally` blocks (`os._exit`): no new scratch folder from
+    here on, and this process's folders removed now. A task thread that runs until the exit
+    can still recreate the folder it is downloading into (a download makes its parents), so
+    a detached `sh` removes the same paths again a second after, when no thread is left."""
+    global _closed
     with _lock:
-        live = list(_live)
+        _closed = True
+        live = sorted(_live)
         _live.clear()
     for path in live:
         shutil.rmtree(path, ignore_errors=True)
+    if live:
+        subprocess.Popen(
+            ["sh", "-c", 'sleep 1; exec rm -rf -- "$@"', "sh", *map(str, live)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # not in the process group a terminal's Ctrl-C reaches
+        )
 
 
 def sweep_orphans(root: Path | None = None, min_age_s: float = ORPHAN_AGE_S) -> list[Path]:

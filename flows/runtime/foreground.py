@@ -27,8 +27,8 @@ from collections.abc import Callable
 from types import FrameType
 
 from flows.runtime import server as temporary_server
+from radflow import scratch
 from radflow.errors import QuarantineError, RadflowError
-from radflow.scratch import remove_live as remove_scratch
 
 INTERRUPTED = "interrupted; run the same command again to resume"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -77,7 +77,7 @@ def _on_interrupt(
                 proc.kill()
         # Not sys.exit: that would wait for the task threads (ThreadPoolExecutor joins them),
         # so no `finally` runs: the stages' scratch folders are removed here.
-        remove_scratch()
+        scratch.close()
         os._exit(EXIT_INTERRUPTED)
 
     return handler
