@@ -266,3 +266,35 @@ def test_an_unknown_transfer_syntax_is_quarantined_as_before(tmp_path: Path) -> 
         read_series(paths)
     assert info.value.reason == "undecodable pixel data"
     assert info.value.detail.endswith("NotImplementedError")
+
+
+def test_a_stacks_image_is_allocated_while_its_headers_are_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SimpleITK zero-fills a new image without the GIL: allocated on a thread during the
+    header pass, it is the image the slices are written into, with the same bytes."""
+    paths = _series(tmp_path / "s")
+    given: list[tuple[int, ...] | None] = []
+    fill = read_module._fill
+
+    def spy(plan: Any, workers: int = 0, image: sitk.Image | None = None) -> sitk.Image:
+        given.append(None if image is None else image.GetSize())
+        return fill(plan, workers, image)
+
+    monkeypatch.setattr(read_module, "_fill", spy)
+    assert _read(paths).tobytes() == _expected(paths).tobytes()
+    assert given == [(COLUMNS, ROWS, SLICES)]
+
+
+def test_nothing_is_allocated_ahead_beyond_the_voxel_limit_or_for_one_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(read_module._Allocation, "_allocate", lambda self, size: sizes.append(size))
+    paths = _series(tmp_path / "s")
+    with pytest.raises(QuarantineError, match="too large"):
+        read_series(paths, max_voxels=ROWS * COLUMNS * SLICES - 1)
+    assert read_series(paths[:1]).GetSize() == (COLUMNS, ROWS, 1)
+    assert sizes == []
+    read_series(paths)
+    assert sizes == [(COLUMNS, ROWS, SLICES)]
