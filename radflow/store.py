@@ -124,6 +124,12 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None: ...
 
+    def local_path(self, key: str) -> Path | None:
+        """The object as a file this process can read in place, where the store is a
+        folder; None where it must be downloaded."""
+        validate_key(key)
+        return None
+
     def put_text(self, key: str, text: str) -> None:
         self.put_bytes(key, text.encode())
 
@@ -172,6 +178,10 @@ class LocalStore(ObjectStore):
             self._commit(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def local_path(self, key: str) -> Path | None:
+        path = self._path(key)
+        return path if path.is_file() else None
 
     def _tmp_path(self) -> Path:
         tmp_dir = self.root / _TMP_DIR

@@ -190,12 +190,19 @@ class Lake:
         """The keys of a de-identified series' instances, in key order."""
         return sorted(o.key for o in self.store.list(f"{deid}/{series_uid}/"))
 
-    def download_series(self, deid: str, series_uid: str, folder: Path) -> list[Path]:
-        """A series' instances as local files (ITK and pydicom read paths)."""
+    def series_files(self, deid: str, series_uid: str, folder: Path) -> list[Path]:
+        """A series' instances as local files (ITK and pydicom read paths), for reading only.
+
+        A lake that is a folder gives its own files: an object is never rewritten in place
+        (a write renames a whole new file over it), so reading them is safe, and copying a
+        600-file CT study into `folder` first cost a tenth of the volumes stage. Any other
+        store's instances are downloaded into `folder`."""
         paths = []
         for key in self.instances(deid, series_uid):
-            path = folder / key.rsplit("/", 1)[1]
-            self.store.download(key, path)
+            path = self.store.local_path(key)
+            if path is None:
+                path = folder / key.rsplit("/", 1)[1]
+                self.store.download(key, path)
             paths.append(path)
         return sorted(paths)
 

@@ -165,7 +165,7 @@ def build_volume(
     manifest = lake.manifest(deid)
     with scratch_dir("vol") as tmp:
         files = {
-            entry.series_uid: lake.download_series(deid, entry.series_uid, tmp / entry.series_uid)
+            entry.series_uid: lake.series_files(deid, entry.series_uid, tmp / entry.series_uid)
             for entry in manifest.series
         }
         planned = {uid: summarise_and_plan(uid, paths, max_voxels) for uid, paths in files.items()}

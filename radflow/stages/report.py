@@ -52,7 +52,7 @@ def primary_series(
 ) -> tuple[str, Grid, list[Path]]:
     """The de-identified series the volume was built from: `primary` when the QC record's
     selection names it, else found by its geometry (`native`, from the headers alone); its
-    UID, its grid as its headers give it (unrounded), and its files downloaded into `folder`.
+    UID, its grid as its headers give it (unrounded), and its files (`Lake.series_files`).
 
     Without a name, series with as many instances as the volume has slices are tried first;
     series on one grid go in the manifest's order."""
@@ -61,7 +61,7 @@ def primary_series(
     if primary is not None:
         entries = [e for e in entries if e.series_uid == primary]
     for n, entry in enumerate(entries):
-        paths = lake.download_series(deid, entry.series_uid, folder / f"series-{n}")
+        paths = lake.series_files(deid, entry.series_uid, folder / f"series-{n}")
         try:
             plan = plan_series(paths)
         except QuarantineError:

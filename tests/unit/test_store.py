@@ -425,6 +425,7 @@ def test_every_store_method_rejects_bad_key_before_any_io(
         "download": lambda: store.download(key, dest),
         "exists": lambda: store.exists(key),
         "delete": lambda: store.delete(key),
+        "local_path": lambda: store.local_path(key),
     }
     for name, call in calls.items():
         with pytest.raises(ValueError):
@@ -564,6 +565,18 @@ def outside(tmp_path: Path) -> Path:
     return folder
 
 
+def test_a_folder_stores_objects_are_read_in_place_others_downloaded(store: ObjectStore) -> None:
+    store.put_bytes("study/series/1.dcm", b"dicom bytes")
+    path = store.local_path("study/series/1.dcm")
+    if isinstance(store, LocalStore):
+        assert path == store.root / "study" / "series" / "1.dcm"
+        assert path.read_bytes() == b"dicom bytes"
+        assert store.local_path("study/series/2.dcm") is None
+        assert store.local_path("study/series") is None  # a folder is not an object
+    else:
+        assert path is None
+
+
 def test_local_symlink_to_outside_file_is_refused(
     local_store: LocalStore, outside: Path, tmp_path: Path
 ) -> None:
@@ -578,6 +591,7 @@ def test_local_symlink_to_outside_file_is_refused(
         lambda: local_store.put_bytes("leak", b"overwritten"),
         lambda: local_store.put_file("leak", outside / "secret.txt"),
         lambda: local_store.delete("leak"),
+        lambda: local_store.local_path("leak"),
     ):
         with pytest.raises(ValueError):
             call()

@@ -29,7 +29,7 @@ from radflow.lake.records import (
     VolumeQC,
 )
 from radflow.stages.score import score_study
-from radflow.store import LocalStore
+from radflow.store import LocalStore, ObjectStore
 
 
 def _record_type(key: str) -> type[Record] | None:
@@ -200,3 +200,21 @@ def test_a_decision_reads_for_people_with_and_without_a_champion_to_compare() ->
         "**seg-1**: test Dice 0.800; no champion before; margin 0.02.\n\n"
         "**Promoted**: first segmentation model"
     )
+
+
+def test_a_series_is_read_from_a_folder_lake_in_place_and_downloaded_from_s3(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    """Copying a 600-file CT study out of a folder lake was a tenth of the volumes stage."""
+    lake = Lake(store)
+    for n in (2, 1, 3):
+        lake.put_instance("deid/v3/study", "1.2.3", f"1.2.3.{n}", f"instance {n}".encode())
+    folder = tmp_path / "scratch"
+    paths = lake.series_files("deid/v3/study", "1.2.3", folder)
+    assert [p.name for p in paths] == ["1.2.3.1.dcm", "1.2.3.2.dcm", "1.2.3.3.dcm"]
+    assert [p.read_bytes() for p in paths] == [b"instance 1", b"instance 2", b"instance 3"]
+    if isinstance(store, LocalStore):
+        assert all(p.parent == store.root / "deid/v3/study/1.2.3" for p in paths)
+        assert not folder.exists()
+    else:
+        assert all(p.parent == folder for p in paths)

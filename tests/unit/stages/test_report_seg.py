@@ -63,7 +63,7 @@ def reported(trained: TrainedLake, tmp_path_factory: pytest.TempPathFactory) -> 
     assert selection is not None and selection.primary is not None
     primary_uid = selection.primary
     assert [c.series_number for c in selection.series] == [1, 2]
-    files = lake.download_series(built.deids[pick], primary_uid, tmp / "primary")
+    files = lake.series_files(built.deids[pick], primary_uid, tmp / "primary")
     image = read_series(files)
     native = Grid.of(image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
     return Reported(
