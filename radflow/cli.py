@@ -17,7 +17,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -79,12 +79,18 @@ def _run(fn: Callable[[], T]) -> T:
         _fail(err)
         raise AssertionError("unreachable") from err
     except KeyboardInterrupt:  # before a flow runs; during one, flows.runtime.foreground
-        from flows.runtime.foreground import EXIT_INTERRUPTED, INTERRUPTED
-
-        typer.echo(INTERRUPTED, err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        _interrupted()
     finally:
         signal.signal(signal.SIGINT, interrupt)
+
+
+def _interrupted() -> NoReturn:
+    """Ctrl-C outside a flow run: the line and exit status a flow run's Ctrl-C gives.
+    SystemExit, not typer.Exit, as it may be raised outside Typer too (`main`)."""
+    from flows.runtime.foreground import EXIT_INTERRUPTED, INTERRUPTED
+
+    typer.echo(INTERRUPTED, err=True)
+    raise SystemExit(EXIT_INTERRUPTED) from None
 
 
 def _start_flows() -> Callable[[], None]:
@@ -992,10 +998,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        from flows.runtime.foreground import EXIT_INTERRUPTED, INTERRUPTED
-
-        typer.echo(INTERRUPTED, err=True)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+        _interrupted()
 
 
 if __name__ == "__main__":  # pragma: no cover

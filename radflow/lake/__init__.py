@@ -35,7 +35,6 @@ import io
 import json
 import pickle
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
@@ -242,7 +241,7 @@ class Lake:
         """`<volume>/<name>.nii.gz`, compressed (ITK writes paths, so through a temporary file)."""
         import SimpleITK as sitk
 
-        with self._scratch() as tmp:
+        with scratch_dir("lake") as tmp:
             path = tmp / f"{name}.nii.gz"
             sitk.WriteImage(image, str(path), useCompression=True)
             self.store.put_file(f"{volume}/{name}.nii.gz", path)
@@ -252,7 +251,7 @@ class Lake:
         reads), `mask` (the ROI), or a registered `secondary_<n>`."""
         import SimpleITK as sitk
 
-        with self._scratch() as tmp:
+        with scratch_dir("lake") as tmp:
             path = tmp / f"{name}.nii.gz"
             self.store.download(f"{volume}/{name}.nii.gz", path)
             image = sitk.ReadImage(str(path))
@@ -574,12 +573,6 @@ class Lake:
         self.store.put_text(_watch_key(source_url, prefix), json.dumps(seen, sort_keys=True))
 
     # --- helpers ---------------------------------------------------------------------------------
-
-    @staticmethod
-    @contextmanager
-    def _scratch() -> Iterator[Path]:
-        with scratch_dir("lake") as tmp:
-            yield tmp
 
 
 def _watch_key(source_url: str, prefix: str) -> str:
