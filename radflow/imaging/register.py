@@ -7,6 +7,7 @@ can be applied to the full-resolution moving image whatever resolution it was es
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -108,6 +109,11 @@ def _method(fixed: sitk.Image, seed: int, learning_rate: float) -> sitk.ImageReg
     return reg
 
 
+# How many registrations run now (one per task thread), and ITK's default before the first.
+_single_threaded = {"users": 0, "before": 0}
+_single_threaded_lock = threading.Lock()
+
+
 @contextmanager
 def _one_thread() -> Iterator[None]:
     """Every ITK object created meanwhile runs on one thread.
@@ -118,13 +124,23 @@ def _one_thread() -> Iterator[None]:
     rounding). The method's own SetNumberOfThreads does not reach the metric's threader,
     which takes the process-wide default when it is created inside Execute. The default is
     process-wide: ITK filters that other Python threads create meanwhile get one thread too.
+    Two studies register at once on a flow's task threads, so the first in sets it and the
+    last out restores it: a registration that restored it while another was between pyramid
+    levels let that one's next level run on every thread (a killed-and-resumed ingest then
+    wrote a transform that differed from a clean run's in the seventh digit).
     """
-    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    with _single_threaded_lock:
+        if _single_threaded["users"] == 0:
+            _single_threaded["before"] = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+        _single_threaded["users"] += 1
     try:
         yield
     finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+        with _single_threaded_lock:
+            _single_threaded["users"] -= 1
+            if _single_threaded["users"] == 0:
+                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(_single_threaded["before"])
 
 
 def _run(

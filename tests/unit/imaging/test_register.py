@@ -335,3 +335,35 @@ def test_rigid_on_a_larger_ct_with_capped_samples(tmp_path: Path) -> None:
     result = rigid_register(fixed, _moved(fixed, truth, -1000.0))
     tre = _tre(result.transform, truth, points)
     assert tre < TRE_BAR_MM, f"TRE {tre:.3f} mm"
+
+
+def test_itk_stays_on_one_thread_until_the_last_of_overlapping_registrations_ends() -> None:
+    """Two studies register at once on a flow's task threads: the one that ends first must
+    not give the other's next pyramid level every thread back (a resumed ingest's transform
+    then differed from a clean run's in the seventh digit)."""
+    import threading
+
+    from radflow.imaging.register import _one_thread
+
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads
+    before = threads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(2)
+    try:
+        inside, first_done, seen = threading.Event(), threading.Event(), []
+
+        def second() -> None:
+            with _one_thread():
+                inside.set()
+                first_done.wait(10)
+                seen.append(threads())  # the other registration has ended by now
+
+        worker = threading.Thread(target=second)
+        with _one_thread():
+            worker.start()
+            assert inside.wait(10)
+        first_done.set()
+        worker.join(10)
+        assert seen == [1]
+        assert threads() == 2
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
