@@ -46,7 +46,26 @@ def start() -> subprocess.Popen[bytes] | None:
 def ready(proc: subprocess.Popen[bytes] | None) -> None:
     """Wait for the server, and keep a user's mistake to one line on the console."""
     temporary_server.wait(proc)
+    if proc is not None:
+        _no_heartbeats()
     quiet_user_errors()
+
+
+_KEPT: list[object] = []  # the settings context below, entered for the rest of the process
+
+
+def _no_heartbeats() -> None:
+    """No flow-run heartbeats for the rest of this process. They let a server mark a run
+    crashed when its process dies; the temporary server dies with this process, so they tell
+    nobody anything, and each flow run's end waited up to 1 s for the heartbeat thread (Prefect
+    3.8 checks its stop event between one-second sleeps). `radflow serve`'s workers keep them."""
+    from prefect.context import SettingsContext, get_settings_context
+
+    current = get_settings_context()
+    settings = current.settings.copy_with_update(updates={"flows.heartbeat_frequency": None})
+    context = SettingsContext(profile=current.profile, settings=settings)
+    context.__enter__()
+    _KEPT.append(context)
 
 
 def _on_interrupt(

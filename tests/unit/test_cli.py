@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -122,29 +125,58 @@ def test_a_bad_masks_csv_stops_ingest_before_anything_runs(tmp_path: Path) -> No
     ]
 
 
-def test_ctrl_c_while_typer_builds_the_command_line_is_the_one_line_and_130(
-    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
-) -> None:
+def _main_with(app_body: str) -> subprocess.CompletedProcess[str]:
+    """`radflow.cli.main()` in a new process (it ends the process itself), with `app`
+    replaced by APP_BODY, the body of a function."""
+    script = "\n".join(
+        [
+            "import atexit, os, signal, sys, weakref",
+            "from radflow import cli",
+            "class TeardownSays:",  # prints when the interpreter's teardown deletes it
+            "    def __del__(self): print('torn down', flush=True)",
+            "def app():",
+            *(f"    {line}" for line in textwrap.dedent(app_body).strip().splitlines()),
+            "cli.app = app",
+            "cli.main()",
+        ]
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_ctrl_c_while_typer_builds_the_command_line_is_the_one_line_and_130() -> None:
     """CI once sent Ctrl-C 0.5 s after start, while Typer read the commands' signatures: a
-    traceback and -2 instead of the interrupted line and 130. A real SIGINT to this process
-    at that point."""
-    import os
-    import signal
-
-    from radflow import cli
-
-    def app_building() -> None:
+    traceback and -2 instead of the interrupted line and 130. A real SIGINT to the process
+    at that point, with Python's own SIGINT handler as a terminal's `radflow` has it."""
+    ended = _main_with(
+        """
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         os.kill(os.getpid(), signal.SIGINT)
+        """
+    )
+    assert ended.returncode == 130
+    assert ended.stderr == "interrupted; run the same command again to resume\n"
 
-    monkeypatch.setattr(cli, "app", app_building)
-    # Python's own SIGINT handler, as a terminal's `radflow` has it (a pytest-xdist worker
-    # ignores SIGINT).
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(SystemExit) as exit_:
-            cli.main()
-    finally:
-        signal.signal(signal.SIGINT, before)
-    assert exit_.value.code == 130
-    err = capfd.readouterr().err
-    assert err == "interrupted; run the same command again to resume\n"
+
+@pytest.mark.parametrize(("end", "status"), [("", 0), ("sys.exit(2)", 2), ("sys.exit('no')", 1)])
+def test_the_command_ends_with_its_status_after_every_exit_handler_and_no_teardown(
+    end: str, status: int
+) -> None:
+    """`main` ends the process itself after the last exit handler (the interpreter's teardown
+    took 1-2.5 s of a flow command): handlers and finalizers registered during the command
+    still run, buffered output is written, the status is the command's, and nothing is torn
+    down (a global's `__del__` runs only in the teardown)."""
+    ended = _main_with(
+        f"""
+        sys.modules["__main__"].keep = TeardownSays()
+        class Held: pass
+        sys.modules["__main__"].held = Held()
+        weakref.finalize(sys.modules["__main__"].held, print, "finalized")
+        atexit.register(print, "exit handler")
+        sys.stdout.write("buffered, no newline")
+        {end}
+        """
+    )
+    assert ended.returncode == status
+    assert ended.stdout == "buffered, no newlineexit handler\nfinalized\n"
