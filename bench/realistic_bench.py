@@ -398,6 +398,8 @@ def main() -> None:
     )
     parser.add_argument("--pyradiomics-path", type=Path, action="append", default=[])
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     for folder in args.pyradiomics_path:
         sys.path.append(str(folder.resolve()))
 

@@ -1030,16 +1030,14 @@ def main() -> None:
     exit_now = _ExitAfterHandlers()
     atexit.register(exit_now)  # registered first, so it runs last
     try:
-        app()
-        exit_now.status = 0
+        try:
+            app()
+        except KeyboardInterrupt:
+            _interrupted()
     except SystemExit as ended:
         exit_now.status = _exit_status(ended.code)
         raise
-    except KeyboardInterrupt:
-        from flows.runtime.foreground import EXIT_INTERRUPTED
-
-        exit_now.status = EXIT_INTERRUPTED
-        _interrupted()
+    exit_now.status = 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -51,9 +51,6 @@ def ready(proc: subprocess.Popen[bytes] | None) -> None:
     quiet_user_errors()
 
 
-_KEPT: list[object] = []  # the settings context below, entered for the rest of the process
-
-
 def _no_heartbeats() -> None:
     """No flow-run heartbeats for the rest of this process. They let a server mark a run
     crashed when its process dies; the temporary server dies with this process, so they tell
@@ -63,9 +60,8 @@ def _no_heartbeats() -> None:
 
     current = get_settings_context()
     settings = current.settings.copy_with_update(updates={"flows.heartbeat_frequency": None})
-    context = SettingsContext(profile=current.profile, settings=settings)
-    context.__enter__()
-    _KEPT.append(context)
+    # Entered and never left: the context variable holds it for the rest of the process.
+    SettingsContext(profile=current.profile, settings=settings).__enter__()
 
 
 def _on_interrupt(
