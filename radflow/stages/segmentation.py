@@ -42,6 +42,7 @@ from radflow.segmentation.params import SegmentationParams
 
 if TYPE_CHECKING:
     from radflow.segmentation.metrics import MetricSummary
+    from radflow.segmentation.patches import Case
 
 log = logging.getLogger("radflow.segmentation")
 
@@ -82,6 +83,27 @@ def _part(table: Table, indices: Iterable[int]) -> list[DatasetRow]:
     return [table.rows[int(i)] for i in indices if annotated(table.rows[int(i)])]
 
 
+def annotated_split(
+    lake: Lake, dataset: str, settings: TrainSettings
+) -> tuple[list[DatasetRow], list[DatasetRow], list[DatasetRow]]:
+    """The annotated studies of the classifier's fit, validation and test patients."""
+    table = training_table(lake.dataset(dataset), settings)
+    split = table.split
+    return _part(table, split.fit), _part(table, split.validation), _part(table, split.test)
+
+
+def cases(lake: Lake, rows: Sequence[DatasetRow], params: SegmentationParams) -> list[Case]:
+    """`rows`' whole images, windowed for the network, with their annotations."""
+    from radflow.segmentation.network import window
+    from radflow.segmentation.patches import Case
+
+    found = []
+    for row in rows:
+        image, mask = _whole(lake, row)
+        found.append(Case(row.volume, window(_array(image), params), _array(mask)))
+    return found
+
+
 def _whole(lake: Lake, row: DatasetRow) -> tuple[sitk.Image, sitk.Image]:
     return lake.image(row.volume, "whole"), lake.image(row.volume, "whole_mask")
 
@@ -99,19 +121,14 @@ def train_segmentation_model(
     on (the classifier trains regardless). With `checkpoints` a killed training resumes."""
     import torch
 
-    from radflow.segmentation.network import window
     from radflow.segmentation.params import data_parallel_processes
-    from radflow.segmentation.patches import Case
     from radflow.segmentation.train import train_segmentation
 
     out = segmentation_address(dataset, settings)
     if lake.has(out):
         return out
     params = settings.segmentation
-    table = training_table(lake.dataset(dataset), settings)
-    fit, validation, test = (
-        _part(table, part) for part in (table.split.fit, table.split.validation, table.split.test)
-    )
+    fit, validation, test = annotated_split(lake, dataset, settings)
     if len(fit) < MIN_FIT_STUDIES:
         log.warning(
             "segmentation model not trained: %d annotated studies among the fit patients, need %d",
@@ -120,26 +137,19 @@ def train_segmentation_model(
         )
         return ""
 
-    def cases(rows: list[DatasetRow]) -> list[Case]:
-        found = []
-        for row in rows:
-            image, mask = _whole(lake, row)
-            found.append(Case(row.volume, window(_array(image), params), _array(mask)))
-        return found
-
-    fit_cases = cases(fit)
+    fit_cases = cases(lake, fit, params)
     spacing = tuple(float(s) for s in lake.image(fit[0].volume, "whole").GetSpacing())
     processes = data_parallel_processes(params, torch.cuda.device_count())
     trained = train_segmentation(
         fit_cases,
-        cases(validation),
+        cases(lake, validation, params),
         params,
         spacing_mm=(spacing[0], spacing[1], spacing[2]),
         seed=settings.seed,
         checkpoint_dir=checkpoints / short_id(out) if checkpoints else None,
         processes=processes,
     )
-    evaluation, overlays = _evaluate(lake, trained.model, test, params)
+    evaluation, overlays = evaluate_segmentation(lake, trained.model, test, params)
     weights = trained.model.to_bytes()
     card = SegmentationCard(
         model_id=f"seg-{short_id(out)}",
@@ -205,7 +215,7 @@ def _estimate(value: MetricSummary) -> Estimate:
     return Estimate(mean=value.mean, ci=value.ci)
 
 
-def _evaluate(
+def evaluate_segmentation(
     lake: Lake, model: object, rows: list[DatasetRow], params: SegmentationParams
 ) -> tuple[SegmentationEvaluation, dict[str, bytes]]:
     from radflow.reports.overlays import overlay_png
@@ -339,8 +349,7 @@ def evaluate_with_model_rois(
         return done
     card = lake.card(model)
     seg_card = lake.segmentation_card(segmentation)
-    table = training_table(lake.dataset(card.dataset), settings.train)
-    rows = _part(table, table.split.test)
+    _, _, rows = annotated_split(lake, card.dataset, settings.train)
     predictor = lake.model(model)
     masks = _masks(lake, lake.segmentation_model(segmentation), rows)
     kept, scored, empty = [], [], 0
