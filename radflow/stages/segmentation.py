@@ -218,6 +218,8 @@ def _estimate(value: MetricSummary) -> Estimate:
 def evaluate_segmentation(
     lake: Lake, model: object, rows: list[DatasetRow], params: SegmentationParams
 ) -> tuple[SegmentationEvaluation, dict[str, bytes]]:
+    """`model`'s post-processed masks of `rows` (as scoring makes them) against their
+    annotations: the metrics with patient-level CIs, and an overlay PNG per study."""
     from radflow.reports.overlays import overlay_png
     from radflow.segmentation.metrics import case_metrics, summarise
 
