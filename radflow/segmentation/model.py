@@ -11,6 +11,9 @@ from torch import nn
 from radflow.segmentation.network import build_network
 from radflow.segmentation.params import SegmentationParams
 
+#: What a model saved before a setting existed was trained with.
+_BEFORE_THE_SETTING: dict[str, object] = {"texture_channel": False}
+
 
 @dataclass(frozen=True)
 class SegmentationModel:
@@ -44,8 +47,11 @@ class SegmentationModel:
     def from_bytes(cls, data: bytes) -> SegmentationModel:
         saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         spacing = tuple(float(s) for s in saved["spacing_mm"])
+        # Settings added since a model was saved take the value it was trained with, not
+        # today's default (a lake's champion from before the texture channel has none).
+        params = {**_BEFORE_THE_SETTING, **saved["params"]}
         return cls(
-            params=SegmentationParams.model_validate(saved["params"]),
+            params=SegmentationParams.model_validate(params),
             spacing_mm=(spacing[0], spacing[1], spacing[2]),
             state=dict(saved["state"]),
         )

@@ -4,6 +4,7 @@ network find a lesion that differs from its surroundings only in texture."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 
 import numpy as np
@@ -97,3 +98,24 @@ def test_a_lesion_that_differs_only_in_texture_is_found_with_the_channel(
     net = trained.model.network()
     dice = [dice_score(probabilities(net, c.image, params) > 0.5, c.mask > 0) for c in test]
     assert all(bounds[0] <= d <= bounds[1] for d in dice), dice
+
+
+def test_a_model_saved_before_the_texture_channel_loads_as_it_was_trained() -> None:
+    """A lake's champion from before the setting existed: its params have no
+    `texture_channel` and its weights are a bare one-channel U-Net's."""
+    old_params = TINY.model_copy(update={"texture_channel": False})
+    torch.manual_seed(0)
+    old = SegmentationModel(
+        params=old_params, spacing_mm=SPACING, state=build_network(old_params).state_dict()
+    )
+    saved = torch.load(io.BytesIO(old.to_bytes()), weights_only=True)
+    del saved["params"]["texture_channel"]
+    buffer = io.BytesIO()
+    torch.save(saved, buffer)
+    loaded = SegmentationModel.from_bytes(buffer.getvalue())
+    assert loaded.params.texture_channel is False
+    image = np.random.default_rng(1).random((20, 20, 20), dtype=np.float32)
+    np.testing.assert_array_equal(
+        probabilities(loaded.network(), image, loaded.params),
+        probabilities(old.network(), image, old_params),
+    )
