@@ -7,10 +7,12 @@ Usage: python bench/seg_splits_bench.py LAKE_URL [--seeds 0 1 2]
 LAKE_URL: a lake `radflow demo` or `radflow train` made (e.g. file:///tmp/demo/lake); its
 segmentation champion names the dataset. Each seed is the training seed, which also draws the
 split (`training_table`), so seed s is the split a lake trained with `RADFLOW_TRAIN__SEED=s`
-would have. Each setting (default: the defaults with and without the texture channel) is
-trained in this process on the fit patients' annotated studies, early-stopped on the
-validation patients', and evaluated on the test patients' exactly as `radflow train` does
-(`evaluate_segmentation`: mirrored sliding windows, largest component, volume checks).
+would have (the other train settings are this environment's, as `radflow train` would read
+them, not the champion card's). Each setting (default: the defaults with and without the
+texture channel) is trained in this process on the fit patients' annotated studies,
+early-stopped on the validation patients', and evaluated on the test patients' exactly as
+`radflow train` does (`evaluate_segmentation`: mirrored sliding windows, largest component,
+volume checks).
 Nothing is written to the lake. Prints a Markdown table and, per run, a JSON line.
 """
 
@@ -30,6 +32,7 @@ from radflow.lake import Lake  # noqa: E402
 from radflow.segmentation.params import SegmentationParams  # noqa: E402
 from radflow.segmentation.train import train_segmentation  # noqa: E402
 from radflow.stages.segmentation import (  # noqa: E402
+    MIN_FIT_STUDIES,
     annotated_split,
     cases,
     evaluate_segmentation,
@@ -43,6 +46,8 @@ def run(lake: Lake, dataset: str, seed: int, overrides: dict[str, object]) -> di
     settings = Settings().train.model_copy(update={"seed": seed})
     params = SegmentationParams(**{**settings.segmentation.model_dump(), **overrides})
     fit, validation, test = annotated_split(lake, dataset, settings)
+    if len(fit) < MIN_FIT_STUDIES or not test:
+        sys.exit(f"seed {seed}: {len(fit)} fit and {len(test)} test studies annotated, too few")
     spacing = tuple(float(s) for s in lake.image(fit[0].volume, "whole").GetSpacing())
     started = time.perf_counter()
     trained = train_segmentation(
@@ -83,6 +88,9 @@ def main() -> None:
         for item in args.settings:
             name, _, text = item.partition("=")
             wanted[name] = json.loads(text or "{}")
+            unknown = set(wanted[name]) - set(SegmentationParams.model_fields)
+            if unknown:
+                parser.error(f"{name}: not a SegmentationParams field: {sorted(unknown)}")
     lake = Lake(open_store(args.lake, {}))
     champion = lake.segmentation_champion()
     if champion is None:
@@ -97,7 +105,7 @@ def main() -> None:
     seeds = " | ".join(f"seed {s}" for s in args.seeds)
     print(f"\n| settings | {seeds} | mean |\n| --- |{' ---: |' * (len(args.seeds) + 1)}")
     for name, runs in table.items():
-        dice = [float(r["test_dice"] or 0.0) for r in runs]  # type: ignore[arg-type]
+        dice = [float(r["test_dice"]) for r in runs]  # type: ignore[arg-type]
         cells = " | ".join(f"{d:.3f}" for d in dice)
         print(f"| {name} | {cells} | {sum(dice) / len(dice):.3f} |")
 

@@ -46,7 +46,8 @@ class WithLocalDeviation(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # In float32 under AMP too: E[x^2] - E[x]^2 of a 0.07 deviation cancels badly in fp16.
+        # Explicitly float32 whatever the caller's autocast or input dtype: E[x^2] - E[x]^2
+        # of a 0.07 deviation would cancel badly in fp16.
         with torch.autocast(x.device.type, enabled=False):
             x = x.float()
             mean = F.avg_pool3d(x, 3, stride=1, padding=1, count_include_pad=False)
