@@ -24,6 +24,8 @@ from radflow.limits import DEFAULT_MAX_SERIES_VOXELS
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 SAME_ANGLE = 1e-4  # columns of the affine this close to orthogonal are a rotation, not a shear
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: Research formats SimpleITK reads in LPS with their geometry (pyradiomics' cases are NRRD).
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 @dataclass(frozen=True)
@@ -138,13 +140,20 @@ def read_nifti(path: Path, max_voxels: int = DEFAULT_MAX_SERIES_VOXELS) -> sitk.
 
 
 def read_image(path: Path) -> sitk.Image:
-    """A NIfTI file, a DICOM file, or a folder holding exactly one DICOM series, in LPS."""
+    """A NIfTI file, an NRRD or MetaImage file, a DICOM file, or a folder holding exactly one
+    DICOM series, in LPS."""
     from radflow.imaging.read import read_series, split_series
 
     if is_nifti(path):
         return read_nifti(path)
+    if path.is_file() and path.name.lower().endswith(ITK_SUFFIXES):
+        return sitk.ReadImage(str(path))
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     series = split_series(files)
+    if not series:
+        raise QuarantineError(
+            "no image", "neither NIfTI, NRRD or MetaImage by its name, nor a DICOM image"
+        )
     if len(series) != 1:
         raise QuarantineError("several series", f"{len(series)} series where one is expected")
     (paths,) = series.values()

@@ -870,3 +870,28 @@ def test_inspect_a_folder_of_two_series(two_series: tuple[Path, dict[str, set[st
     for uid in truth:  # nothing that identifies the study leaves the inspection
         assert uid not in text and uid not in json.dumps(d)
     assert str(flat) not in text
+
+
+def test_read_image_takes_pyradiomics_real_nrrd_case_with_its_geometry() -> None:
+    from support.realdata import pyradiomics_case
+
+    from radflow.imaging.nifti import read_image
+
+    image_path, _ = pyradiomics_case("lung1")
+    expected = sitk.ReadImage(str(image_path))
+    image = read_image(image_path)
+    assert image.GetSize() == expected.GetSize()
+    assert image.GetSpacing() == expected.GetSpacing()
+    assert image.GetOrigin() == expected.GetOrigin()
+    assert image.GetDirection() == expected.GetDirection()
+    assert np.array_equal(sitk.GetArrayViewFromImage(image), sitk.GetArrayViewFromImage(expected))
+
+
+def test_read_image_of_a_file_that_is_no_image_says_so(tmp_path: Path) -> None:
+    from radflow.imaging.nifti import read_image
+
+    path = tmp_path / "notes.txt"
+    path.write_text("not an image\n")
+    with pytest.raises(QuarantineError) as caught:
+        read_image(path)
+    assert caught.value.reason == "no image"
