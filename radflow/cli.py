@@ -442,7 +442,9 @@ def register(
 
 @app.command()
 def segment(
-    image: Annotated[Path, typer.Argument(help="A NIfTI file or a DICOM series folder (CT).")],
+    image: Annotated[
+        Path, typer.Argument(help="A NIfTI, NRRD or MHA file, or a DICOM series folder (CT).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="The mask to write (.nii.gz).")],
     model: Annotated[
         str | None,
