@@ -216,30 +216,29 @@ def pipeline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
 
 
 @pytest.fixture(scope="session")
-def ingested(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IngestedLake]:
+def ingested(tmp_path_factory: pytest.TempPathFactory) -> IngestedLake:
     """12 studies ingested by the stages (no Prefect): labels, volumes, features, catalog.
     Shared by the session, so read only: a test that writes takes `ingested.copy(tmp_path)`."""
     from support.lakes import ingested_lake
 
     with _without_radflow_settings():
-        yield ingested_lake(tmp_path_factory.mktemp("ingested"))
+        return ingested_lake(tmp_path_factory.mktemp("ingested"))
 
 
 @pytest.fixture(scope="session")
-def trained(
-    ingested: IngestedLake, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TrainedLake]:
+def trained(ingested: IngestedLake, tmp_path_factory: pytest.TempPathFactory) -> TrainedLake:
     """`ingested`, copied and trained by the stages to a champion. Read only, as `ingested`."""
     from support.lakes import train
 
     with _without_radflow_settings():
-        yield train(ingested.copy(tmp_path_factory.mktemp("trained")))
+        return train(ingested.copy(tmp_path_factory.mktemp("trained")))
 
 
 @contextmanager
 def _without_radflow_settings() -> Iterator[None]:
     """A session lake is built with the suite's defaults (the defaults and the rule as the
-    last ROI source), whatever the test that asks first has set."""
+    last ROI source), whatever the test that asks first has set; the suite's own settings are
+    back once it is built, for the tests after it (tests/unit/test_suite_settings.py)."""
     with pytest.MonkeyPatch.context() as mp:
         for name in [n for n in os.environ if n.startswith("RADFLOW_")]:
             mp.delenv(name)
