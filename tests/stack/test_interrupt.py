@@ -183,16 +183,31 @@ def test_ctrl_c_marks_the_run_cancelled_on_a_server_that_stays_up(
     assert flow_run.state is not None and flow_run.state.is_cancelled(), flow_run.state
 
 
-@pytest.mark.parametrize("delay_s", [0.5, 1.5, 3.0])
+def _wait_for_a_child(pid: int, timeout_s: float) -> None:
+    """Until `pid` has started a process: a flow command's first act is to spawn Prefect's
+    temporary server, so from then on the command's own code is running. (A fixed delay from
+    the start could land, on a busy machine, while Python still imports radflow's first
+    modules, before any program can take Ctrl-C over.)"""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if children.exists() and children.read_text().split():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"no child process after {timeout_s} s")
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 1.0, 2.5])
 def test_ctrl_c_while_the_server_starts_and_prefect_imports(tmp_path: Path, delay_s: float) -> None:
-    """Before the flow runs (preflight, server start-up, Prefect half imported): the same one
-    line and 130, and no server left behind."""
+    """Before the flow runs (preflight, server start-up, Prefect half imported), `delay_s` after
+    the server's spawn: the same one line and 130, and no server left behind."""
     inbox, labels = tmp_path / "inbox", tmp_path / "labels.csv"
     synthesize(inbox, labels, SynthSpec(studies=1, rows=16, columns=16, slices=8, seed=13))
     secret = tmp_path / "secret.key"
     secret.write_text("interrupt-test-secret-" + "0123456789abcdef" * 2)
     secret.chmod(0o600)
     run = _ingest(_env(tmp_path, tmp_path / "lake", secret, "early"), inbox, labels)
+    _wait_for_a_child(run.pid, 60)
     time.sleep(delay_s)
     assert run.poll() is None, run.communicate()
     os.killpg(run.pid, signal.SIGINT)
