@@ -284,7 +284,7 @@ def test_train_and_score_from_s3(
     from flows.train import train_flow
     from tasks import runtime as _common
 
-    spec = SynthSpec(studies=12, rows=40, columns=40, slices=16, seed=3)
+    spec = SynthSpec(studies=12, rows=40, columns=40, slices=8, slice_thickness=4.0, seed=3)
     train_studies = synthesize(pipeline_env / "train", pipeline_env / "labels.csv", spec)
     synthesize(
         pipeline_env / "new",
