@@ -8,8 +8,10 @@ import os
 from conftest import SEGMENTATION_FOR_TESTS
 from support.lakes import TrainedLake
 
+from radflow.segmentation.params import SegmentationParams
+
 
 def test_the_suites_settings_outlive_the_session_lakes(trained: TrainedLake) -> None:
     names = [*SEGMENTATION_FOR_TESTS, "RADFLOW_STAGE_TAGS", "RADFLOW_PREPROCESS__ROI_SOURCES"]
     assert {n: n in os.environ for n in names} == dict.fromkeys(names, True)
-    assert trained.settings.train.segmentation.epochs == 60  # built with the defaults
+    assert trained.settings.train.segmentation == SegmentationParams()  # built with the defaults
