@@ -45,5 +45,14 @@ class QuarantineError(RadflowError):
         return (type(self), (self.reason, self.detail))
 
 
+def too_many_voxels(voxels: int, max_voxels: int, what: str = "declared") -> QuarantineError:
+    """The one refusal of every reader (DICOM, NIfTI, NRRD, MetaImage) whose header asks for
+    more voxels than `RADFLOW_MAX_SERIES_VOXELS`, before any voxel is read."""
+    return QuarantineError(
+        "declared pixel data too large",
+        f"{voxels} voxels {what}, the limit is {max_voxels} (RADFLOW_MAX_SERIES_VOXELS)",
+    )
+
+
 class NotFoundError(RadflowError):
     """Something the user named (a folder, a key, a champion model) does not exist."""

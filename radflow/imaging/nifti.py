@@ -10,6 +10,7 @@ two rows of the affine change sign.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
-from radflow.errors import QuarantineError
+from radflow.errors import QuarantineError, too_many_voxels
 from radflow.limits import DEFAULT_MAX_SERIES_VOXELS
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -118,10 +119,7 @@ def read_nifti(path: Path, max_voxels: int = DEFAULT_MAX_SERIES_VOXELS) -> sitk.
         raise QuarantineError("unsupported data type", f"voxels of type {dtype}")
     x, y, z, volumes = _shape(image)
     if (voxels := x * y * z * volumes) > max_voxels:
-        raise QuarantineError(
-            "declared pixel data too large",
-            f"{voxels} voxels declared, the limit is {max_voxels} (RADFLOW_MAX_SERIES_VOXELS)",
-        )
+        raise too_many_voxels(voxels, max_voxels)
     # Adding or dropping singleton axes reorders nothing, so nibabel's (Fortran) order stays.
     data = image.get_fdata(dtype=np.float32, caching="unchanged").reshape(x, y, z, volumes)
     if volumes == 1:
@@ -139,6 +137,22 @@ def read_nifti(path: Path, max_voxels: int = DEFAULT_MAX_SERIES_VOXELS) -> sitk.
     return out
 
 
+def read_itk_file(path: Path, max_voxels: int = DEFAULT_MAX_SERIES_VOXELS) -> sitk.Image:
+    """An NRRD or MetaImage file in LPS, as SimpleITK reads it; refused as the other readers
+    refuse, by its header before any voxel is read, and without ITK's message (it names the
+    file's path)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        voxels = math.prod(reader.GetSize()) * reader.GetNumberOfComponents()
+        if voxels > max_voxels:
+            raise too_many_voxels(voxels, max_voxels)
+        return reader.Execute()
+    except RuntimeError:
+        raise QuarantineError("unreadable image", "SimpleITK could not read it") from None
+
+
 def read_image(path: Path) -> sitk.Image:
     """A NIfTI file, an NRRD or MetaImage file, a DICOM file, or a folder holding exactly one
     DICOM series, in LPS."""
@@ -147,7 +161,7 @@ def read_image(path: Path) -> sitk.Image:
     if is_nifti(path):
         return read_nifti(path)
     if path.is_file() and path.name.lower().endswith(ITK_SUFFIXES):
-        return sitk.ReadImage(str(path))
+        return read_itk_file(path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     series = split_series(files)
     if not series:

@@ -39,7 +39,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID, JPEG2000TransferSyntaxes
 
-from radflow.errors import QuarantineError
+from radflow.errors import QuarantineError, too_many_voxels
 from radflow.imaging.native import NativeLayout, NativeReader, native_layout, rescaled
 from radflow.limits import DEFAULT_MAX_SERIES_VOXELS
 
@@ -209,13 +209,6 @@ class _Allocation:
         return image
 
 
-def _too_large(voxels: int, max_voxels: int, what: str) -> QuarantineError:
-    return QuarantineError(
-        "declared pixel data too large",
-        f"{voxels} voxels {what}, the limit is {max_voxels} (RADFLOW_MAX_SERIES_VOXELS)",
-    )
-
-
 def plan_series(paths: Sequence[Path], max_voxels: int = DEFAULT_MAX_SERIES_VOXELS) -> SeriesPlan:
     """Geometry, sort order and resampling of one series, from its headers alone.
 
@@ -245,7 +238,7 @@ def plan_series_with_headers(
         rows, columns = _check_image(ds)
         declared += rows * columns * _integer(ds, "NumberOfFrames", 1)
         if declared > max_voxels:  # before the frames' geometry: that list grows per frame
-            raise _too_large(declared, max_voxels, "declared")
+            raise too_many_voxels(declared, max_voxels)
         frames.extend(_frames(Path(path), ds, layout))
         if first is None:
             first = ds  # for what the series shares: modality, number, slice thickness
@@ -255,7 +248,7 @@ def plan_series_with_headers(
     _check_consistent([(f.orientation, f.size, f.pixel_spacing) for f in frames], "frame")
     plan = _plan(frames, first, len(paths))
     if (grid := math.prod(plan.size)) > max_voxels:  # a sheared stack's grid is wider
-        raise _too_large(grid, max_voxels, "in the regular grid")
+        raise too_many_voxels(grid, max_voxels, "in the regular grid")
     return plan, headers
 
 

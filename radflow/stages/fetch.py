@@ -19,7 +19,7 @@ from pydicom.errors import InvalidDicomError
 from radflow.annotations.kinds import annotation_kind
 from radflow.annotations.kinds import read_header as read_annotation_header
 from radflow.annotations.masks_csv import MaskEntry
-from radflow.errors import QuarantineError
+from radflow.errors import QuarantineError, too_many_voxels
 from radflow.imaging.nifti import is_nifti
 from radflow.keys import keyed_hash, sha256_bytes, sha256_file
 from radflow.lake.records import QuarantineRecord
@@ -130,10 +130,7 @@ def read_header(path: Path, name: str = "", max_voxels: int = DEFAULT_MAX_SERIES
             raise QuarantineError("truncated DICOM file", "the file ends inside its header")
         raise QuarantineError("incomplete DICOM file", "no StudyInstanceUID or SeriesInstanceUID")
     if (voxels := _declared_voxels(ds)) > max_voxels:
-        raise QuarantineError(
-            "declared pixel data too large",
-            f"{voxels} voxels declared, the limit is {max_voxels} (RADFLOW_MAX_SERIES_VOXELS)",
-        )
+        raise too_many_voxels(voxels, max_voxels)
     return ds
 
 

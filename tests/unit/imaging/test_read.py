@@ -895,3 +895,34 @@ def test_read_image_of_a_file_that_is_no_image_says_so(tmp_path: Path) -> None:
     with pytest.raises(QuarantineError) as caught:
         read_image(path)
     assert caught.value.reason == "no image"
+
+
+def _nrrd(path: Path, sizes: str, pixel_bytes: bytes) -> Path:
+    header = (
+        f"NRRD0004\ntype: short\ndimension: 3\nsizes: {sizes}\nencoding: raw\nendian: little\n\n"
+    )
+    path.write_bytes(header.encode() + pixel_bytes)
+    return path
+
+
+def test_an_nrrd_declaring_too_many_voxels_is_refused_by_its_header(tmp_path: Path) -> None:
+    from radflow.imaging.nifti import read_image, read_itk_file
+
+    path = _nrrd(tmp_path / "forged.nrrd", "100 100 100", b"")  # 10^6 declared, no voxels
+    with pytest.raises(QuarantineError) as caught:
+        read_itk_file(path, max_voxels=999_999)
+    assert caught.value.reason == "declared pixel data too large"
+    assert caught.value.detail.startswith("1000000 voxels declared, the limit is 999999")
+    with pytest.raises(QuarantineError) as caught:  # within the limit: its voxels are missing
+        read_image(path)
+    assert caught.value.reason == "unreadable image"
+    assert str(tmp_path) not in str(caught.value)
+
+
+def test_a_small_nrrd_reads_with_its_voxels(tmp_path: Path) -> None:
+    from radflow.imaging.nifti import read_itk_file
+
+    voxels = np.arange(24, dtype="<i2").reshape(4, 3, 2)  # (z, y, x)
+    image = read_itk_file(_nrrd(tmp_path / "small.nrrd", "2 3 4", voxels.tobytes()), 24)
+    assert image.GetSize() == (2, 3, 4)
+    assert np.array_equal(sitk.GetArrayViewFromImage(image), voxels)
