@@ -91,10 +91,15 @@ class Calibrated:
 
     Written here because scikit-learn's CalibratedClassifierCV wants array inputs it can index
     and check, and these predictors take `Inputs`. The L2 penalty (C=1) keeps the fit finite
-    when the validation rows are perfectly separated, as they can be with tens of rows."""
+    when the validation rows are perfectly separated, as they can be with tens of rows.
+
+    A calibration must keep the model's order of studies. A fitted slope of zero (validation
+    probabilities that are all tied) would give every study one probability, and a negative
+    one (a handful of validation rows ranked backwards by chance) would reverse the model; then
+    `scaler` is None and the base model's probabilities are kept as they are."""
 
     base: Predictor
-    scaler: LogisticRegression
+    scaler: LogisticRegression | None
 
     @property
     def name(self) -> str:
@@ -104,13 +109,20 @@ class Calibrated:
     def needs_volumes(self) -> bool:
         return self.base.needs_volumes
 
+    @property
+    def method(self) -> str:
+        """For the model card: "platt", or "none" when the fit would not have kept the order."""
+        return "none" if self.scaler is None else "platt"
+
     @classmethod
     def fit(cls, base: Predictor, proba: NDArray[np.float64], y: Sequence[int]) -> Calibrated:
         """`proba`: the base model's P(positive) on the validation rows labelled `y`."""
         scaler = LogisticRegression(C=1.0).fit(logit(np.asarray(proba))[:, None], np.asarray(y))
-        return cls(base=base, scaler=scaler)
+        return cls(base=base, scaler=scaler if scaler.coef_[0, 0] > 0 else None)
 
     def calibrate(self, proba: NDArray[np.float64]) -> NDArray[np.float64]:
+        if self.scaler is None:
+            return np.asarray(proba, dtype=np.float64)
         return np.asarray(self.scaler.predict_proba(logit(proba)[:, None])[:, 1], dtype=np.float64)
 
     def predict_proba(self, inputs: Inputs) -> NDArray[np.float64]:

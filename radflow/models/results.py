@@ -43,6 +43,14 @@ def _floats(values: Any) -> list[float]:
     return [float(v) for v in values]
 
 
+def stored_probabilities(values: Any) -> list[float]:
+    """Probabilities as the lake keeps a candidate's: 10 significant digits, so the last bits
+    of a fit that differ between machines do not change a record's bytes. Significant digits,
+    not decimals: a model far from its few training rows says 1e-19 and 1e-22, and 8 decimals
+    made both 0.0, a tie that scored a model which ranked them right as AUC 0.5."""
+    return [float(f"{float(v):.10g}") for v in values]
+
+
 @dataclass(frozen=True)
 class Report:
     """Test-set metrics of one model at one threshold; plain JSON-able values.

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from radflow.config import TrainSettings
 from radflow.keys import address as content_address
@@ -24,6 +23,7 @@ from radflow.models.candidates import (
     selected_importances,
 )
 from radflow.models.predictor import OnFeatures, OnVolumes
+from radflow.models.results import stored_probabilities
 from radflow.models.table import training_table
 
 NAME = "candidates"
@@ -55,10 +55,6 @@ def cnn_candidate_address(dataset: str, settings: TrainSettings) -> str:
     )
 
 
-def _floats(values: NDArray[np.float64]) -> list[float]:
-    return [round(float(v), 8) for v in values]
-
-
 def fit_feature_candidates(lake: Lake, dataset: str, settings: TrainSettings) -> str:
     """Each feature candidate fitted on the fit patients, with its probabilities on the
     validation and test patients, and its patient-grouped CV AUC on fit + validation."""
@@ -84,8 +80,8 @@ def fit_feature_candidates(lake: Lake, dataset: str, settings: TrainSettings) ->
         )
         fitted[name] = OnFeatures(name, pipeline)
         found[name] = CandidatePredictions(
-            validation=_floats(pipeline.predict_proba(x[split.validation])[:, 1]),
-            test=_floats(pipeline.predict_proba(x[split.test])[:, 1]),
+            validation=stored_probabilities(pipeline.predict_proba(x[split.validation])[:, 1]),
+            test=stored_probabilities(pipeline.predict_proba(x[split.test])[:, 1]),
             cv_auc=cv_auc,
             importances=(
                 selected_importances(pipeline, table.names) if name in ("rf", "gb") else None
@@ -133,8 +129,8 @@ def fit_cnn_candidate(
         history=[Epoch(**epoch) for epoch in cnn.history_],
     )
     found = CandidatePredictions(
-        validation=_floats(cnn.predict_proba(volumes[split.validation])[:, 1]),
-        test=_floats(cnn.predict_proba(volumes[split.test])[:, 1]),
+        validation=stored_probabilities(cnn.predict_proba(volumes[split.validation])[:, 1]),
+        test=stored_probabilities(cnn.predict_proba(volumes[split.test])[:, 1]),
         cv_auc=None,
         training=training,
     )

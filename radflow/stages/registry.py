@@ -32,6 +32,7 @@ from radflow.lake.records import (
 from radflow.models.evaluation import choose_threshold, evaluate_report
 from radflow.models.metrics import evaluate
 from radflow.models.predictor import Calibrated, Predictor, SoftVote, calibration_slope
+from radflow.models.results import stored_probabilities
 from radflow.models.table import training_table
 
 NAME = "registry"
@@ -59,10 +60,6 @@ class _Scored:
         return (-self.auc, self.brier)
 
 
-def _floats(values: NDArray[np.float64]) -> list[float]:
-    return [round(float(v), 8) for v in values]
-
-
 def register_model(lake: Lake, dataset: str, candidates: list[str], settings: TrainSettings) -> str:
     """Pick the best candidate (or the soft vote of the best few) on the validation patients,
     calibrate it and choose its threshold there, then evaluate it once on the test patients."""
@@ -87,8 +84,10 @@ def register_model(lake: Lake, dataset: str, candidates: list[str], settings: Tr
         name = "ensemble"
         predictors[name] = SoftVote(name, tuple(predictors[m] for m in members))
         vote = CandidatePredictions(
-            validation=_floats(np.mean([scored[m].found.validation for m in members], axis=0)),
-            test=_floats(np.mean([scored[m].found.test for m in members], axis=0)),
+            validation=stored_probabilities(
+                np.mean([scored[m].found.validation for m in members], axis=0)
+            ),
+            test=stored_probabilities(np.mean([scored[m].found.test for m in members], axis=0)),
             cv_auc=None,
         )
         scored[name] = _Scored(vote, y_val)
@@ -151,7 +150,7 @@ def register_model(lake: Lake, dataset: str, candidates: list[str], settings: Tr
             test=[int(i) for i in split.test],
             counts=split.counts(list(table.y)),
         ),
-        calibration=Calibration(method="platt", fitted_on="validation", test_slope=slope),
+        calibration=Calibration(method=model.method, fitted_on="validation", test_slope=slope),
         sanity=Sanity(checks=checks, bounds=(lo, hi)),
         comparison=comparison,
         training=cnn.found.training if cnn else None,

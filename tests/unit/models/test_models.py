@@ -175,3 +175,28 @@ def test_calibration_slope_is_one_for_calibrated_scores_and_none_when_meaningles
     assert calibration_slope([0, 0, 1, 1], np.array([0.1, 0.2, 0.8, 0.9])) is None  # too few
     separated = np.r_[np.full(10, 0.2), np.full(10, 0.7)]
     assert calibration_slope([0] * 10 + [1] * 10, separated) is None
+
+
+def test_platt_calibration_keeps_the_models_order_or_is_not_applied() -> None:
+    from radflow.models.predictor import Calibrated, OnFeatures
+
+    base = OnFeatures("lr", estimator=None)
+    test = np.array([1e-22, 0.2, 0.4, 0.9])
+    fitted = Calibrated.fit(base, np.array([0.1, 0.3, 0.6, 0.8]), [0, 0, 1, 1])
+    assert fitted.method == "platt"
+    assert np.all(np.diff(fitted.calibrate(test)) > 0)
+    # Tied validation probabilities fit a slope of 0 (one probability for every study), rows
+    # ranked backwards a negative one (the model reversed): the base model's are kept.
+    for validation in ([0.34, 0.34], [1e-9, 1e-9], [0.2, 0.7]):
+        kept = Calibrated.fit(base, np.array(validation), [1, 0])
+        assert kept.method == "none"
+        assert kept.calibrate(test).tolist() == test.tolist()
+
+
+def test_stored_probabilities_keep_the_order_of_tiny_ones() -> None:
+    from radflow.models.results import stored_probabilities
+
+    stored = stored_probabilities(np.array([7.802486599102465e-19, 8.735625725588497e-22]))
+    assert stored == [7.802486599e-19, 8.735625726e-22]
+    assert stored_probabilities([0.12345678901234, 1.0, 0.0]) == [0.123456789, 1.0, 0.0]
+    assert all(type(v) is float for v in stored)

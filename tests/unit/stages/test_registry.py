@@ -16,8 +16,9 @@ from radflow.config import FeatureParams, PreprocessParams, TrainSettings
 from radflow.errors import QuarantineError, RadflowError
 from radflow.imaging.pipelines import preprocessing
 from radflow.lake import FeatureRow, Lake, VolumeQC
-from radflow.lake.records import Geometry
-from radflow.models.predictor import Inputs
+from radflow.lake.records import CandidatePredictions, Geometry, Predictions
+from radflow.models.predictor import Inputs, OnFeatures
+from radflow.models.table import training_table
 from radflow.stages.candidates import fit_cnn_candidate, fit_feature_candidates
 from radflow.stages.dataset import build_dataset
 from radflow.stages.registry import promote_if_better, register_model
@@ -184,6 +185,28 @@ def test_failed_sanity_check_is_never_promoted(lake: Lake, tmp_path: Path) -> No
     assert decision.promoted is False
     assert decision.reason == "fails sanity checks: calibration slope within bounds"
     assert not lake.has_champion()
+
+
+def test_tied_validation_probabilities_do_not_flatten_the_model(lake: Lake) -> None:
+    """A handful of validation rows can all get one probability (demo-sized data did, in CI):
+    Platt scaling then fits a slope of 0 and made every test study one probability, a model
+    that failed "not constant" and left the demo without a champion."""
+    data = build_dataset(lake, cohort(lake, n=12), PREP, EXTRACTION)
+    settings = TrainSettings(candidates=("lr",))
+    split = training_table(lake.dataset(data), settings).split
+    ranked = [0.1 + 0.8 * i / len(split.test) for i in range(len(split.test))]
+    found = CandidatePredictions(
+        validation=[0.34] * len(split.validation), test=ranked, cv_auc=None
+    )
+    folder = "candidates/test/tied"
+    lake.put_candidates(
+        folder, {"lr": OnFeatures("lr", None)}, Predictions(candidates={"lr": found})
+    )
+    model = register_model(lake, data, [folder], settings)
+    card = lake.card(model)
+    assert card.calibration.method == "none"
+    assert card.sanity.checks["not constant"] is True
+    assert promote_if_better(lake, model, settings).promoted
 
 
 @TRAINED
