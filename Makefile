@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo serve stop test check test-deps test-data lint typecheck pytest unit bench clean
+.PHONY: demo serve stop test check test-deps test-data lint typecheck pytest unit test-gpu bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -96,6 +96,11 @@ pytest: $(VENV)/.installed-dev test-deps test-data
 # The unit tier alone: what `make check` runs.
 unit: $(VENV)/.installed-dev test-data
 	$(call run-pytest,-n 2 --dist loadscope -m "not flow and not stack")
+
+# The CUDA training paths (tests/gpu/; in `make test` too, skipped there without a GPU). On a
+# GPU machine, with a CUDA build of torch: make test-gpu TORCH="torch --index-url <CUDA index>"
+test-gpu: $(VENV)/.installed-dev
+	$(call run-pytest,-m gpu tests/gpu)
 
 test: test-deps lint typecheck pytest
 
