@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _without_a_gpu(script: str, tmp_path: Path) -> np.ndarray:
     """Run `script` (which saves `out.npy` in its working folder) where torch sees no GPU."""
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": path}
     subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)], cwd=tmp_path, env=env, check=True
     )
