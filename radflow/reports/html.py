@@ -141,6 +141,13 @@ def small_split_warnings(counts: Mapping[str, Mapping[str, int]] | None) -> list
     ]
 
 
+UNCALIBRATED = (
+    "calibration not applied: a Platt fit on the validation split would have given every study"
+    " one probability or reversed the model's order (tied or backwards validation"
+    " probabilities), so the scores are the model's own probabilities"
+)
+
+
 def _warnings(lines: Sequence[str]) -> str:
     return "".join(f'<p class="warning">Warning: {escape(line)}</p>' for line in lines)
 
@@ -165,10 +172,12 @@ def model_report(
     candidates: Sequence[Mapping[str, object]] = (),
     split_counts: Mapping[str, Mapping[str, int]] | None = None,
     segmentation: str = "",
+    calibration: str = "platt",
 ) -> str:
     """The report for one trained model: held-out metrics, the promotion decision and why,
     the candidates it was chosen from, and how many studies of each class each split held;
-    `segmentation` is the segmentation model's section (`segmentation_section`), if any."""
+    `segmentation` is the segmentation model's section (`segmentation_section`), if any;
+    `calibration` the card's method ("none": warned about)."""
     metrics = [
         ("Model", model_id),
         ("AUC", f"{evaluation.auc:.3f}"),
@@ -180,6 +189,7 @@ def model_report(
     top = sorted(feature_importances.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_IMPORTANCES]
     body = (
         _warnings(small_split_warnings(split_counts))
+        + _warnings([UNCALIBRATED] if calibration == "none" else [])
         + _table(metrics, ("Metric", "Value"))
         + f"<h2>Decision</h2><p><b>{escape(decision)}</b>: {escape(reason)}</p>"
         + (_table(_report_rows(report), ("Held-out metric", "Value")) if report else "")

@@ -209,6 +209,7 @@ def write_model_report(lake: Lake, model: str, decision: Decision, segmentation:
         candidates=[c.model_dump() for c in card.comparison],
         split_counts=card.split.counts,
         segmentation=_segmentation_section(lake, model, segmentation),
+        calibration=card.calibration.method,
     )
     return lake.put_report_file(out, "model.html", page)
 

@@ -97,3 +97,17 @@ def test_small_splits_are_named_class_by_class() -> None:
         roc_png=PNG,
         split_counts=big,
     )
+
+
+def test_a_model_left_uncalibrated_is_warned_about() -> None:
+    page = model_report(
+        model_id="m",
+        evaluation=evaluate([0, 1], [0.2, 0.8], n_train=40),
+        promoted=True,
+        reason="r",
+        feature_importances={},
+        roc_png=PNG,
+        calibration="none",
+    )
+    assert page.count('<p class="warning">Warning: calibration not applied') == 1
+    assert page.index("calibration not applied") < page.index("<h2>Decision</h2>")
