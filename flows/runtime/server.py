@@ -20,6 +20,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from flows.runtime import prefect_db
+
 # `PREFECT__SERVER_EPHEMERAL` and `PREFECT__SERVER_FINAL` are private (double underscore, no
 # Prefect setting behind them): `create_app` reads them in prefect/server/api/server.py (3.8.8,
 # lines 883-885) and `SubprocessASGIServer._run_uvicorn_command` sets them (lines 1179-1184).
@@ -34,6 +36,11 @@ _SERVER_ENV = {
     "PREFECT__SERVER_EPHEMERAL": "1",
     "PREFECT__SERVER_FINAL": "1",
 }
+
+
+# The new database this process's server is migrating, and where its template goes: kept
+# once the server answers (see `prefect_db`).
+_migrating: tuple[Path, Path] | None = None
 
 
 def _free_port() -> int:
@@ -56,6 +63,7 @@ def start_in_background() -> subprocess.Popen[bytes] | None:
     spec = importlib.util.find_spec("prefect")
     if spec is None or spec.origin is None:
         return None
+    _seed_database()
     port = _free_port()
     proc = subprocess.Popen(
         [
@@ -89,6 +97,17 @@ def start_in_background() -> subprocess.Popen[bytes] | None:
     return proc
 
 
+def _seed_database() -> None:
+    """A new Prefect home starts from the template; without one, this server's database
+    becomes it (`wait`)."""
+    global _migrating
+    database, source = prefect_db.default_database(os.environ), prefect_db.template(os.environ)
+    if database is None or source is None or database.exists():
+        return
+    if not prefect_db.seed(database, source) and not source.exists():
+        _migrating = (database, source)
+
+
 def wait(proc: subprocess.Popen[bytes] | None, timeout_s: float = 120.0) -> None:
     """Block until the server answers its health check (or fail with its exit code)."""
     if proc is None:
@@ -101,6 +120,8 @@ def wait(proc: subprocess.Popen[bytes] | None, timeout_s: float = 120.0) -> None
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
+                    if _migrating is not None:
+                        prefect_db.keep(*_migrating)
                     return
         except (urllib.error.URLError, OSError):
             pass

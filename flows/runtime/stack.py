@@ -20,6 +20,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from flows.runtime import prefect_db
 from radflow.errors import RadflowError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,6 +112,9 @@ def start(
     server_env["PREFECT_UI_API_URL"] = api_url
     if database_url:
         server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    database, template = prefect_db.default_database(server_env), prefect_db.template(server_env)
+    if database is not None and template is not None:
+        prefect_db.seed(database, template)  # a new SQLite home from the temporary servers'
     logs = home / "logs"
     logs.mkdir(exist_ok=True)
     pids: dict[str, int] = {}

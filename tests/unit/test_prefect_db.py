@@ -1,0 +1,129 @@
+"""A new Prefect home's database from the template: which database is Prefect's default, a
+copy that never lands on a database another process made, and a consistent template taken
+while its server writes."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from flows.runtime import prefect_db
+
+
+def test_only_prefects_default_database_is_touched(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert prefect_db.default_database({"PREFECT_HOME": str(home)}) == home / "prefect.db"
+    for name in (
+        "PREFECT_API_DATABASE_CONNECTION_URL",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+        "PREFECT_SERVER_DATABASE_DRIVER",
+        "PREFECT_SERVER_DATABASE_HOST",
+        "PREFECT_SERVER_DATABASE_NAME",
+    ):
+        assert prefect_db.default_database({"PREFECT_HOME": str(home), name: "x"}) is None
+    # A database setting that does not move the file leaves it Prefect's default.
+    timeout = {"PREFECT_HOME": str(home), "PREFECT_SERVER_DATABASE_TIMEOUT": "10"}
+    assert prefect_db.default_database(timeout) == home / "prefect.db"
+    home.mkdir()
+    (home / "profiles.toml").write_text(
+        '[profiles.work]\nPREFECT_API_DATABASE_CONNECTION_URL = "postgresql+asyncpg://db/p"\n'
+    )
+    assert prefect_db.default_database({"PREFECT_HOME": str(home)}) is None
+    elsewhere = tmp_path / "profiles.toml"
+    elsewhere.write_text('[profiles.default]\nPREFECT_LOGGING_LEVEL = "INFO"\n')
+    env = {"PREFECT_HOME": str(home), "PREFECT_PROFILES_PATH": str(elsewhere)}
+    assert prefect_db.default_database(env) == home / "prefect.db"
+
+
+def test_the_template_is_per_prefect_version_in_the_users_cache(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    found = prefect_db.template({"XDG_CACHE_HOME": str(tmp_path)})
+    assert found == tmp_path / "radflow" / f"prefect-{version('prefect')}.db"
+
+
+def test_a_new_home_gets_a_copy_and_an_existing_database_is_never_replaced(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "template.db"
+    source.write_bytes(b"template bytes")
+    database = tmp_path / "home" / "prefect.db"
+    assert prefect_db.seed(database, source) is True
+    assert database.read_bytes() == b"template bytes"
+    assert sorted(p.name for p in database.parent.iterdir()) == ["prefect.db"]  # no .part left
+    database.write_bytes(b"the user's runs")
+    assert prefect_db.seed(database, source) is False
+    assert database.read_bytes() == b"the user's runs"
+    # A log or journal without its database (a crash, a half-deleted home): not seeded.
+    for log in ("prefect.db-wal", "prefect.db-journal"):
+        other = tmp_path / log / "prefect.db"
+        other.parent.mkdir()
+        other.with_name(log).write_bytes(b"log")
+        assert prefect_db.seed(other, source) is False and not other.exists()
+    assert prefect_db.seed(tmp_path / "third" / "prefect.db", tmp_path / "missing.db") is False
+
+
+def _database(path: Path) -> sqlite3.Connection:
+    """A database as Prefect's server leaves it: write-ahead log, schema, installation rows."""
+    db = sqlite3.connect(path, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE alembic_version (version_num TEXT)")
+    db.execute("INSERT INTO alembic_version VALUES ('a3b9c7d2e5f1')")
+    db.execute("CREATE TABLE configuration (key TEXT, value TEXT)")
+    db.executemany(
+        "INSERT INTO configuration VALUES (?, ?)",
+        [("TELEMETRY_SESSION", "s-1"), ("ENCRYPTION_KEY", "k-1"), ("OTHER", "kept")],
+    )
+    db.execute("CREATE TABLE block_type (id INTEGER)")
+    db.executemany("INSERT INTO block_type VALUES (?)", [(i,) for i in range(500)])
+    db.commit()
+    return db
+
+
+def test_the_template_is_a_consistent_copy_without_the_installations_rows(
+    tmp_path: Path,
+) -> None:
+    live = _database(tmp_path / "prefect.db")
+    stop = threading.Event()
+
+    def writes() -> None:  # the server goes on writing while the copy is taken
+        n = 500
+        while not stop.is_set():
+            live.execute("INSERT INTO block_type VALUES (?)", (n,))
+            live.commit()
+            n += 1
+
+    writer = threading.Thread(target=writes)
+    writer.start()
+    target = tmp_path / "cache" / "radflow" / "prefect-x.db"
+    try:
+        prefect_db.keep(tmp_path / "prefect.db", target)
+    finally:
+        stop.set()
+        writer.join()
+    copy = sqlite3.connect(target)
+    assert copy.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    assert copy.execute("SELECT * FROM alembic_version").fetchall() == [("a3b9c7d2e5f1",)]
+    assert copy.execute("SELECT * FROM configuration").fetchall() == [("OTHER", "kept")]
+    ids = [i for (i,) in copy.execute("SELECT id FROM block_type ORDER BY id")]
+    assert ids == list(range(len(ids))) and len(ids) >= 500  # a prefix: no torn page
+    copy.close()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["prefect-x.db"]
+    # Kept once: a template that exists is never rewritten.
+    before = target.read_bytes()
+    live.execute("INSERT INTO configuration VALUES ('TELEMETRY_SESSION', 's-2')")
+    live.commit()
+    prefect_db.keep(tmp_path / "prefect.db", target)
+    assert target.read_bytes() == before
+    live.close()
+
+
+def test_a_template_that_cannot_be_written_is_no_error(tmp_path: Path) -> None:
+    _database(tmp_path / "prefect.db").close()
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    prefect_db.keep(tmp_path / "prefect.db", blocked / "radflow" / "prefect-x.db")
+    prefect_db.keep(tmp_path / "missing.db", tmp_path / "t" / "prefect-x.db")
+    assert not (tmp_path / "t" / "prefect-x.db").exists()
+    assert [p.name for p in (tmp_path / "t").iterdir()] == []
