@@ -9,6 +9,13 @@ registered, no run yet), in `$XDG_CACHE_HOME/radflow/` (else `~/.cache/radflow/`
 Prefect's version, and a later new home starts from that copy: 3.5 s. The server still
 runs its migrations on every start; on the copy they find nothing to do.
 
+A database known to be current is not checked again: after a server of this Prefect version
+has brought it up to date (or it was copied from this version's template), `current.json`
+beside it records the version and the database's Alembic revision. While both still hold,
+the next server starts without its migration run and its block-type registration check
+(`STARTUP_CHECKS_OFF`): 2.4 s to healthy instead of 2.8 s. Another Prefect version, or
+another database put in its place, makes the checks run again.
+
 Only Prefect's default database (`PREFECT_HOME/prefect.db`) is touched, and only when it
 does not exist yet: a configured database (an environment variable or a profile naming one;
 PostgreSQL for `radflow serve`) is left alone. Standard library only: this runs before
@@ -18,6 +25,7 @@ anything else is imported.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sqlite3
@@ -31,6 +39,13 @@ _DATABASE_CHOICES = ("CONNECTION_URL", "DRIVER", "HOST", "NAME")
 _PREFIXES = ("PREFECT_API_DATABASE_", "PREFECT_SERVER_DATABASE_")
 # Rows the first server writes that belong to one installation, not to the schema.
 _INSTALLATION_KEYS = ("TELEMETRY_SESSION", "ENCRYPTION_KEY")
+# The server's start-up work on a database that is already current (Prefect 3.8's names).
+STARTUP_CHECKS_OFF = {
+    "PREFECT_API_DATABASE_MIGRATE_ON_START": "false",
+    "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
+    "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
+}
+_CURRENT = "current.json"
 
 
 def default_database(env: Mapping[str, str]) -> Path | None:
@@ -46,14 +61,70 @@ def default_database(env: Mapping[str, str]) -> Path | None:
     return home / "prefect.db"
 
 
+def prefect_version() -> str | None:
+    try:
+        return version("prefect")
+    except PackageNotFoundError:
+        return None
+
+
 def template(env: Mapping[str, str]) -> Path | None:
     """Where the template for this Prefect version lives; None without Prefect."""
-    try:
-        prefect = version("prefect")
-    except PackageNotFoundError:
+    if (prefect := prefect_version()) is None:
         return None
     cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "radflow" / f"prefect-{prefect}.db"
+
+
+def _revision(database: Path) -> str | None:
+    """The database's Alembic revision; None when it cannot be read."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as db:
+            found = db.execute("SELECT version_num FROM alembic_version").fetchall()
+    except sqlite3.Error:
+        return None
+    return str(found[0][0]) if len(found) == 1 else None
+
+
+def startup_checks_set(env: Mapping[str, str]) -> bool:
+    """Whether the user set the server's start-up checks themselves (under any alias): then
+    a start-up says nothing about the database, and radflow records nothing."""
+    return any(
+        word in name
+        for name in env
+        if name.startswith("PREFECT_")
+        for word in ("MIGRATE_ON_START", "REGISTER_ON_START", "BLOCK_AUTO_REGISTRATION")
+    )
+
+
+def is_current(database: Path) -> bool:
+    """Whether a server of this Prefect version made `database` current, and it is still the
+    same database (its revision unchanged)."""
+    try:
+        recorded = json.loads(database.with_name(_CURRENT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(recorded, dict)
+        and recorded.get("prefect") == prefect_version() is not None
+        and recorded.get("revision") == _revision(database) is not None
+    )
+
+
+def mark_current(database: Path) -> None:
+    """Record that `database` is current for this Prefect version (after a server's full
+    start-up on it, or a copy of this version's template). Best effort, like the template."""
+    revision, prefect = _revision(database), prefect_version()
+    if revision is None or prefect is None:
+        return
+    marker = database.with_name(_CURRENT)
+    part = marker.with_name(f".{marker.name}.{os.getpid()}.part")
+    try:
+        part.write_text(json.dumps({"prefect": prefect, "revision": revision}), encoding="utf-8")
+        os.replace(part, marker)
+    except OSError:
+        with contextlib.suppress(OSError):
+            part.unlink()
 
 
 def seed(database: Path, source: Path) -> bool:

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from flows.runtime import prefect_db
@@ -38,9 +39,9 @@ _SERVER_ENV = {
 }
 
 
-# The new database this process's server is migrating, and where its template goes: kept
-# once the server answers (see `prefect_db`).
-_migrating: tuple[Path, Path] | None = None
+# What to do once this process's server answers (see `prefect_db`): keep the new database it
+# migrated as the template, mark its database current after its full start-up.
+_after_start: list[Callable[[], None]] = []
 
 
 def _free_port() -> int:
@@ -63,7 +64,7 @@ def start_in_background() -> subprocess.Popen[bytes] | None:
     spec = importlib.util.find_spec("prefect")
     if spec is None or spec.origin is None:
         return None
-    _seed_database()
+    database_env = _prepare_database()
     port = _free_port()
     proc = subprocess.Popen(
         [
@@ -83,7 +84,7 @@ def start_in_background() -> subprocess.Popen[bytes] | None:
             "--lifespan",
             "on",
         ],
-        env={**os.environ, **_SERVER_ENV},
+        env={**os.environ, **_SERVER_ENV, **database_env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -97,15 +98,22 @@ def start_in_background() -> subprocess.Popen[bytes] | None:
     return proc
 
 
-def _seed_database() -> None:
-    """A new Prefect home starts from the template; without one, this server's database
-    becomes it (`wait`)."""
-    global _migrating
+def _prepare_database() -> dict[str, str]:
+    """Seed a new Prefect home from the template, and say what the server may skip: the
+    start-up checks, on a database known to be current. The server's environment additions."""
     database, source = prefect_db.default_database(os.environ), prefect_db.template(os.environ)
-    if database is None or source is None or database.exists():
-        return
-    if not prefect_db.seed(database, source) and not source.exists():
-        _migrating = (database, source)
+    if database is None or source is None:
+        return {}
+    if not database.exists():
+        if prefect_db.seed(database, source):
+            prefect_db.mark_current(database)
+        elif not source.exists():
+            _after_start.append(lambda: prefect_db.keep(database, source))
+    if prefect_db.is_current(database):
+        return dict(prefect_db.STARTUP_CHECKS_OFF)
+    if not prefect_db.startup_checks_set(os.environ):  # a full start-up makes it current
+        _after_start.append(lambda: prefect_db.mark_current(database))
+    return {}
 
 
 def wait(proc: subprocess.Popen[bytes] | None, timeout_s: float = 120.0) -> None:
@@ -120,8 +128,9 @@ def wait(proc: subprocess.Popen[bytes] | None, timeout_s: float = 120.0) -> None
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
-                    if _migrating is not None:
-                        prefect_db.keep(*_migrating)
+                    for then in _after_start:
+                        then()
+                    _after_start.clear()
                     return
         except (urllib.error.URLError, OSError):
             pass

@@ -4,8 +4,10 @@ while its server writes."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
+from importlib.metadata import version
 from pathlib import Path
 
 from flows.runtime import prefect_db
@@ -37,8 +39,6 @@ def test_only_prefects_default_database_is_touched(tmp_path: Path) -> None:
 
 
 def test_the_template_is_per_prefect_version_in_the_users_cache(tmp_path: Path) -> None:
-    from importlib.metadata import version
-
     found = prefect_db.template({"XDG_CACHE_HOME": str(tmp_path)})
     assert found == tmp_path / "radflow" / f"prefect-{version('prefect')}.db"
 
@@ -127,3 +127,42 @@ def test_a_template_that_cannot_be_written_is_no_error(tmp_path: Path) -> None:
     prefect_db.keep(tmp_path / "missing.db", tmp_path / "t" / "prefect-x.db")
     assert not (tmp_path / "t" / "prefect-x.db").exists()
     assert [p.name for p in (tmp_path / "t").iterdir()] == []
+
+
+def test_a_database_is_current_for_one_prefect_version_and_one_revision(tmp_path: Path) -> None:
+    database = tmp_path / "prefect.db"
+    assert prefect_db.is_current(database) is False  # no database, no record
+    _database(database).close()
+    assert prefect_db.is_current(database) is False  # no record yet
+    prefect_db.mark_current(database)
+    assert prefect_db.is_current(database) is True
+    record = database.with_name("current.json")
+    assert json.loads(record.read_text()) == {
+        "prefect": version("prefect"),
+        "revision": "a3b9c7d2e5f1",
+    }
+    # Another database in its place (another revision), or another Prefect version.
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE alembic_version SET version_num = 'older'")
+    assert prefect_db.is_current(database) is False
+    prefect_db.mark_current(database)
+    assert prefect_db.is_current(database) is True
+    record.write_text(json.dumps({"prefect": "3.0.0", "revision": "older"}))
+    assert prefect_db.is_current(database) is False
+    record.write_text("not json")
+    assert prefect_db.is_current(database) is False
+    prefect_db.mark_current(tmp_path / "missing.db")  # nothing to read: nothing recorded
+    assert record.read_text() == "not json" and not (tmp_path / "missing.db").exists()
+
+
+def test_start_up_checks_the_user_set_under_any_name_are_theirs() -> None:
+    assert prefect_db.startup_checks_set({"PREFECT_HOME": "/h"}) is False
+    for name in (
+        "PREFECT_API_DATABASE_MIGRATE_ON_START",
+        "PREFECT_SERVER_DATABASE_MIGRATE_ON_START",
+        "PREFECT_API_BLOCKS_REGISTER_ON_START",
+        "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION",
+        "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION",
+    ):
+        assert prefect_db.startup_checks_set({name: "true"}) is True
+    assert all(prefect_db.startup_checks_set({n: "false"}) for n in prefect_db.STARTUP_CHECKS_OFF)
