@@ -4,6 +4,7 @@ warning where a split is too small to trust."""
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pydicom
 import pytest
@@ -88,26 +89,23 @@ def test_small_splits_are_named_class_by_class() -> None:
     assert page.index("1 negative study") < page.index("<h2>Decision</h2>")  # at the top
     big = {part: {"negative": 20, "positive": 20} for part in ("fit", "validation", "test")}
     assert small_split_warnings(big) == []
-    assert "Warning:" not in model_report(
+    assert "Warning:" not in _plain_report(split_counts=big)
+
+
+def _plain_report(**options: Any) -> str:
+    """A model report of a well-sized model but for `options`."""
+    return model_report(
         model_id="m",
         evaluation=evaluate([0, 1], [0.2, 0.8], n_train=40),
         promoted=True,
         reason="r",
         feature_importances={},
         roc_png=PNG,
-        split_counts=big,
+        **options,
     )
 
 
 def test_a_model_left_uncalibrated_is_warned_about() -> None:
-    page = model_report(
-        model_id="m",
-        evaluation=evaluate([0, 1], [0.2, 0.8], n_train=40),
-        promoted=True,
-        reason="r",
-        feature_importances={},
-        roc_png=PNG,
-        calibration="none",
-    )
+    page = _plain_report(calibration="none")
     assert page.count('<p class="warning">Warning: calibration not applied') == 1
     assert page.index("calibration not applied") < page.index("<h2>Decision</h2>")
