@@ -16,6 +16,9 @@ the next server starts without its migration run and its block-type registration
 (`STARTUP_CHECKS_OFF`): 2.4 s to healthy instead of 2.8 s. Another Prefect version, or
 another database put in its place, makes the checks run again.
 
+A command that ends before its server answers (refused by the preflight, Ctrl-C) removes the
+database it seeded again, and the home folder if it made it (`Seeded.undo`).
+
 Only Prefect's default database (`PREFECT_HOME/prefect.db`) is touched, and only when it
 does not exist yet: a configured database (an environment variable or a profile naming one;
 PostgreSQL for `radflow serve`) is left alone. Standard library only: this runs before
@@ -30,6 +33,7 @@ import os
 import shutil
 import sqlite3
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -127,23 +131,42 @@ def mark_current(database: Path) -> None:
             part.unlink()
 
 
-def seed(database: Path, source: Path) -> bool:
-    """Copy `source` to `database` if there is no database there yet; True when copied.
+@dataclass(frozen=True)
+class Seeded:
+    """A database `seed` made, and whether it made its home folder too."""
+
+    database: Path
+    made_home: bool
+
+    def undo(self) -> None:
+        """Remove what the seeding (and `mark_current`, and a server stopped before it
+        answered) left, so that a refused command leaves no Prefect home it did not find."""
+        for name in (_CURRENT, *(self.database.name + s for s in ("", "-wal", "-shm", "-journal"))):
+            with contextlib.suppress(OSError):
+                self.database.with_name(name).unlink()
+        if self.made_home:
+            with contextlib.suppress(OSError):
+                self.database.parent.rmdir()  # only if nothing else is in it
+
+
+def seed(database: Path, source: Path) -> Seeded | None:
+    """Copy `source` to `database` if there is no database there yet; None when not copied.
 
     The copy appears under its name at once (a hard link of a finished file), and never over
     a database another process has just made: `os.link` refuses an existing name."""
     if not source.is_file() or any(
         database.with_name(database.name + suffix).exists() for suffix in ("", "-wal", "-journal")
     ):
-        return False
-    database.parent.mkdir(parents=True, exist_ok=True)
+        return None
+    made_home = not database.parent.exists()
     part = database.with_name(f".{database.name}.{os.getpid()}.part")
     try:
+        database.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, part)
         os.link(part, database)
-        return True
+        return Seeded(database, made_home)
     except OSError:
-        return False
+        return None
     finally:
         with contextlib.suppress(OSError):
             part.unlink()

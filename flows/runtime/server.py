@@ -42,6 +42,9 @@ _SERVER_ENV = {
 # What to do once this process's server answers (see `prefect_db`): keep the new database it
 # migrated as the template, mark its database current after its full start-up.
 _after_start: list[Callable[[], None]] = []
+# A Prefect home this process seeded, until its server answers: a command refused before
+# that (a mistake the preflight finds) leaves no Prefect home behind, as before the seeding.
+_seeded: prefect_db.Seeded | None = None
 
 
 def _free_port() -> int:
@@ -104,8 +107,10 @@ def _prepare_database() -> dict[str, str]:
     database, source = prefect_db.default_database(os.environ), prefect_db.template(os.environ)
     if database is None or source is None:
         return {}
+    global _seeded
     if not database.exists():
-        if prefect_db.seed(database, source):
+        if seeded := prefect_db.seed(database, source):
+            _seeded = seeded
             prefect_db.mark_current(database)
         elif not source.exists():
             _after_start.append(lambda: prefect_db.keep(database, source))
@@ -118,6 +123,7 @@ def _prepare_database() -> dict[str, str]:
 
 def wait(proc: subprocess.Popen[bytes] | None, timeout_s: float = 120.0) -> None:
     """Block until the server answers its health check (or fail with its exit code)."""
+    global _seeded
     if proc is None:
         return
     url = os.environ["PREFECT_API_URL"] + "/health"
@@ -128,6 +134,7 @@ def wait(proc: subprocess.Popen[bytes] | None, timeout_s: float = 120.0) -> None
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
+                    _seeded = None  # in use now
                     for then in _after_start:
                         then()
                     _after_start.clear()
@@ -145,3 +152,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+    if _seeded is not None:  # stopped before it ever answered
+        _seeded.undo()

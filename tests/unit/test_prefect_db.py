@@ -49,19 +49,19 @@ def test_a_new_home_gets_a_copy_and_an_existing_database_is_never_replaced(
     source = tmp_path / "template.db"
     source.write_bytes(b"template bytes")
     database = tmp_path / "home" / "prefect.db"
-    assert prefect_db.seed(database, source) is True
+    assert prefect_db.seed(database, source) == prefect_db.Seeded(database, made_home=True)
     assert database.read_bytes() == b"template bytes"
     assert sorted(p.name for p in database.parent.iterdir()) == ["prefect.db"]  # no .part left
     database.write_bytes(b"the user's runs")
-    assert prefect_db.seed(database, source) is False
+    assert prefect_db.seed(database, source) is None
     assert database.read_bytes() == b"the user's runs"
     # A log or journal without its database (a crash, a half-deleted home): not seeded.
     for log in ("prefect.db-wal", "prefect.db-journal"):
         other = tmp_path / log / "prefect.db"
         other.parent.mkdir()
         other.with_name(log).write_bytes(b"log")
-        assert prefect_db.seed(other, source) is False and not other.exists()
-    assert prefect_db.seed(tmp_path / "third" / "prefect.db", tmp_path / "missing.db") is False
+        assert prefect_db.seed(other, source) is None and not other.exists()
+    assert prefect_db.seed(tmp_path / "third" / "prefect.db", tmp_path / "missing.db") is None
 
 
 def _database(path: Path) -> sqlite3.Connection:
@@ -166,3 +166,23 @@ def test_start_up_checks_the_user_set_under_any_name_are_theirs() -> None:
     ):
         assert prefect_db.startup_checks_set({name: "true"}) is True
     assert all(prefect_db.startup_checks_set({n: "false"}) for n in prefect_db.STARTUP_CHECKS_OFF)
+
+
+def test_a_seeding_is_undone_to_the_folder_it_found(tmp_path: Path) -> None:
+    source = tmp_path / "template.db"
+    _database(source).close()
+    new_home = tmp_path / "new" / "prefect.db"
+    seeded = prefect_db.seed(new_home, source)
+    assert seeded is not None
+    prefect_db.mark_current(new_home)
+    _database(tmp_path / "new" / "x.db").close()  # a server's -wal and -shm beside it
+    (tmp_path / "new" / "x.db").rename(new_home.with_name("prefect.db-wal"))
+    seeded.undo()
+    assert not (tmp_path / "new").exists()
+    # A home that was there stays, with what else it held.
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "profiles.toml").write_text("")
+    kept = prefect_db.seed(tmp_path / "old" / "prefect.db", source)
+    assert kept == prefect_db.Seeded(tmp_path / "old" / "prefect.db", made_home=False)
+    kept.undo()
+    assert [p.name for p in (tmp_path / "old").iterdir()] == ["profiles.toml"]
