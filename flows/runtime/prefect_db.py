@@ -80,6 +80,11 @@ def template(env: Mapping[str, str]) -> Path | None:
     return cache / "radflow" / f"prefect-{prefect}.db"
 
 
+def _part(path: Path) -> Path:
+    """A temporary name beside `path`, renamed or linked into place once whole."""
+    return path.with_name(f".{path.name}.{os.getpid()}.part")
+
+
 def _revision(database: Path) -> str | None:
     """The database's Alembic revision; None when it cannot be read."""
     try:
@@ -122,7 +127,7 @@ def mark_current(database: Path) -> None:
     if revision is None or prefect is None:
         return
     marker = database.with_name(_CURRENT)
-    part = marker.with_name(f".{marker.name}.{os.getpid()}.part")
+    part = _part(marker)
     try:
         part.write_text(json.dumps({"prefect": prefect, "revision": revision}), encoding="utf-8")
         os.replace(part, marker)
@@ -159,7 +164,7 @@ def seed(database: Path, source: Path) -> Seeded | None:
     ):
         return None
     made_home = not database.parent.exists()
-    part = database.with_name(f".{database.name}.{os.getpid()}.part")
+    part = _part(database)
     try:
         database.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, part)
@@ -177,7 +182,7 @@ def keep(database: Path, target: Path) -> None:
     an existing template stays). A failure leaves no template; the next new home migrates."""
     if target.exists():
         return
-    part = target.with_name(f".{target.name}.{os.getpid()}.part")
+    part = _part(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         source = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
@@ -195,3 +200,45 @@ def keep(database: Path, target: Path) -> None:
     except (OSError, sqlite3.Error):
         with contextlib.suppress(OSError):
             part.unlink()
+
+
+@dataclass
+class Prepared:
+    """What `prepare` did to a server's Prefect home, and what waits for the server's first
+    healthy answer (`answered`) or for a stop before it (`stopped_early`)."""
+
+    env: dict[str, str]  # the server's environment additions
+    seeded: Seeded | None = None  # undone if the server never answers
+    mark: Path | None = None  # the database this server's full start-up makes current
+    keep_as: Path | None = None  # and, when it migrated it from nothing, the template's path
+
+    def answered(self) -> None:
+        self.seeded = None  # in use now
+        if self.mark is not None:
+            if self.keep_as is not None:
+                keep(self.mark, self.keep_as)
+            mark_current(self.mark)
+
+    def stopped_early(self) -> None:
+        if self.seeded is not None:
+            self.seeded.undo()
+
+
+def prepare(env: Mapping[str, str]) -> Prepared:
+    """Before a temporary server starts with `env`: seed its new home from the template, and
+    let it skip the start-up checks on a database known to be current."""
+    database, source = default_database(env), template(env)
+    if database is None or source is None:
+        return Prepared({})
+    prepared = Prepared({})
+    if not database.exists():
+        prepared.seeded = seed(database, source)
+        if prepared.seeded is not None:
+            mark_current(database)
+        elif not source.exists():
+            prepared.keep_as = source
+    if is_current(database):
+        prepared.env = dict(STARTUP_CHECKS_OFF)
+    elif not startup_checks_set(env):
+        prepared.mark = database
+    return prepared

@@ -18,7 +18,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 from flows.runtime import prefect_db
@@ -39,12 +38,10 @@ _SERVER_ENV = {
 }
 
 
-# What to do once this process's server answers (see `prefect_db`): keep the new database it
-# migrated as the template, mark its database current after its full start-up.
-_after_start: list[Callable[[], None]] = []
-# A Prefect home this process seeded, until its server answers: a command refused before
-# that (a mistake the preflight finds) leaves no Prefect home behind, as before the seeding.
-_seeded: prefect_db.Seeded | None = None
+# This process's server's Prefect home, as `prefect_db.prepare` left it for the server's
+# first answer, or for a stop before it (a command refused by the preflight leaves no new
+# Prefect home behind).
+_prepared: prefect_db.Prepared | None = None
 
 
 def _free_port() -> int:
@@ -67,7 +64,8 @@ def start_in_background() -> subprocess.Popen[bytes] | None:
     spec = importlib.util.find_spec("prefect")
     if spec is None or spec.origin is None:
         return None
-    database_env = _prepare_database()
+    global _prepared
+    _prepared = prefect_db.prepare(os.environ)
     port = _free_port()
     proc = subprocess.Popen(
         [
@@ -87,7 +85,7 @@ def start_in_background() -> subprocess.Popen[bytes] | None:
             "--lifespan",
             "on",
         ],
-        env={**os.environ, **_SERVER_ENV, **database_env},
+        env={**os.environ, **_SERVER_ENV, **_prepared.env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -101,29 +99,8 @@ def start_in_background() -> subprocess.Popen[bytes] | None:
     return proc
 
 
-def _prepare_database() -> dict[str, str]:
-    """Seed a new Prefect home from the template, and say what the server may skip: the
-    start-up checks, on a database known to be current. The server's environment additions."""
-    database, source = prefect_db.default_database(os.environ), prefect_db.template(os.environ)
-    if database is None or source is None:
-        return {}
-    global _seeded
-    if not database.exists():
-        if seeded := prefect_db.seed(database, source):
-            _seeded = seeded
-            prefect_db.mark_current(database)
-        elif not source.exists():
-            _after_start.append(lambda: prefect_db.keep(database, source))
-    if prefect_db.is_current(database):
-        return dict(prefect_db.STARTUP_CHECKS_OFF)
-    if not prefect_db.startup_checks_set(os.environ):  # a full start-up makes it current
-        _after_start.append(lambda: prefect_db.mark_current(database))
-    return {}
-
-
 def wait(proc: subprocess.Popen[bytes] | None, timeout_s: float = 120.0) -> None:
     """Block until the server answers its health check (or fail with its exit code)."""
-    global _seeded
     if proc is None:
         return
     url = os.environ["PREFECT_API_URL"] + "/health"
@@ -134,10 +111,8 @@ def wait(proc: subprocess.Popen[bytes] | None, timeout_s: float = 120.0) -> None
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
-                    _seeded = None  # in use now
-                    for then in _after_start:
-                        then()
-                    _after_start.clear()
+                    if _prepared is not None:
+                        _prepared.answered()
                     return
         except (urllib.error.URLError, OSError):
             pass
@@ -153,5 +128,5 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    if _seeded is not None:  # stopped before it ever answered
-        _seeded.undo()
+    if _prepared is not None:
+        _prepared.stopped_early()

@@ -186,3 +186,36 @@ def test_a_seeding_is_undone_to_the_folder_it_found(tmp_path: Path) -> None:
     assert kept == prefect_db.Seeded(tmp_path / "old" / "prefect.db", made_home=False)
     kept.undo()
     assert [p.name for p in (tmp_path / "old").iterdir()] == ["profiles.toml"]
+
+
+def test_prepare_seeds_a_new_home_and_lets_a_current_one_skip_the_checks(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    env = {"PREFECT_HOME": str(tmp_path / "first"), "XDG_CACHE_HOME": str(cache)}
+    template = prefect_db.template(env)
+    assert template is not None
+    # No template yet: the server migrates; once it answers its database becomes the
+    # template and is marked current (here a stand-in for what the server made).
+    first = prefect_db.prepare(env)
+    assert first.env == {} and first.seeded is None
+    assert first.mark == tmp_path / "first" / "prefect.db" and first.keep_as == template
+    (tmp_path / "first").mkdir()
+    _database(tmp_path / "first" / "prefect.db").close()
+    first.answered()
+    assert template.is_file() and prefect_db.is_current(tmp_path / "first" / "prefect.db")
+    # A second new home is seeded and current at once: the checks are off.
+    env["PREFECT_HOME"] = str(tmp_path / "second")
+    second = prefect_db.prepare(env)
+    assert second.env == prefect_db.STARTUP_CHECKS_OFF and second.seeded is not None
+    assert second.mark is None and second.keep_as is None
+    second.stopped_early()  # a refused command: no home left behind
+    assert not (tmp_path / "second").exists()
+    # Checks the user set are theirs: nothing is recorded after such a start.
+    env["PREFECT_HOME"] = str(tmp_path / "third")
+    third = prefect_db.prepare(env | {"PREFECT_API_DATABASE_MIGRATE_ON_START": "false"})
+    assert third.seeded is not None and third.env == prefect_db.STARTUP_CHECKS_OFF
+    (tmp_path / "third" / "current.json").unlink()
+    again = prefect_db.prepare(env | {"PREFECT_API_DATABASE_MIGRATE_ON_START": "false"})
+    assert again.env == {} and again.mark is None
+    # A configured database is never touched.
+    configured = env | {"PREFECT_API_DATABASE_CONNECTION_URL": "postgresql+asyncpg://db/p"}
+    assert prefect_db.prepare(configured) == prefect_db.Prepared({})
