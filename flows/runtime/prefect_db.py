@@ -1,20 +1,19 @@
 """A new Prefect home's SQLite database copied from a template, not migrated from nothing.
 
 On its first start on a new database Prefect's server runs every Alembic revision it has,
-then registers its block types: 9.9 s to its first healthy answer here, against 3.1 s on a
+then registers its block types: 9.5 s to its first healthy answer here, against 2.9 s on a
 database that exists. Every `radflow demo` workdir is a new Prefect home, as is a fresh
 machine's `~/.prefect`. So the first temporary server radflow starts on a new database
 leaves a copy of it, taken as soon as the server answers (migrated, block types
 registered, no run yet), in `$XDG_CACHE_HOME/radflow/` (else `~/.cache/radflow/`) under
-Prefect's version, and a later new home starts from that copy: 3.5 s. The server still
-runs its migrations on every start; on the copy they find nothing to do.
+Prefect's version, and a later new home starts from that copy.
 
 A database known to be current is not checked again: after a server of this Prefect version
 has brought it up to date (or it was copied from this version's template), `current.json`
 beside it records the version and the database's Alembic revision. While both still hold,
 the next server starts without its migration run and its block-type registration check
-(`STARTUP_CHECKS_OFF`): 2.4 s to healthy instead of 2.8 s. Another Prefect version, or
-another database put in its place, makes the checks run again.
+(`STARTUP_CHECKS_OFF`): 2.4 s to healthy, a seeded home too (bench/prefect_boot_bench.py).
+Another Prefect version, or another database put in its place, makes the checks run again.
 
 A command that ends before its server answers (refused by the preflight, Ctrl-C) removes the
 database it seeded again, and the home folder if it made it (`Seeded.undo`).
