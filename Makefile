@@ -81,12 +81,14 @@ define run-pytest
 endef
 
 # pytest-xdist gives each worker whole modules (`loadscope`), so a module's fixtures are
-# built once. The flow and stack tiers wait much of the time (on Prefect's server, on the
+# built once, in the order tests/conftest.py sorts them (the stack tier's long modules first),
+# not xdist's (the modules with the most tests first, which left the demo's to run alone at
+# the end). The flow and stack tiers wait much of the time (on Prefect's server, on the
 # processes and servers they start), so the whole suite runs as one session on a worker
 # more than there are cores: on 2 cores, 3 workers took 16.7 minutes where the unit and flow
 # tiers on 2 workers and then the stack tier alone took 24-28 (bench/RESULTS.md).
 WORKERS ?= 3
-XDIST := -n $(WORKERS) --dist loadscope
+XDIST := -n $(WORKERS) --dist loadscope --no-loadscope-reorder
 
 # The whole suite: unit, flow (real Prefect runs in process) and stack (servers, subprocesses,
 # browsers, PostgreSQL).
@@ -95,7 +97,7 @@ pytest: $(VENV)/.installed-dev test-deps test-data
 
 # The unit tier alone: what `make check` runs.
 unit: $(VENV)/.installed-dev test-data
-	$(call run-pytest,-n 2 --dist loadscope -m "not flow and not stack")
+	$(call run-pytest,-n 2 --dist loadscope --no-loadscope-reorder -m "not flow and not stack")
 
 # The CUDA training paths (tests/gpu/; in `make test` too, skipped there without a GPU). On a
 # GPU machine, with a CUDA build of torch: make test-gpu TORCH="torch --index-url <CUDA index>"

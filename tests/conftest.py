@@ -71,9 +71,13 @@ TIERS = ("flow", "stack")
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The folder is the tier: tests under tests/flow/ carry the `flow` marker, those under
-    tests/stack/ `stack`, the unit tests under tests/unit/ neither. The unit tier runs first,
-    then flow, then stack (a stable sort: each module's order, and pytest's grouping of
-    parametrised fixtures, stay as they were)."""
+    tests/stack/ `stack`, the unit tests under tests/unit/ neither. In one process the unit
+    tier runs first, then flow, then stack: the quick ones fail first. Under pytest-xdist the
+    order is reversed, as the workers take the modules in this order (with
+    `--no-loadscope-reorder`, the Makefile's): the long stack modules start first and the
+    short unit ones fill the workers' ends, where a long module started last ran alone for
+    over a minute. The sort is stable: each module's order, and pytest's grouping of
+    parametrised fixtures, stay as they were."""
     root = Path(__file__).parent
     tiers: dict[str, int] = {}
     for item in items:
@@ -85,7 +89,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 f"{item.nodeid}: marked {sorted(have) or 'unit'} but lives in tests/{folder}/"
             )
         tiers[item.nodeid] = 1 + TIERS.index(folder) if want else 0
-    items.sort(key=lambda item: tiers[item.nodeid])
+    heaviest_first = "PYTEST_XDIST_WORKER" in os.environ
+    items.sort(key=lambda item: -tiers[item.nodeid] if heaviest_first else tiers[item.nodeid])
 
 
 # --------------------------------------------------------------------------- object storage
