@@ -15,8 +15,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -120,16 +122,7 @@ def start(
     pids: dict[str, int] = {}
 
     def spawn(name: str, args: list[str], process_env: dict[str, str]) -> None:
-        with open(logs / f"{name}.log", "ab") as log:
-            child = subprocess.Popen(
-                [sys.executable, "-m", *args],
-                env=process_env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # `stop` ends the whole group, flow runs included
-            )
-        pids[name] = child.pid
+        pids[name] = _spawn([sys.executable, "-m", *args], process_env, logs / f"{name}.log")
 
     spawn(
         "server",
@@ -159,6 +152,36 @@ def start(
         raise
     (home / "stack.json").write_text(json.dumps(asdict(stack), indent=1))
     return stack
+
+
+def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> int:
+    """A child in a session of its own (`stop` ends the whole group, flow runs included),
+    able to take SIGINT: a `prefect worker` stops on SIGTERM by sending itself SIGINT, and
+    children inherit an ignored SIGINT (`radflow serve &` in a script: a shell starts its
+    background commands so): those workers ran on until `stop`'s SIGKILL, 20 s later.
+    Python resets a handled signal to its default in a new program, never an ignored one."""
+    with open(log_path, "ab") as log, _sigint_handled():
+        child = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return child.pid
+
+
+@contextlib.contextmanager
+def _sigint_handled() -> Iterator[None]:
+    """SIGINT handled here (so not ignored in a child) while the child starts, where it was
+    ignored; only the main thread may change it, elsewhere it is left as it is."""
+    if (
+        signal.getsignal(signal.SIGINT) != signal.SIG_IGN
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def stop(home: Path) -> list[str]:

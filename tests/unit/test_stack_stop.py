@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -69,3 +71,41 @@ def test_a_group_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     assert runtime_stack._end([("worker-cpu", stubborn.pid)], wait=0.5) == ["worker-cpu"]
     assert stubborn.wait(timeout=5) == -9  # SIGKILL, after the wait
     assert time.monotonic() - started >= 0.5
+
+
+# A stand-in `prefect worker`: it stops on SIGTERM by sending itself SIGINT (Prefect 3.8's
+# `setup_signal_handlers_worker`), keeping the SIGINT handling it started with.
+PREFECT_LIKE_WORKER = """
+import os, signal, time
+signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+try:
+    print("ready", flush=True)
+    while True:
+        time.sleep(0.1)
+except KeyboardInterrupt:
+    print("stopped by its SIGINT", flush=True)
+"""
+
+
+def test_workers_started_with_sigint_ignored_still_stop_on_sigterm(tmp_path: Path) -> None:
+    """`radflow serve &` in a script starts with SIGINT ignored, and its children would inherit
+    that: a worker then ignored the SIGINT its SIGTERM handler sends, until the SIGKILL."""
+    log = tmp_path / "worker-cpu.log"
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        pid = runtime_stack._spawn(
+            [sys.executable, "-c", PREFECT_LIKE_WORKER], dict(os.environ), log
+        )
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # this process: as it was
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    deadline = time.monotonic() + 30
+    while "ready" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (tmp_path / "stack.json").write_text(json.dumps({"pids": {"worker-cpu": pid}}))
+
+    assert runtime_stack.stop(tmp_path) == ["worker-cpu"]
+
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0  # not SIGKILLed
+    assert log.read_text() == "ready\nstopped by its SIGINT\n"
