@@ -303,6 +303,13 @@ class Settings(BaseSettings):
     preprocess: PreprocessParams = PreprocessParams()
     features: FeatureParams = FeatureParams()
     train: TrainSettings = TrainSettings()
+    studies_per_stage: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="how many studies one flow process works on at once in each per-study"
+        " stage (its threads); the studies still move through the stages side by side",
+    )
     stage_tags: bool = Field(
         True,
         description="a `stage:<name>` tag on every task run, to filter by in the UI; off by"

@@ -11,6 +11,7 @@ event while the flow goes on.
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -106,6 +107,25 @@ def quarantine(record: QuarantineRecord) -> str:
     return where
 
 
+_turns: dict[str, threading.BoundedSemaphore] = {}
+_turns_made = threading.Lock()
+
+
+def turn(stage: str) -> threading.BoundedSemaphore:
+    """The slots of this process for `stage`'s work (`Settings.studies_per_stage`, 1 by default).
+
+    Prefect's thread runner starts every mapped study at once. The per-study work gains nothing
+    from that: de-identification is Python holding the GIL, and ITK's filters already use
+    every core; N studies at once only hold N studies in memory and finish together, so the
+    next stage starts on none of them before the last is done. One at a time per stage, the
+    studies flow through the stages side by side instead (one study's registration while the
+    next is de-identified), memory stays one study per stage, and the first study is ready
+    first. A cached task returns before its body, so it never waits for a slot."""
+    slots = settings().studies_per_stage
+    with _turns_made:
+        return _turns.setdefault(f"{stage}/{slots}", threading.BoundedSemaphore(slots))
+
+
 def stage_task(
     stage: Stage, *, tags: tuple[str, ...] = (), after: Callable[..., None] | None = None
 ) -> Task[..., str | None]:
@@ -115,7 +135,8 @@ def stage_task(
     inputs = list(inspect.signature(stage.run).parameters.values())[2:]
 
     def body(*keys: str | None) -> str | None:
-        outcome = run_stage(stage, lake(), settings(), keys)
+        with turn(stage.NAME):
+            outcome = run_stage(stage, lake(), settings(), keys)
         if (record := outcome.quarantined) is not None:
             announce_quarantine(record.store_key, record.stage, record.reason)
             get_run_logger().warning(
