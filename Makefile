@@ -75,7 +75,11 @@ test-data: $(TEST_DATA)/pyradiomics/.fetched
 
 # pytest exits 5 when it collected nothing: a broken suite, so it fails loudly here. The
 # slowest tests are listed at the end of every run, so the cost of each stays visible.
-PYTEST := $(BIN)/pytest --durations=25
+# Containers often set PYTHONDONTWRITEBYTECODE (this machine does). Under it every one of the
+# many Python processes the suite starts compiles radflow's modules from source again (0.5 s
+# a command here), and each pytest worker rewrites the asserts of every test module again (8 s
+# a worker): the tests write their bytecode (`__pycache__/`, ignored by git).
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest --durations=25
 define run-pytest
 	$(PYTEST) $(1); rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests" >&2; exit $$rc
 endef
