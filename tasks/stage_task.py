@@ -4,14 +4,15 @@ A stage module (`radflow.stages.<name>`) says its `NAME`, its `address(settings,
 its `run(lake, settings, *inputs)`. From these, `stage_task` makes the Prefect task: its
 parameters are the stage's inputs, its cache key is the output's address in this lake (a
 `CachePolicy`, so a re-run shows Cached), its run name and tag come from the name, a None input
-(a study set aside upstream) passes through, and bad input becomes a quarantine record and an
-event while the flow goes on.
+(a study set aside upstream) passes through, bad input becomes a quarantine record and an
+event while the flow goes on, and the process works on `studies_per_stage` studies at a time
+in the stage (`radflow.stage_slots`). What these rules are lives in radflow; this module only
+hands them to Prefect.
 """
 
 from __future__ import annotations
 
 import inspect
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,17 +24,14 @@ from prefect.context import TaskRunContext
 from prefect.runtime import task_run
 from prefect.tasks import Task
 
-from radflow.keys import sha256_bytes, short_id
+from radflow.keys import short_id
 from radflow.lake.records import QuarantineRecord
-from radflow.stages import Stage, run_stage
+from radflow.stage_slots import stage_slots
+from radflow.stages import Stage, cache_key, run_stage, still_there
 from tasks.runtime import lake, settings, task
 
 if TYPE_CHECKING:
     from prefect.types import DateTime
-
-
-def in_lake(value: object) -> bool:
-    return lake().holds(value)
 
 
 @dataclass
@@ -51,7 +49,7 @@ class LakeAddress(CachePolicy):
 
     name: str = ""
     address: Callable[..., str] | None = None
-    holds: Callable[[Any], bool] = in_lake
+    holds: Callable[[Any], bool] | None = None
 
     def compute_key(
         self,
@@ -62,19 +60,15 @@ class LakeAddress(CachePolicy):
     ) -> str | None:
         if self.address is None or any(v is None for v in inputs.values()):
             return None
-        addr = self.address(**inputs)
-        key = f"radflow-{self.name}-{sha256_bytes(f'{lake().url}|{addr}'.encode())}"
+        key = cache_key(lake(), self.name, self.address(**inputs))
         records = task_ctx.result_store
-        if records.exists(key) and not self._still_held(records.read(key).result, inputs):
+        first = str(next(iter(inputs.values()), ""))  # what a None output set aside
+        if records.exists(key) and not still_there(
+            lake(), self.name, records.read(key).result, first, self.holds
+        ):
             past = datetime.now(UTC) - timedelta(seconds=1)  # Prefect's DateTime is a datetime
             records.write(obj=None, key=key, expiration=cast("DateTime", past))
         return key
-
-    def _still_held(self, value: object, inputs: dict[str, Any]) -> bool:
-        if value is None:  # a stage's None: it set its first input aside (run_stage)
-            first = str(next(iter(inputs.values())))
-            return lake().quarantined(self.name, first) is not None
-        return self.holds(value)
 
 
 def run_name(name: str) -> Callable[[], str]:
@@ -107,25 +101,6 @@ def quarantine(record: QuarantineRecord) -> str:
     return where
 
 
-_turns: dict[str, threading.BoundedSemaphore] = {}
-_turns_made = threading.Lock()
-
-
-def turn(stage: str) -> threading.BoundedSemaphore:
-    """The slots of this process for `stage`'s work (`Settings.studies_per_stage`, 1 by default).
-
-    Prefect's thread runner starts every mapped study at once. The per-study work gains nothing
-    from that: de-identification is Python holding the GIL, and ITK's filters already use
-    every core; N studies at once only hold N studies in memory and finish together, so the
-    next stage starts on none of them before the last is done. One at a time per stage, the
-    studies flow through the stages side by side instead (one study's registration while the
-    next is de-identified), memory stays one study per stage, and the first study is ready
-    first. A cached task returns before its body, so it never waits for a slot."""
-    slots = settings().studies_per_stage
-    with _turns_made:
-        return _turns.setdefault(f"{stage}/{slots}", threading.BoundedSemaphore(slots))
-
-
 def stage_task(
     stage: Stage, *, tags: tuple[str, ...] = (), after: Callable[..., None] | None = None
 ) -> Task[..., str | None]:
@@ -135,7 +110,7 @@ def stage_task(
     inputs = list(inspect.signature(stage.run).parameters.values())[2:]
 
     def body(*keys: str | None) -> str | None:
-        with turn(stage.NAME):
+        with stage_slots(stage.NAME, settings().studies_per_stage):
             outcome = run_stage(stage, lake(), settings(), keys)
         if (record := outcome.quarantined) is not None:
             announce_quarantine(record.store_key, record.stage, record.reason)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from radflow.errors import QuarantineError
+from radflow.keys import sha256_bytes
 from radflow.lake import Lake
 from radflow.lake.records import QuarantineRecord
 
@@ -62,3 +63,24 @@ def run_stage(stage: Stage, lake: Lake, settings: Settings, keys: Sequence[str |
         record = QuarantineRecord.of_error("", present[0], stage.NAME, err)
         lake.quarantine(record)
         return Outcome(quarantined=record)
+
+
+def cache_key(lake: Lake, stage: str, address: str) -> str:
+    """The key of a stage output's cache record: its address within this lake (the same
+    address in another lake is another output)."""
+    return f"radflow-{stage}-{sha256_bytes(f'{lake.url}|{address}'.encode())}"
+
+
+def still_there(
+    lake: Lake,
+    stage: str,
+    output: object,
+    first_input: str,
+    holds: Callable[[Any], bool] | None = None,
+) -> bool:
+    """Whether a stage's earlier output still stands: a None (`run_stage` set the first
+    input aside) while the input's quarantine record is there, any other output while
+    `holds(output)` (by default, while the lake holds it)."""
+    if output is None:
+        return lake.quarantined(stage, first_input) is not None
+    return (holds or lake.holds)(output)
