@@ -1,5 +1,5 @@
 """A flow process works on one study at a time in each stage, and the studies still move
-through the stages side by side (tasks/stage_task.py `turn`).
+through the stages side by side (`radflow.stage_slots`, taken by `tasks.stage_task`).
 
 Real Prefect runs of tasks that `stage_task` makes from two stand-in stages, mapped over
 three studies on Prefect's thread runner, as the ingest flow maps its stages.
