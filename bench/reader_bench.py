@@ -19,11 +19,9 @@ and a compressed series is also read with `decode_workers=0` (in this process).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +36,7 @@ from pydicom.uid import JPEG2000Lossless
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from at_revision import module_at  # noqa: E402
 from imaging_bench import peak_extra_mib, timed  # noqa: E402
 
 from radflow.imaging.read import read_series  # noqa: E402
@@ -70,18 +69,9 @@ def _series(workdir: Path, slices: int, size: int, variant: str) -> list[Path]:
 
 def _reader_at(revision: str) -> Callable[[list[Path]], sitk.Image]:
     """`read_series` as radflow/imaging/read.py had it at git `revision`."""
-    source = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{revision}:radflow/imaging/read.py"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    path = Path(tempfile.mkdtemp()) / "read_before.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("read_before", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    reader: Callable[[list[Path]], sitk.Image] = module.read_series
+    reader: Callable[[list[Path]], sitk.Image] = module_at(
+        revision, "radflow/imaging/read.py", "read_before"
+    ).read_series
     return reader
 
 

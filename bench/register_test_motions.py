@@ -1,6 +1,8 @@
-"""TRE of the registration tests' motions, before (ITK's pyramid, `itk_pyramid_register.py`)
-and after (radflow's box-averaged pyramid): the images, motions and points of
-tests/unit/imaging/test_register.py, printed as a Markdown table.
+"""TRE of the registration tests' motions, before (ITK's pyramid, `itk_pyramid_register.py`,
+or with `--before REV` radflow's registration at that git revision) and after (radflow's
+today): the images, motions and points of tests/unit/imaging/test_register.py, printed as a
+Markdown table. `--realistic` adds the 512 x 512 x 300 CT pair of `imaging_bench.py
+--realistic` (10° oblique, 8.1 mm) as a case.
 
 With `--seeds N` each case is registered with the metric's sampling seeds 1..N by both
 methods: which voxels Mattes MI samples is the one random choice in a registration, so a
@@ -8,7 +10,7 @@ single seed's worst case says as much about the draw as about the method; the ta
 gives each case's mean and worst over the seeds, and each seed's mean and worst over the
 cases.
 
-Usage: python bench/register_test_motions.py [--seeds N]
+Usage: python bench/register_test_motions.py [--seeds N] [--before REV] [--realistic]
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import SimpleITK as sitk
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "unit" / "imaging")]
 
-import itk_pyramid_register as before  # noqa: E402
+import itk_pyramid_register  # noqa: E402
 import test_register as t  # noqa: E402
+from at_revision import module_at  # noqa: E402
 
 from radflow.imaging import register as after  # noqa: E402
 from radflow.imaging.read import read_series  # noqa: E402
@@ -76,10 +79,34 @@ def cases(root: Path) -> list[Case]:
     return out
 
 
+def realistic_case() -> Case:
+    """imaging_bench's realistic pair: its phantom, noise, motion and body points."""
+    import imaging_bench as ib
+
+    spacing = ib.REALISTIC_SPACING
+    clean = ib.to_sitk(ib.phantom((512, 512, 300), spacing, noise=False), spacing)
+    rng = np.random.default_rng(1)
+    truth = sitk.Euler3DTransform()
+    truth.SetRotation(*np.deg2rad([6.0, -5.0, 6.0]))
+    truth.SetTranslation((5.0, -5.0, 4.0))
+    fixed = ib.with_noise(clean, rng)
+    moving = ib.with_noise(t._moved(clean, truth, -1000.0), rng)
+    body = t._physical_points(clean, sitk.GetArrayViewFromImage(clean) > -500)[::500]
+    return ("512 x 512 x 300 CT pair", fixed, moving, truth, body, "rigid")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=1, help="sampling seeds 1..N per case")
-    seeds = range(1, parser.parse_args().seeds + 1)
+    parser.add_argument("--before", metavar="REV", help="radflow's registration at this revision")
+    parser.add_argument("--realistic", action="store_true", help="add the 512x512x300 CT pair")
+    args = parser.parse_args()
+    seeds = range(1, args.seeds + 1)
+    before = (
+        module_at(args.before, "radflow/imaging/register.py", "register_before")
+        if args.before
+        else itk_pyramid_register
+    )
     if len(seeds) == 1:
         print("| case | TRE before mm | TRE after mm | s before | s after |")
         print("| --- | ---: | ---: | ---: | ---: |")
@@ -89,7 +116,8 @@ def main() -> None:
     # tres[case][seed] = (before, after)
     tres: list[list[tuple[float, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, fixed, moving, truth, points, kind in cases(Path(tmp)):
+        every_case = cases(Path(tmp)) + ([realistic_case()] if args.realistic else [])
+        for name, fixed, moving, truth, points, kind in every_case:
             row: list[tuple[float, float]] = []
             for seed in seeds:
                 t0 = time.perf_counter()

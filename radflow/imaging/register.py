@@ -29,6 +29,11 @@ WORKING_SPACING_MM = 2.0
 # registers about as fast as a small one.
 MIN_SAMPLES = 5_000
 MAX_SAMPLES = 20_000
+# The optimiser stops once a step would be under a micrometre: the transform moves no point by
+# more than that, far below the spread over sampling seeds (TRE 0.04-0.09 mm on a 512 x 512 x
+# 300 pair). 1e-4 mm took 10-15 % more iterations for the same TRE; 5e-3 stopped a 2 mm MRI's
+# coarse levels early (a 1.2 mm TRE among the test motions), bench/RESULTS.md.
+MIN_STEP_MM = 1e-3
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,8 @@ def working_copy(image: sitk.Image, spacing_mm: float | None) -> sitk.Image:
     geometry exact (ITK moves the origin to the bin centres); an axis already coarser than
     `spacing_mm` is left alone, so the copy is never coarser than the bar.
     """
-    image = sitk.Cast(image, sitk.sitkFloat32)
+    if image.GetPixelID() != sitk.sitkFloat32:  # Cast copies even to its own type (0.08 s
+        image = sitk.Cast(image, sitk.sitkFloat32)  # for 512 x 512 x 300): the reader's is float32
     if spacing_mm is None:
         return image
     factors = [max(1, math.floor(spacing_mm / s + 1e-6)) for s in image.GetSpacing()]
@@ -102,7 +108,10 @@ def _method(fixed: sitk.Image, seed: int, learning_rate: float) -> sitk.ImageReg
     reg.SetMetricUseFixedImageGradientFilter(False)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=learning_rate, minStep=1e-4, numberOfIterations=200, relaxationFactor=0.5
+        learningRate=learning_rate,
+        minStep=MIN_STEP_MM,
+        numberOfIterations=200,
+        relaxationFactor=0.5,
     )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetNumberOfThreads(1)  # see _one_thread
@@ -156,23 +165,21 @@ def _run(
     level that starts near its optimum does not leap 2 mm away from it first (on 256 x 256 x
     128 CT pairs, 10-30 % fewer iterations, TRE the same or lower).
     """
-    count = [0]
-
-    def tick() -> None:
-        count[0] += 1
-
-    transform, metric = initial, 0.0
+    transform, metric, iterations = initial, 0.0, 0
     for level, (fixed_level, moving_level) in enumerate(zip(fixed, moving, strict=True)):
         reg = _method(fixed_level, seed, learning_rate=2.0 / 2**level)
-        reg.AddCommand(sitk.sitkIterationEvent, tick)
         reg.SetInitialTransform(transform, inPlace=False)
+        # No Python command on the iteration event: each call waits for the GIL, up to the
+        # 5 ms switch interval while a stage on another task thread holds it (60 iterations
+        # of a 128 x 128 x 100 level beside a busy Python thread: 1.31-1.60 times their time
+        # alone with one, 0.90-1.21 without).
         with _one_thread():
             out = reg.Execute(fixed_level, moving_level)
-        reg.RemoveAllCommands()
+        iterations += reg.GetOptimizerIteration()
         metric = reg.GetMetricValue()
         # Execute wraps the result in a composite; the optimised transform is its last entry.
         transform = sitk.CompositeTransform(out).GetBackTransform()
-    return transform, metric, count[0]
+    return transform, metric, iterations
 
 
 def _rounded(transform: sitk.Transform) -> None:
