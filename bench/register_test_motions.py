@@ -111,14 +111,19 @@ def main() -> None:
         print("| case | TRE before mm | TRE after mm | s before | s after |")
         print("| --- | ---: | ---: | ---: | ---: |")
     else:
-        print("| case | before: mean (worst) over seeds mm | after: mean (worst) mm |")
-        print("| --- | ---: | ---: |")
+        print(
+            "| case | before: mean (worst) over seeds mm | after: mean (worst) mm"
+            " | s before | s after |"
+        )
+        print("| --- | ---: | ---: | ---: | ---: |")
     # tres[case][seed] = (before, after)
     tres: list[list[tuple[float, float]]] = []
+    total = [0.0, 0.0]  # seconds, every case and seed
     with tempfile.TemporaryDirectory() as tmp:
         every_case = cases(Path(tmp)) + ([realistic_case()] if args.realistic else [])
         for name, fixed, moving, truth, points, kind in every_case:
             row: list[tuple[float, float]] = []
+            seconds = [0.0, 0.0]  # over the seeds
             for seed in seeds:
                 t0 = time.perf_counter()
                 old = before.register(fixed, moving, kind, seed=seed)  # type: ignore[arg-type]
@@ -127,7 +132,9 @@ def main() -> None:
                 t2 = time.perf_counter()
                 pair = (t._tre(old.transform, truth, points), t._tre(new.transform, truth, points))
                 row.append(pair)
+                seconds = [seconds[0] + t1 - t0, seconds[1] + t2 - t1]
             tres.append(row)
+            total = [total[0] + seconds[0], total[1] + seconds[1]]
             if len(seeds) == 1:
                 print(
                     f"| {name} | {pair[0]:.3f} | {pair[1]:.3f} | {t1 - t0:.2f} | {t2 - t1:.2f} |",
@@ -136,7 +143,8 @@ def main() -> None:
             else:
                 mean, worst = np.mean(row, axis=0), np.max(row, axis=0)
                 print(
-                    f"| {name} | {mean[0]:.3f} ({worst[0]:.3f}) | {mean[1]:.3f} ({worst[1]:.3f}) |",
+                    f"| {name} | {mean[0]:.3f} ({worst[0]:.3f}) | {mean[1]:.3f} ({worst[1]:.3f})"
+                    f" | {seconds[0]:.2f} | {seconds[1]:.2f} |",
                     flush=True,
                 )
     every = np.array(tres)  # case, seed, method
@@ -146,16 +154,17 @@ def main() -> None:
         print(f"| worst | {worst[0]:.3f} | {worst[1]:.3f} | | |")
         return
     print(
-        f"| every case and seed | {mean[0]:.3f} ({worst[0]:.3f}) | {mean[1]:.3f} ({worst[1]:.3f}) |"
+        f"| every case and seed | {mean[0]:.3f} ({worst[0]:.3f}) | {mean[1]:.3f} ({worst[1]:.3f})"
+        f" | {total[0]:.2f} | {total[1]:.2f} |"
     )
     for i, seed in enumerate(seeds):
         m, w = every[:, i].mean(axis=0), every[:, i].max(axis=0)
         print(
             f"| seed {seed}: mean (worst) over the cases "
-            f"| {m[0]:.3f} ({w[0]:.3f}) | {m[1]:.3f} ({w[1]:.3f}) |"
+            f"| {m[0]:.3f} ({w[0]:.3f}) | {m[1]:.3f} ({w[1]:.3f}) | | |"
         )
     wins = int((every[..., 1] <= every[..., 0]).sum())
-    print(f"| after ≤ before | | {wins} of {every.shape[0] * every.shape[1]} registrations |")
+    print(f"| after ≤ before | | {wins} of {every.shape[0] * every.shape[1]} registrations | | |")
 
 
 if __name__ == "__main__":
