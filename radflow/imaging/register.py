@@ -29,10 +29,10 @@ WORKING_SPACING_MM = 2.0
 # registers about as fast as a small one.
 MIN_SAMPLES = 5_000
 MAX_SAMPLES = 20_000
-# The optimiser stops once a step would be under a micrometre: the transform moves no point by
-# more than that, far below the spread over sampling seeds (TRE 0.04-0.09 mm on a 512 x 512 x
-# 300 pair). 1e-4 mm took 10-15 % more iterations for the same TRE; 5e-3 stopped a 2 mm MRI's
-# coarse levels early (a 1.2 mm TRE among the test motions), bench/RESULTS.md.
+# The optimiser stops once a step would be under a micrometre, far below the spread of TRE
+# over sampling seeds (0.04-0.09 mm on a 512 x 512 x 300 pair). 1e-4 mm took 10-20 % longer
+# for the same TRE; 5e-3 stopped some of the 2 mm MRI test motions early (TRE 1.2 mm), see
+# bench/RESULTS.md.
 MIN_STEP_MM = 1e-3
 
 
@@ -171,8 +171,8 @@ def _run(
         reg.SetInitialTransform(transform, inPlace=False)
         # No Python command on the iteration event: each call waits for the GIL, up to the
         # 5 ms switch interval while a stage on another task thread holds it (60 iterations
-        # of a 128 x 128 x 100 level beside a busy Python thread: 1.31-1.60 times their time
-        # alone with one, 0.90-1.21 without).
+        # of a 128 x 128 x 100 level beside a busy Python thread: 1.8-2.8 times their time
+        # alone with one, 0.95-1.02 without; bench/register_beside_python.py).
         with _one_thread():
             out = reg.Execute(fixed_level, moving_level)
         iterations += reg.GetOptimizerIteration()
