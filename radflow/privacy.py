@@ -12,6 +12,7 @@ exception's class and a hash of the input; the original traceback goes to a priv
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import functools
 import os
 import traceback
@@ -72,8 +73,15 @@ class ScrubbedError(RadflowError):
 
 
 def error_class_name(err: BaseException) -> str:
+    """The exception's class, and for an OS error the system's own words for its number
+    ("OSError (ENOSPC: No space left on device)"): what a user acts on, and nothing the
+    failing call was given (its message and file name may hold PHI)."""
     cls = type(err)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__name__}"
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__name__}"
+    code = err.errno if isinstance(err, OSError) else None
+    if isinstance(code, int) and code in errno.errorcode:
+        name += f" ({errno.errorcode[code]}: {os.strerror(code)})"
+    return name
 
 
 def scrub(stage: str, input_key: str, err: BaseException, cache_dir: Path | None) -> ScrubbedError:

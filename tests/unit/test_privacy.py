@@ -38,7 +38,10 @@ def test_unexpected_exception_is_replaced_and_kept_in_a_private_log(tmp_path: Pa
     shown = "".join(traceback.format_exception(err))
     assert "MRN7654321" not in shown and "GARCIA" not in shown
     assert err.__cause__ is None and err.__suppress_context__
-    assert str(err).startswith(f"anonymize failed with FileNotFoundError on input {short_id(KEY)};")
+    assert str(err).startswith(
+        "anonymize failed with FileNotFoundError (ENOENT: No such file or directory) on input"
+        f" {short_id(KEY)};"
+    )
     [log] = (tmp_path / "cache" / "errors").iterdir()
     assert log.name == err.log_name and log.name.startswith(f"anonymize-{short_id(KEY)}-")
     assert f"/inbox/{PHI}/IM0001.dcm" in log.read_text()  # the original, with its traceback
@@ -47,6 +50,18 @@ def test_unexpected_exception_is_replaced_and_kept_in_a_private_log(tmp_path: Pa
     # Prefect pickles a failed task's exception: it must come back the same.
     again = pickle.loads(pickle.dumps(err))
     assert type(again) is ScrubbedError and str(again) == str(err)
+
+
+def test_a_full_disk_is_named_without_the_path(tmp_path: Path) -> None:
+    """A full disk fails every study alike; the message says so, not where it was writing."""
+    full = OSError(28, "No space left on device", f"/lake/deid/{PHI}.dcm")
+    with pytest.raises(ScrubbedError) as info:
+        failing(full, tmp_path)(KEY)  # type: ignore[operator]
+    assert "failed with OSError (ENOSPC: No space left on device) on input" in str(info.value)
+    assert PHI not in "".join(traceback.format_exception(info.value))
+    # Not an OS error, or one without a number: the class alone, as before.
+    with pytest.raises(ScrubbedError, match=r"failed with OSError on input"):
+        failing(OSError(f"odd {PHI}"), tmp_path)(KEY)  # type: ignore[operator]
 
 
 def test_library_exception_names_its_module(tmp_path: Path) -> None:
