@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import tempfile
+import traceback
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,30 +62,36 @@ def launch(fn: Callable[[int, int, T], None], processes: int, arg: T, device: st
     """Run `fn(rank, processes, arg)` in `processes` spawned processes that share a process
     group (MASTER_ADDR 127.0.0.1 on a free port). `fn` and `arg` must be picklable by
     reference to an importable module. A failure in any process stops the others and raises
-    DistributedTrainingError here, its cause carrying the process's traceback."""
+    DistributedTrainingError here, naming the process that failed first; its cause carries
+    the traceback torch reported (the first process to end)."""
     port = _free_port()
-    with _bare_main():
-        context = start_processes(
-            _entry,
-            args=(processes, port, device, fn, arg),
-            nprocs=processes,
-            join=False,
-            start_method="spawn",
-        )
-    assert context is not None
-    try:
-        while not context.join():
-            pass
-    except ProcessRaisedException as e:
-        last = str(e).strip().splitlines()[-1]
-        raise DistributedTrainingError(
-            f"data-parallel training failed in process {e.error_index} of {processes}: {last}"
-        ) from e
-    except ProcessExitedException as e:
-        how = f"signal {e.signal_name}" if e.signal_name else f"exit code {e.exit_code}"
-        raise DistributedTrainingError(
-            f"data-parallel training process {e.error_index} of {processes} died ({how})"
-        ) from e
+    with tempfile.TemporaryDirectory(prefix="radflow-ddp-") as scratch:
+        first_failure = os.path.join(scratch, "first-failure")
+        with _bare_main():
+            context = start_processes(
+                _entry,
+                args=(processes, port, device, fn, arg, first_failure),
+                nprocs=processes,
+                join=False,
+                start_method="spawn",
+            )
+        assert context is not None
+        try:
+            while not context.join():
+                pass
+        except ProcessRaisedException as e:
+            index, last = _read_first_failure(first_failure) or (
+                e.error_index,
+                str(e).strip().splitlines()[-1],
+            )
+            raise DistributedTrainingError(
+                f"data-parallel training failed in process {index} of {processes}: {last}"
+            ) from e
+        except ProcessExitedException as e:
+            how = f"signal {e.signal_name}" if e.signal_name else f"exit code {e.exit_code}"
+            raise DistributedTrainingError(
+                f"data-parallel training process {e.error_index} of {processes} died ({how})"
+            ) from e
 
 
 def all_mean(value: float, device: torch.device) -> float:
@@ -101,7 +109,13 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
 
 
 def _entry(
-    rank: int, world: int, port: int, device: str, fn: Callable[[int, int, T], None], arg: T
+    rank: int,
+    world: int,
+    port: int,
+    device: str,
+    fn: Callable[[int, int, T], None],
+    arg: T,
+    first_failure: str,
 ) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
@@ -112,8 +126,34 @@ def _entry(
     )
     try:
         fn(rank, world, arg)
+    except BaseException as err:
+        _record_first_failure(first_failure, rank, err)
+        raise
     finally:
         dist.destroy_process_group()
+
+
+def _record_first_failure(path: str, rank: int, err: BaseException) -> None:
+    """The first process to fail says so before its process group closes.
+
+    The others then fail in their next collective ("Connection closed by peer"), and torch
+    reports whichever process it finds ended first: with two processes on two cores, now and
+    then the peer's error, not the cause."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:  # another process failed first (or the folder is gone): theirs stands
+        return
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"{rank}\n{traceback.format_exception_only(err)[-1].strip()}")
+
+
+def _read_first_failure(path: str) -> tuple[int, str] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            rank, last = f.read().split("\n", 1)
+        return int(rank), last
+    except (OSError, ValueError):  # no process recorded one (a signal, or the write failed)
+        return None
 
 
 def _free_port() -> int:

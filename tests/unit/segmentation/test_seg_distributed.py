@@ -116,3 +116,16 @@ def test_a_failed_process_is_a_clear_error_and_the_training_resumes(
     )
     assert resumed.resumed_from_epoch == 1
     assert_same_training(resumed, one)
+
+
+def test_the_first_process_to_fail_is_the_one_named(tmp_path: Path) -> None:
+    """A failing process records itself before its process group closes; its peers then
+    fail on the closed connection, and torch names whichever process it finds ended first
+    (now and then the peer, when both have ended before it looks)."""
+    from radflow.segmentation.distributed import _read_first_failure, _record_first_failure
+
+    record = str(tmp_path / "first-failure")
+    assert _read_first_failure(record) is None  # a signal, not an exception: torch's account
+    _record_first_failure(record, 1, RuntimeError("test failure in rank 1"))
+    _record_first_failure(record, 0, RuntimeError("Connection closed by peer"))
+    assert _read_first_failure(record) == (1, "RuntimeError: test failure in rank 1")
