@@ -351,16 +351,15 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
-def realistic_registration(size: tuple[int, int, int], seeds: int = 1) -> None:
-    """Before/after/floor for one CT pair with a known 10° oblique, 8.1 mm rigid motion; with
-    `seeds` > 1 both also register it with the metric's sampling seeds 2..`seeds` (TRE only:
-    one draw of samples is one TRE, the seeds show its spread)."""
-    from itk_pyramid_register import register as itk_pyramid_register
-
+def realistic_pair(
+    size: tuple[int, int, int],
+) -> tuple[sitk.Image, sitk.Image, sitk.Euler3DTransform, npt.NDArray[np.float64]]:
+    """A CT pair at REALISTIC_SPACING, each with its own noise, the moving one's anatomy
+    moved by a known 10° oblique, 8.1 mm rigid motion, and every 500th body voxel's physical
+    point (where TRE is measured)."""
     spacing = REALISTIC_SPACING
     clean = to_sitk(phantom(size, spacing, noise=False), spacing)
     rng = np.random.default_rng(1)
-
     truth = sitk.Euler3DTransform()
     truth.SetRotation(*np.deg2rad([6.0, -5.0, 6.0]))
     truth.SetTranslation((5.0, -5.0, 4.0))
@@ -368,7 +367,16 @@ def realistic_registration(size: tuple[int, int, int], seeds: int = 1) -> None:
     moving = with_noise(sitk.Resample(clean, truth.GetInverse(), sitk.sitkLinear, -1000.0), rng)
     body = np.argwhere(sitk.GetArrayViewFromImage(clean) > -500)[::500, ::-1].astype(float)
     points = np.array([clean.TransformContinuousIndexToPhysicalPoint(p.tolist()) for p in body])
-    del clean
+    return fixed, moving, truth, points
+
+
+def realistic_registration(size: tuple[int, int, int], seeds: int = 1) -> None:
+    """Before/after/floor for one CT pair with a known 10° oblique, 8.1 mm rigid motion; with
+    `seeds` > 1 both also register it with the metric's sampling seeds 2..`seeds` (TRE only:
+    one draw of samples is one TRE, the seeds show its spread)."""
+    from itk_pyramid_register import register as itk_pyramid_register
+
+    fixed, moving, truth, points = realistic_pair(size)
 
     def tre(t: sitk.Transform) -> float:
         found = np.array([t.TransformPoint(tuple(p)) for p in points])

@@ -81,18 +81,10 @@ def cases(root: Path) -> list[Case]:
 
 def realistic_case() -> Case:
     """imaging_bench's realistic pair: its phantom, noise, motion and body points."""
-    import imaging_bench as ib
+    from imaging_bench import realistic_pair
 
-    spacing = ib.REALISTIC_SPACING
-    clean = ib.to_sitk(ib.phantom((512, 512, 300), spacing, noise=False), spacing)
-    rng = np.random.default_rng(1)
-    truth = sitk.Euler3DTransform()
-    truth.SetRotation(*np.deg2rad([6.0, -5.0, 6.0]))
-    truth.SetTranslation((5.0, -5.0, 4.0))
-    fixed = ib.with_noise(clean, rng)
-    moving = ib.with_noise(t._moved(clean, truth, -1000.0), rng)
-    body = t._physical_points(clean, sitk.GetArrayViewFromImage(clean) > -500)[::500]
-    return ("512 x 512 x 300 CT pair", fixed, moving, truth, body, "rigid")
+    fixed, moving, truth, points = realistic_pair((512, 512, 300))
+    return ("512 x 512 x 300 CT pair", fixed, moving, truth, points, "rigid")
 
 
 def main() -> None:

@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from realistic_bench import SLICES, generate, radflow_env, run_cli
 
+from radflow.demo import ensure_secret  # realistic_bench put the repository on the path
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -32,10 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="radflow-turns-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    secret = workdir / "secret.key"
-    if not secret.exists():
-        secret.write_text("bench-secret-" + "0123456789abcdef" * 2)
-        secret.chmod(0o600)
+    ensure_secret(workdir / "secret.key")
     inbox = workdir / "inbox"
     if not inbox.exists():
         generate(inbox, args.studies, 7, (512, 512, SLICES))

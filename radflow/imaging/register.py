@@ -57,8 +57,10 @@ def working_copy(image: sitk.Image, spacing_mm: float | None) -> sitk.Image:
     geometry exact (ITK moves the origin to the bin centres); an axis already coarser than
     `spacing_mm` is left alone, so the copy is never coarser than the bar.
     """
-    if image.GetPixelID() != sitk.sitkFloat32:  # Cast copies even to its own type (0.08 s
-        image = sitk.Cast(image, sitk.sitkFloat32)  # for 512 x 512 x 300): the reader's is float32
+    # The reader gives float32, and Cast copies even to an image's own type (0.08 s at
+    # 512 x 512 x 300).
+    if image.GetPixelID() != sitk.sitkFloat32:
+        image = sitk.Cast(image, sitk.sitkFloat32)
     if spacing_mm is None:
         return image
     factors = [max(1, math.floor(spacing_mm / s + 1e-6)) for s in image.GetSpacing()]

@@ -126,7 +126,7 @@ def _entry(
     )
     try:
         fn(rank, world, arg)
-    except BaseException as err:
+    except Exception as err:  # what torch reports as raised (an interrupt is the parent's)
         _record_first_failure(first_failure, rank, err)
         raise
     finally:
