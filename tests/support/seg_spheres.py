@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,3 +60,11 @@ def fail_in_process_1(rank: int, epoch: int) -> None:
     if rank == 1:
         loaded = [m for m in HEAVY_MODULES if m in sys.modules]
         raise RuntimeError(f"test failure in rank {rank} after epoch {epoch}; loaded {loaded}")
+
+
+def mark_the_exit(rank: int, world: int, folder: Path) -> None:
+    """A `launch` target that says it ran, and would say so again at the interpreter's exit."""
+    import atexit
+
+    (folder / f"ran-{rank}").touch()
+    atexit.register((folder / f"finalised-{rank}").touch)

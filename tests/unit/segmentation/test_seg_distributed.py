@@ -8,9 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from support.seg_spheres import SPACING, TINY, fail_in_process_1, one_torch_thread, sphere_case
+from support.seg_spheres import (
+    SPACING,
+    TINY,
+    fail_in_process_1,
+    mark_the_exit,
+    one_torch_thread,
+    sphere_case,
+)
 
-from radflow.segmentation.distributed import DistributedTrainingError
+from radflow.segmentation.distributed import DistributedTrainingError, launch
 from radflow.segmentation.train import CHECKPOINT_NAME, TrainedSegmentation, train_segmentation
 
 TRAIN = [sphere_case(seed) for seed in range(3)]
@@ -129,3 +136,10 @@ def test_the_first_process_to_fail_is_the_one_named(tmp_path: Path) -> None:
     _record_first_failure(record, 1, RuntimeError("test failure in rank 1"))
     _record_first_failure(record, 0, RuntimeError("Connection closed by peer"))
     assert _read_first_failure(record) == (1, "RuntimeError: test failure in rank 1")
+
+
+def test_a_finished_process_ends_without_the_interpreters_finalisation(tmp_path: Path) -> None:
+    # Finalising a process that ran DistributedDataParallel on gloo now and then aborted it
+    # (SIGABRT) after a successful training; CI failed on it once.
+    launch(mark_the_exit, 2, tmp_path, "cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ran-0", "ran-1"]
