@@ -15,6 +15,7 @@ from prefect.futures import PrefectFuture
 
 from radflow import progress
 from radflow.delivery import DeliverySummary, Prepared, StudyOutcome, refused_files
+from radflow.privacy import failure_cause
 from radflow.store import StoreError, open_store
 from tasks.runtime import lake, settings
 
@@ -34,6 +35,19 @@ def outcome(future: Future) -> str | None:
 def broke(future: Future) -> bool:
     """Failed, or left Pending ("NotReady") by a failed upstream stage."""
     return not future.state.is_completed()
+
+
+def failure(*stages: Future) -> str | None:
+    """What broke in one study's `stages` (its futures in order): the first failed one's cause,
+    in `failure_cause`'s words; None when the last one did not break."""
+    if not broke(stages[-1]):
+        return None
+    for future in stages:
+        if future.state.is_failed():
+            err = future.state.result(raise_on_failure=False)
+            if isinstance(err, BaseException):
+                return failure_cause(err)
+    return "an error radflow could not read back"
 
 
 def prepared(
@@ -61,7 +75,7 @@ def prepared(
         if artifact is not None and (done == len(rows) or done % max(1, len(rows) // 20) == 0):
             update_progress_artifact(artifact, 100.0 * done / len(rows))
     outcomes = [
-        StudyOutcome(ref, outcome(d), outcome(v), outcome(r), broke(r))
+        StudyOutcome(ref, outcome(d), outcome(v), outcome(r), failure(d, v, r))
         for ref, d, v, r in zip(refs, deid, volumes, rows, strict=True)
     ]
     try:
@@ -86,4 +100,4 @@ def prepared(
         summary.files_refused,
     )
     progress.delivery_finished(*delivery, summary)
-    return Prepared(keys, summary.failed, summary.seen)
+    return Prepared(keys, summary.failed, summary.seen, summary.causes)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from prefect import flow, unmapped
 
 from flows.ingest import delivery_run_name, prepare_studies
-from flows.outcomes import broke, outcome
+from flows.outcomes import failure, outcome
 from flows.runtime.tag_checks import connect_tag_checks
 from radflow.delivery import Prepared
 from radflow.results import delivery_id
@@ -23,8 +25,9 @@ def score_steps(source: str, prefix: str = "") -> list[str]:
     reports = study_report.map(scores)
     done = [key for key in map(outcome, reports) if key]
     record_results(delivery_id(source, prefix), [outcome(s) for s in scores])
-    failed = studies.failed + sum(map(broke, reports))
-    Prepared(studies.keys, failed, studies.seen).raise_if_failed()
+    causes = Counter(studies.causes)
+    causes.update(c for s, r in zip(scores, reports, strict=True) if (c := failure(s, r)))
+    Prepared(studies.keys, sum(causes.values()), studies.seen, dict(causes)).raise_if_failed()
     return done
 
 

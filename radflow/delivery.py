@@ -19,17 +19,22 @@ from radflow.store import ObjectStore
 @dataclass(frozen=True)
 class StudyOutcome:
     """The keys one study's stages returned: None from the stage that set it aside or failed,
-    and every stage after it; `failed` when a stage failed unexpectedly (not bad input)."""
+    and every stage after it; `failure` says what broke when a stage failed unexpectedly (not
+    bad input), in `radflow.privacy.failure_cause`'s words."""
 
     ref: str
     deid: str | None
     volume: str | None
     row: str | None
-    failed: bool
+    failure: str | None = None
 
     @property
     def prepared(self) -> bool:
         return self.row is not None
+
+    @property
+    def failed(self) -> bool:
+        return self.failure is not None
 
     def stopped_at(self) -> tuple[str, str]:
         """The stage that set the study aside, and its input (how its record is found)."""
@@ -50,6 +55,7 @@ class DeliverySummary:
     reasons: dict[str, int] = field(default_factory=dict)
     failed: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # files fetch refused, by reason
+    causes: dict[str, int] = field(default_factory=dict)  # failed studies, by what broke
 
     @property
     def quarantined(self) -> int:
@@ -80,6 +86,7 @@ class DeliverySummary:
             reasons=dict(reasons),
             failed=sum(o.failed for o in outcomes),
             refused=refused or {},
+            causes=dict(Counter(o.failure for o in outcomes if o.failure is not None)),
         )
 
     def lines(self) -> list[str]:
@@ -97,6 +104,7 @@ class DeliverySummary:
         done += f", {self.quarantined} quarantined, {self.failed} failed"
         lines = [done]
         lines += [f"  quarantined: {n} {reason}" for reason, n in sorted(self.reasons.items())]
+        lines += [f"  failed: {n} {cause}" for cause, n in sorted(self.causes.items())]
         if self.refused:
             lines.append(f"{_count(self.files_refused, 'file')} refused:")
             lines += [f"  {n} {reason}" for reason, n in sorted(self.refused.items())]
@@ -110,6 +118,7 @@ class DeliverySummary:
             ("quarantined", self.quarantined),
             *((f"quarantined: {reason}", n) for reason, n in sorted(self.reasons.items())),
             ("failed (an error, not the input: see the failed task runs)", self.failed),
+            *((f"failed: {cause}", n) for cause, n in sorted(self.causes.items())),
             *((f"files refused: {reason}", n) for reason, n in sorted(self.refused.items())),
         ]
         return "| | studies |\n| --- | ---: |\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
@@ -144,11 +153,15 @@ class Prepared:
     keys: list[str]
     failed: int
     seen: int
+    causes: dict[str, int] = field(default_factory=dict)  # as in DeliverySummary
 
     def raise_if_failed(self) -> None:
         """Called once the other studies are finished, so one bad study never holds them up."""
         if self.failed:
+            why = "; ".join(f"{n} {cause}" for cause, n in sorted(self.causes.items()))
             raise RadflowError(
-                f"{self.failed} of {self.seen} studies failed unexpectedly; the others are done",
+                f"{self.failed} of {self.seen} studies failed unexpectedly"
+                + (f" ({why})" if why else "")
+                + "; the others are done",
                 hint="see the failed task runs; after a fix, run again (finished studies: Cached)",
             )

@@ -84,6 +84,14 @@ def error_class_name(err: BaseException) -> str:
     return name
 
 
+def failure_cause(err: BaseException) -> str:
+    """What made a study fail, for its delivery's summary: the stage and the class of a scrubbed
+    error ("features: OSError"), the class of any other; never a message."""
+    if isinstance(err, ScrubbedError):
+        return f"{err.stage}: {err.error_class}"
+    return error_class_name(err)
+
+
 def scrub(stage: str, input_key: str, err: BaseException, cache_dir: Path | None) -> ScrubbedError:
     """The PHI-free stand-in for `err`; its full traceback goes to the private log under
     `cache_dir` (none when it is None or cannot be written: the error must still be raised)."""

@@ -228,7 +228,9 @@ def test_one_study_failing_unexpectedly_holds_up_no_other(
     folder, labels, _ = inbox
     state = ingest(folder.as_uri(), "", str(labels), return_state=True)
     assert state.is_failed()
-    assert "1 of 3 studies failed unexpectedly; the others are done" in str(state.message)
+    assert "1 of 3 studies failed unexpectedly (1 features: OSError); the others are done" in str(
+        state.message
+    )
     lake = folder.parent / "lake"
     assert len(list((lake / "catalog").iterdir())) == 2
     assert not (lake / "quarantine").exists()  # an error is not the input's fault
@@ -241,6 +243,8 @@ def test_one_study_failing_unexpectedly_holds_up_no_other(
     [summary] = [a for a in artifacts if a.key == "radflow-delivery-summary"][:1]
     assert "| prepared | 2 |" in str(summary.data)
     assert "| failed (an error, not the input: see the failed task runs) | 1 |" in str(summary.data)
+    assert "| failed: features: OSError | 1 |" in str(summary.data)
+    assert "disk went away" not in str(summary.data) + str(state.message)
 
     monkeypatch.setattr(features_stage, "run", real)
     assert len(ingest(folder.as_uri(), "", str(labels))) == 3  # fixed: the run goes through
@@ -265,7 +269,9 @@ def test_a_study_whose_scoring_breaks_holds_up_no_other(
     reported = set((pipeline_env / "lake").glob("reports/*/*/study.html"))
     state = score_flow(folder.as_uri(), "", return_state=True)
     assert state.is_failed()
-    assert f"1 of {len(studies)} studies failed unexpectedly" in str(state.message)
+    assert f"1 of {len(studies)} studies failed unexpectedly (1 score: ValueError);" in str(
+        state.message
+    )
     new = set((pipeline_env / "lake").glob("reports/*/*/study.html")) - reported
     assert len(new) == len(studies) - 1
 

@@ -3,9 +3,16 @@ deliveries that yielded no study (which make the command exit 1)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from radflow import progress
 from radflow.console import ConsoleProgress
-from radflow.delivery import DeliverySummary
+from radflow.delivery import DeliverySummary, Prepared, StudyOutcome
+from radflow.errors import RadflowError
+from radflow.lake import Lake
+from radflow.store import LocalStore
 
 
 def test_a_first_run_shows_no_cached_studies() -> None:
@@ -23,6 +30,32 @@ def test_a_rerun_says_what_was_prepared_before() -> None:
         "1 file refused:",
         "  1 empty file",
     ]
+
+
+def test_failed_studies_are_counted_by_what_broke(tmp_path: Path) -> None:
+    """A full disk fails every study alike: the summary and the run's error say so once,
+    instead of "failed unexpectedly" alone."""
+    full = "features: OSError (ENOSPC: No space left on device)"
+    outcomes = [
+        StudyOutcome("raw-a", "deid-a", "vol-a", "row-a"),
+        StudyOutcome("raw-b", "deid-b", "vol-b", None, full),
+        StudyOutcome("raw-c", "deid-c", None, None, "preprocess: MemoryError"),
+        StudyOutcome("raw-d", "deid-d", "vol-d", None, full),
+    ]
+    summary = DeliverySummary.of(Lake(LocalStore(tmp_path)), outcomes, cached=0)
+    assert (summary.failed, summary.quarantined) == (3, 0)
+    assert summary.lines() == [
+        "4 studies: 1 prepared, 0 quarantined, 3 failed",
+        f"  failed: 2 {full}",
+        "  failed: 1 preprocess: MemoryError",
+    ]
+    assert f"| failed: {full} | 2 |" in summary.markdown()
+    with pytest.raises(RadflowError) as info:
+        Prepared(["row-a"], summary.failed, summary.seen, summary.causes).raise_if_failed()
+    assert str(info.value).startswith(
+        f"3 of 4 studies failed unexpectedly (2 {full}; 1 preprocess: MemoryError);"
+        " the others are done"
+    )
 
 
 def test_no_study_found_names_the_refused_files() -> None:

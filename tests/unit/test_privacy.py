@@ -12,7 +12,7 @@ import pytest
 from radflow.config import load_settings
 from radflow.errors import ConfigError, QuarantineError
 from radflow.keys import short_id
-from radflow.privacy import ScrubbedError, scrub_exceptions, write_private
+from radflow.privacy import ScrubbedError, failure_cause, scrub_exceptions, write_private
 
 PHI = "GARCIA^MARIA MRN7654321"
 KEY = "raw-0123456789abcdef0123456789abcdef"
@@ -62,6 +62,14 @@ def test_a_full_disk_is_named_without_the_path(tmp_path: Path) -> None:
     # Not an OS error, or one without a number: the class alone, as before.
     with pytest.raises(ScrubbedError, match=r"failed with OSError on input"):
         failing(OSError(f"odd {PHI}"), tmp_path)(KEY)  # type: ignore[operator]
+
+
+def test_a_failed_studys_cause_is_its_stage_and_class_only(tmp_path: Path) -> None:
+    with pytest.raises(ScrubbedError) as info:
+        failing(OSError(28, f"full at {PHI}", f"/lake/{PHI}.dcm"), tmp_path)(KEY)  # type: ignore[operator]
+    assert failure_cause(info.value) == "anonymize: OSError (ENOSPC: No space left on device)"
+    # An error no stage scrubbed (Prefect's, a crash): its class, never its message.
+    assert failure_cause(ValueError(f"Input X contains {PHI}")) == "ValueError"
 
 
 def test_library_exception_names_its_module(tmp_path: Path) -> None:
