@@ -11,11 +11,12 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
+from prefect.exceptions import FailedRun
 from prefect.futures import PrefectFuture
 
 from radflow import progress
 from radflow.delivery import DeliverySummary, Prepared, StudyOutcome, refused_files
-from radflow.privacy import failure_cause
+from radflow.privacy import failure_cause, scrubbed_cause
 from radflow.store import StoreError, open_store
 from tasks.runtime import lake, settings
 
@@ -43,10 +44,17 @@ def failure(*stages: Future) -> str | None:
     if not broke(stages[-1]):
         return None
     for future in stages:
-        if future.state.is_failed():
-            err = future.state.result(raise_on_failure=False)
-            if isinstance(err, BaseException):
-                return failure_cause(err)
+        state = future.state
+        if not state.is_failed():
+            continue
+        try:
+            err = state.result(raise_on_failure=False)
+        except Exception:  # not kept where this process can read it
+            err = None
+        if isinstance(err, BaseException) and not isinstance(err, FailedRun):
+            return failure_cause(err)
+        # From a Dask worker only the state's message comes back (a FailedRun).
+        return scrubbed_cause(state.message or "") or "an error on a worker (see its task run)"
     return "an error radflow could not read back"
 
 

@@ -15,6 +15,7 @@ import datetime as dt
 import errno
 import functools
 import os
+import re
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -90,6 +91,19 @@ def failure_cause(err: BaseException) -> str:
     if isinstance(err, ScrubbedError):
         return f"{err.stage}: {err.error_class}"
     return error_class_name(err)
+
+
+# ScrubbedError's own message, as Prefect hands it back when only the text came home (a task
+# that failed on a Dask worker: its state's message, not the exception).
+_SCRUBBED_MESSAGE = re.compile(
+    r"([\w-]+) failed with (.+?) on input [\w-]+; its message may hold PHI and is withheld"
+)
+
+
+def scrubbed_cause(text: str) -> str | None:
+    """`failure_cause` of the ScrubbedError whose message is in `text`; None when none is."""
+    found = _SCRUBBED_MESSAGE.search(text)
+    return f"{found[1]}: {found[2]}" if found else None
 
 
 def scrub(stage: str, input_key: str, err: BaseException, cache_dir: Path | None) -> ScrubbedError:

@@ -12,7 +12,13 @@ import pytest
 from radflow.config import load_settings
 from radflow.errors import ConfigError, QuarantineError
 from radflow.keys import short_id
-from radflow.privacy import ScrubbedError, failure_cause, scrub_exceptions, write_private
+from radflow.privacy import (
+    ScrubbedError,
+    failure_cause,
+    scrub_exceptions,
+    scrubbed_cause,
+    write_private,
+)
 
 PHI = "GARCIA^MARIA MRN7654321"
 KEY = "raw-0123456789abcdef0123456789abcdef"
@@ -70,6 +76,10 @@ def test_a_failed_studys_cause_is_its_stage_and_class_only(tmp_path: Path) -> No
     assert failure_cause(info.value) == "anonymize: OSError (ENOSPC: No space left on device)"
     # An error no stage scrubbed (Prefect's, a crash): its class, never its message.
     assert failure_cause(ValueError(f"Input X contains {PHI}")) == "ValueError"
+    # From a Dask worker only the failed state's message comes back: the same cause, read there.
+    message = f"Task run encountered an exception ScrubbedError: {info.value}"
+    assert scrubbed_cause(message) == failure_cause(info.value)
+    assert scrubbed_cause(f"Task run encountered an exception ValueError: {PHI}") is None
 
 
 def test_library_exception_names_its_module(tmp_path: Path) -> None:
