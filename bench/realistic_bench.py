@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -505,12 +506,10 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
     volumes = [(lake.image(v, "image"), lake.image(v, "mask")) for _, v, _ in done]
     extractor = pyradiomics_extractor()
     if extractor is not None:
-        feature_floor = sum(
-            best_of(3, lambda im=im, m=m: extractor.execute(im, m)) for im, m in volumes
-        )
+        feature_floor = sum(best_of(3, partial(extractor.execute, im, m)) for im, m in volumes)
         feature_floor_name = "pyradiomics, default features, same image and ROI"
     else:
-        feature_floor = sum(best_of(3, lambda im=im, m=m: extract(im, m)) for im, m in volumes)
+        feature_floor = sum(best_of(3, partial(extract, im, m)) for im, m in volumes)
         feature_floor_name = "radflow's extract on the volume in memory (no pyradiomics)"
     voxels = [int(sitk.GetArrayViewFromImage(m).sum()) for _, m in volumes]
 
@@ -547,7 +546,8 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         # The first ingest above also made its Prefect home (the server's database migrations,
         # 15-30 s here), once per machine; a user's next delivery is cold for a new lake only.
         prefect_home = env["PREFECT_HOME"]
-        cold_lakes, directs = [], [direct_total]
+        cold_lakes: list[float] = []
+        directs = [direct_total]
         for k in range(args.repeats):
             if k:  # alternating with the ingests, so that both see the same machine
                 again = Timer()
@@ -625,10 +625,10 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         print("\n| task runner | cold ingest s | studies/hour | peak resident MB per process |")
         print("| --- | ---: | ---: | --- |")
         for name, seconds, peaks in throughput:
-            memory = "; ".join(
+            peak_mb = "; ".join(
                 f"{kind} {rss / 2**20:.0f}" for kind, rss in peaks if rss >= 50 * 2**20
             )
-            print(f"| {name} | {seconds:.1f} | {n / seconds * 3600:.0f} | {memory} |")
+            print(f"| {name} | {seconds:.1f} | {n / seconds * 3600:.0f} | {peak_mb} |")
 
 
 if __name__ == "__main__":
