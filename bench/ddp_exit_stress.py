@@ -1,5 +1,5 @@
 """Two-process data-parallel training, many times over on a loaded machine: how many end
-with a process killed by a signal after the training succeeded.
+with a process killed by a signal after the training succeeded, and the seconds a run takes.
 
 CI failed once on `test_two_gloo_processes_match_one` with "process 1 terminated with signal
 SIGABRT" ("terminate called without an active exception", no Python frame: the interpreter's
@@ -66,8 +66,8 @@ def main() -> None:
     finally:
         for p in busy:
             p.terminate()
-    minutes = (time.perf_counter() - started) / 60
-    print(f"{failures} of {args.runs} runs failed ({args.busy} busy processes, {minutes:.0f} min)")
+    each = (time.perf_counter() - started) / args.runs
+    print(f"{failures} of {args.runs} runs failed ({args.busy} busy processes, {each:.1f} s a run)")
 
 
 if __name__ == "__main__":
