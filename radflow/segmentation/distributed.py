@@ -81,19 +81,28 @@ def launch(fn: Callable[[int, int, T], None], processes: int, arg: T, device: st
         try:
             while not context.join():
                 pass
-        except ProcessRaisedException as e:
-            index, last = _read_first_failure(first_failure) or (
-                e.error_index,
-                str(e).strip().splitlines()[-1],
-            )
+        except (ProcessRaisedException, ProcessExitedException) as e:
             raise DistributedTrainingError(
-                f"data-parallel training failed in process {index} of {processes}: {last}"
+                _failure_message(e, processes, _read_first_failure(first_failure))
             ) from e
-        except ProcessExitedException as e:
-            how = f"signal {e.signal_name}" if e.signal_name else f"exit code {e.exit_code}"
-            raise DistributedTrainingError(
-                f"data-parallel training process {e.error_index} of {processes} died ({how})"
-            ) from e
+
+
+def _failure_message(
+    e: ProcessRaisedException | ProcessExitedException,
+    processes: int,
+    first: tuple[int, str] | None,
+) -> str:
+    """The recorded first failure when there is one: torch names the process it found ended
+    first, which may be a peer that failed on the closed connection, or one that died of a
+    signal (gloo may abort a process whose peer went away, rather than raise in it)."""
+    if first is not None:
+        index, last = first
+    elif isinstance(e, ProcessRaisedException):
+        index, last = e.error_index, str(e).strip().splitlines()[-1]
+    else:
+        how = f"signal {e.signal_name}" if e.signal_name else f"exit code {e.exit_code}"
+        return f"data-parallel training process {e.error_index} of {processes} died ({how})"
+    return f"data-parallel training failed in process {index} of {processes}: {last}"
 
 
 def all_mean(value: float, device: torch.device) -> float:

@@ -138,6 +138,29 @@ def test_the_first_process_to_fail_is_the_one_named(tmp_path: Path) -> None:
     assert _read_first_failure(record) == (1, "RuntimeError: test failure in rank 1")
 
 
+def test_the_recorded_failure_is_named_even_when_a_peer_died_of_a_signal() -> None:
+    """gloo may abort the peer whose collective lost its connection (SIGABRT, no error
+    file): torch may then report that peer, but the recorded failure is the cause."""
+    from torch.multiprocessing.spawn import ProcessExitedException
+
+    from radflow.segmentation.distributed import _failure_message
+
+    peer = ProcessExitedException(
+        "process 0 terminated with signal SIGABRT",
+        error_index=0,
+        error_pid=4242,
+        exit_code=-6,
+        signal_name="SIGABRT",
+    )
+    cause = (1, "RuntimeError: test failure in rank 1")
+    assert _failure_message(peer, 2, cause) == (
+        "data-parallel training failed in process 1 of 2: RuntimeError: test failure in rank 1"
+    )
+    assert _failure_message(peer, 2, None) == (
+        "data-parallel training process 0 of 2 died (signal SIGABRT)"
+    )
+
+
 def test_a_finished_process_ends_without_the_interpreters_finalisation(tmp_path: Path) -> None:
     # Finalising a process that ran DistributedDataParallel on gloo now and then aborted it
     # (SIGABRT) after a successful training; CI failed on it once.
