@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support.seg_spheres import SPACING, TINY, sphere_case  # noqa: E402
+from support.seg_spheres import SPACING, TINY, training_spheres  # noqa: E402
 
 import radflow  # noqa: E402
 from radflow.segmentation.distributed import DistributedTrainingError  # noqa: E402
@@ -44,8 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"radflow from {Path(radflow.__file__).parent}; torch {torch.__version__}")
     torch.set_num_threads(1)  # as the test runs it
-    train = [sphere_case(seed) for seed in range(3)]
-    validation = [sphere_case(seed) for seed in (10, 11)]
+    train, validation = training_spheres()
     params = TINY.model_copy(update={"epochs": 2})
     busy = [
         multiprocessing.get_context("spawn").Process(target=spin, args=(1e9,), daemon=True)

@@ -108,4 +108,4 @@ def prepared(
         summary.files_refused,
     )
     progress.delivery_finished(*delivery, summary)
-    return Prepared(keys, summary.failed, summary.seen, summary.causes)
+    return Prepared(keys, summary.seen, summary.causes)

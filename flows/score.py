@@ -27,7 +27,7 @@ def score_steps(source: str, prefix: str = "") -> list[str]:
     record_results(delivery_id(source, prefix), [outcome(s) for s in scores])
     causes = Counter(studies.causes)
     causes.update(c for s, r in zip(scores, reports, strict=True) if (c := failure(s, r)))
-    Prepared(studies.keys, sum(causes.values()), studies.seen, dict(causes)).raise_if_failed()
+    Prepared(studies.keys, studies.seen, dict(causes)).raise_if_failed()
     return done
 
 

@@ -53,9 +53,12 @@ class DeliverySummary:
     prepared: int
     cached: int
     reasons: dict[str, int] = field(default_factory=dict)
-    failed: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # files fetch refused, by reason
     causes: dict[str, int] = field(default_factory=dict)  # failed studies, by what broke
+
+    @property
+    def failed(self) -> int:
+        return sum(self.causes.values())
 
     @property
     def quarantined(self) -> int:
@@ -84,7 +87,6 @@ class DeliverySummary:
             prepared=sum(o.prepared for o in outcomes),
             cached=cached,
             reasons=dict(reasons),
-            failed=sum(o.failed for o in outcomes),
             refused=refused or {},
             causes=dict(Counter(o.failure for o in outcomes if o.failure is not None)),
         )
@@ -148,20 +150,22 @@ def refused_files(lake: Lake, inbox: ObjectStore, prefix: str) -> dict[str, int]
 
 @dataclass(frozen=True)
 class Prepared:
-    """The feature keys of a delivery's prepared studies, and how many failed unexpectedly."""
+    """The feature keys of a delivery's prepared studies, and what broke in those that failed."""
 
     keys: list[str]
-    failed: int
     seen: int
     causes: dict[str, int] = field(default_factory=dict)  # as in DeliverySummary
+
+    @property
+    def failed(self) -> int:
+        return sum(self.causes.values())
 
     def raise_if_failed(self) -> None:
         """Called once the other studies are finished, so one bad study never holds them up."""
         if self.failed:
             why = "; ".join(f"{n} {cause}" for cause, n in sorted(self.causes.items()))
             raise RadflowError(
-                f"{self.failed} of {self.seen} studies failed unexpectedly"
-                + (f" ({why})" if why else "")
-                + "; the others are done",
+                f"{self.failed} of {self.seen} studies failed unexpectedly ({why}); "
+                "the others are done",
                 hint="see the failed task runs; after a fix, run again (finished studies: Cached)",
             )

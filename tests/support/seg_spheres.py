@@ -37,6 +37,11 @@ def sphere_case(seed: int, size: int = 24) -> Case:
     return Case(f"sphere-{seed}", image, mask)
 
 
+def training_spheres() -> tuple[list[Case], list[Case]]:
+    """The training tests' cases: three spheres to train on, two to validate on."""
+    return [sphere_case(seed) for seed in range(3)], [sphere_case(seed) for seed in (10, 11)]
+
+
 @contextmanager
 def one_torch_thread() -> Iterator[None]:
     """Two cores shared by several processes: one thread each is faster than contention, and

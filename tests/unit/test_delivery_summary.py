@@ -51,7 +51,7 @@ def test_failed_studies_are_counted_by_what_broke(tmp_path: Path) -> None:
     ]
     assert f"| failed: {full} | 2 |" in summary.markdown()
     with pytest.raises(RadflowError) as info:
-        Prepared(["row-a"], summary.failed, summary.seen, summary.causes).raise_if_failed()
+        Prepared(["row-a"], summary.seen, summary.causes).raise_if_failed()
     assert str(info.value).startswith(
         f"3 of 4 studies failed unexpectedly (2 {full}; 1 preprocess: MemoryError);"
         " the others are done"

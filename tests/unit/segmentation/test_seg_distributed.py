@@ -14,14 +14,13 @@ from support.seg_spheres import (
     fail_in_process_1,
     mark_the_exit,
     one_torch_thread,
-    sphere_case,
+    training_spheres,
 )
 
 from radflow.segmentation.distributed import DistributedTrainingError, launch
 from radflow.segmentation.train import CHECKPOINT_NAME, TrainedSegmentation, train_segmentation
 
-TRAIN = [sphere_case(seed) for seed in range(3)]
-VALIDATION = [sphere_case(seed) for seed in (10, 11)]
+TRAIN, VALIDATION = training_spheres()
 PARAMS = TINY.model_copy(update={"epochs": 2})
 # Two processes sum their shares' gradients in another order than one process sums the whole
 # batch; after 4 AdamW steps the weights differ by float32 rounding only (seen: < 3e-7).

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support.seg_spheres import SPACING, TINY, one_torch_thread, sphere_case
+from support.seg_spheres import SPACING, TINY, one_torch_thread, sphere_case, training_spheres
 
 from radflow.segmentation.model import SegmentationModel
 from radflow.segmentation.patches import Case
@@ -27,8 +27,7 @@ from radflow.segmentation.train import (
 
 TESTS = Path(__file__).resolve().parents[2]
 ROOT = TESTS.parent
-TRAIN = [sphere_case(seed) for seed in range(3)]
-VALIDATION = [sphere_case(seed) for seed in (10, 11)]
+TRAIN, VALIDATION = training_spheres()
 PARAMS = TINY.model_copy(update={"epochs": 4})
 
 
@@ -111,7 +110,7 @@ def test_a_killed_training_resumes_to_the_same_weights(
         f"""
         import os, signal, sys, torch
         from pathlib import Path
-        from support.seg_spheres import SPACING, TINY, sphere_case
+        from support.seg_spheres import SPACING, TINY, training_spheres
         from radflow.segmentation.train import train_segmentation
 
         def die(rank, epoch):
@@ -120,7 +119,7 @@ def test_a_killed_training_resumes_to_the_same_weights(
 
         torch.set_num_threads(1)
         train_segmentation(
-            [sphere_case(s) for s in range(3)], [sphere_case(s) for s in (10, 11)],
+            *training_spheres(),
             TINY.model_copy(update={{"epochs": 4}}), spacing_mm=SPACING, seed=0,
             checkpoint_dir=Path({str(tmp_path)!r}), _after_epoch=die,
         )
