@@ -73,12 +73,16 @@ def _fail(err: RadflowError) -> None:
     raise typer.Exit(2)
 
 
-def _run(fn: Callable[[], T]) -> T:
-    """Run a command body; user mistakes print one line and a hint, never a traceback."""
+def _run(fn: Callable[[], T], shown: ConsoleProgress | None = None) -> T:
+    """Run a command body; user mistakes print one line and a hint, never a traceback. A run
+    that failed after its deliveries were summed up (studies that failed unexpectedly) prints
+    their summaries first: what was prepared, quarantined, and what broke."""
     interrupt = signal.getsignal(signal.SIGINT)  # a flow command takes Ctrl-C over for its run
     try:
         return fn()
     except RadflowError as err:
+        for line in shown.summary_lines() if shown is not None else []:
+            typer.echo(line, err=True)
         _fail(err)
         raise AssertionError("unreachable") from err
     except KeyboardInterrupt:  # before a flow runs; during one, flows.runtime.foreground
@@ -193,7 +197,7 @@ def demo(
             result: dict[str, Any] = demo_flow(str(layout.workdir), studies, seed)
         return result
 
-    result = _run(body)
+    result = _run(body, shown)
     elapsed = time.perf_counter() - started
     typer.echo("")
     typer.echo(f"radflow demo finished in {elapsed:.1f} s (workdir {layout.workdir})")
@@ -562,7 +566,7 @@ def ingest(
             )
         return keys
 
-    keys = _run(body)
+    keys = _run(body, shown)
     if as_json:
         _print_json(keys)
     else:
@@ -674,7 +678,7 @@ def score(
             reports: list[str] = score_flow(url, prefix)
         return reports
 
-    reports = _run(body)
+    reports = _run(body, shown)
     # The rows `radflow results` gives for the studies this run scored, pseudonymous only: an
     # unattended run's output lands in logs; `radflow results` adds the original UIDs.
     rows = _run(lambda: _results_rows(None, None, None, False, reports))

@@ -172,3 +172,32 @@ def test_results_key_every_scored_study_back_to_its_uid(
     assert json.loads(report.stdout)["reports"][0] == str(
         (folder / "study.html").relative_to(pipeline_env / "lake")
     )
+
+
+def test_a_failed_delivery_prints_its_summary_before_the_error(
+    prefect_server: None, pipeline_env: Path
+) -> None:
+    """pydicom's real dicomdirtests studies into a lake where nothing can be written under
+    `deid/` (a file stands there): every study fails in anonymize, and the command says so by
+    cause, its delivery summary first, no name from the headers anywhere."""
+    from support.realstudies import DICOMDIR_TESTS, copy_tree
+
+    inbox = pipeline_env / "inbox"
+    files = copy_tree(DICOMDIR_TESTS, inbox)
+    (pipeline_env / "lake").mkdir()
+    (pipeline_env / "lake" / "deid").write_text("not a folder")
+    result = runner.invoke(app, ["ingest", str(inbox)])
+    assert result.exit_code == 2, result.output
+    cause = "anonymize: NotADirectoryError (ENOTDIR: Not a directory)"
+    lines = result.output.splitlines()
+    summary = lines.index("  7 studies: 0 prepared, 0 quarantined, 7 failed")
+    assert lines[summary + 1] == f"    failed: 7 {cause}"
+    error = lines.index(
+        f"error: 7 of 7 studies failed unexpectedly (7 {cause}); the others are done"
+    )
+    assert summary < error
+    names = set()
+    for path in files:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+        names |= {str(ds.get("PatientName", "")), str(ds.get("PatientID", ""))} - {""}
+    assert names and not any(name in result.output for name in names)
